@@ -1,0 +1,420 @@
+//! The command line (SPEC §1): parses arguments, runs one command, and turns every failure into
+//! one clear line on stderr and an exit code (0 ok, 1 runtime failure, 2 bad usage or input).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::audit::{Audit, Event, EventKind};
+use crate::config::{Argon2Params, Config};
+use crate::password::{self, Password};
+use crate::store::{self, NewUser, Store, User};
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "An authenticating reverse proxy for on-premise portals")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// A one-command tour: the gateway in front of a built-in demo portal.
+    Demo {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// Validate a configuration file; print `ok` or every problem.
+    CheckConfig {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Read a password from stdin and print its argon2id hash.
+    HashPassword,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user (prints a generated password unless --password-stdin is given).
+    Add {
+        login: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        phone: String,
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// List every user.
+    List {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Show one user.
+    Show {
+        login: String,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Set a new password (read from stdin) and end the user's sessions.
+    SetPassword {
+        login: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Block a user from signing in and end their sessions.
+    Dismiss {
+        login: String,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Allow a dismissed user to sign in again.
+    Restore {
+        login: String,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// End every session and remember-me token of a user, on every gateway.
+    LogoutAll {
+        login: String,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+/// A failure to report: the message (one line per problem) and the exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>) -> CliError {
+        CliError { code: 2, message: message.into() }
+    }
+
+    pub fn runtime(message: impl std::fmt::Display) -> CliError {
+        CliError { code: 1, message: message.to_string() }
+    }
+}
+
+impl From<store::StoreError> for CliError {
+    fn from(e: store::StoreError) -> CliError {
+        match e {
+            store::StoreError::Duplicate(m) => CliError::usage(m),
+            other => CliError::runtime(other),
+        }
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match dispatch(cli.command) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("portcullis: {}", e.message);
+            e.code
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Serve { config } => {
+            let config = load(&config)?;
+            init_logging();
+            crate::gateway::serve(config, Vec::new()).map_err(CliError::runtime)
+        }
+        Command::Demo { port } => {
+            init_logging();
+            crate::demo::run(port)
+        }
+        Command::CheckConfig { config } => {
+            load(&config)?;
+            println!("ok");
+            Ok(())
+        }
+        Command::HashPassword => {
+            let pw = read_password()?;
+            let defaults = Config::parse("upstream: http://127.0.0.1:1\n", "-", Path::new("."))
+                .map_err(|e| CliError::runtime(e.to_string()))?;
+            println!("{}", hash(&pw, defaults.passwords.argon2)?);
+            Ok(())
+        }
+        Command::User { command } => user(command),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn load(path: &Path) -> Result<Config, CliError> {
+    Config::load(path).map_err(|e| CliError::usage(e.to_string()))
+}
+
+/// Reads a password from stdin; one trailing newline is not part of it.
+fn read_password() -> Result<Password, CliError> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| CliError::usage(format!("cannot read the password from stdin: {e}")))?;
+    let text = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if text.is_empty() {
+        return Err(CliError::usage("the password read from stdin is empty"));
+    }
+    Ok(Password::new(text))
+}
+
+fn hash(pw: &Password, params: Argon2Params) -> Result<String, CliError> {
+    password::hash_now(pw, params).map_err(CliError::runtime)
+}
+
+fn check_policy(pw: &Password, config: &Config) -> Result<(), CliError> {
+    let min = config.passwords.min_length;
+    if pw.len() < min {
+        return Err(CliError::usage(format!("the password must be at least {min} characters long")));
+    }
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::runtime)
+}
+
+/// Text that ends up in identity headers: no control characters, no commas in group names.
+fn check_text(what: &str, value: &str, allow_empty: bool, forbid: &[char]) -> Result<(), CliError> {
+    if !allow_empty && value.trim().is_empty() {
+        return Err(CliError::usage(format!("the {what} must not be empty")));
+    }
+    if value.chars().any(|c| c.is_control() || forbid.contains(&c)) || value.len() > 254 {
+        return Err(CliError::usage(format!(
+            "the {what} `{value}` contains characters that are not allowed{}",
+            if forbid.is_empty() { String::new() } else { format!(" (no {forbid:?})") }
+        )));
+    }
+    Ok(())
+}
+
+fn check_email(email: &str) -> Result<(), CliError> {
+    check_text("email", email, false, &[' ', ','])?;
+    match email.split_once('@') {
+        Some((local, domain)) if !local.is_empty() && domain.contains('.') && !domain.contains('@') => Ok(()),
+        _ => Err(CliError::usage(format!("`{email}` is not an email address"))),
+    }
+}
+
+fn user(command: UserCommand) -> Result<(), CliError> {
+    let config_path = match &command {
+        UserCommand::Add { config, .. }
+        | UserCommand::List { config }
+        | UserCommand::Show { config, .. }
+        | UserCommand::SetPassword { config, .. }
+        | UserCommand::Dismiss { config, .. }
+        | UserCommand::Restore { config, .. }
+        | UserCommand::LogoutAll { config, .. } => config.clone(),
+    };
+    let config = load(&config_path)?;
+    runtime()?.block_on(async {
+        let store = store::open(&config.store).await?;
+        let audit = Audit::new(store.clone());
+        let admin = Admin { store: store.as_ref(), audit: &audit, config: &config };
+        admin.run(command).await
+    })
+}
+
+struct Admin<'a> {
+    store: &'a dyn Store,
+    audit: &'a Audit,
+    config: &'a Config,
+}
+
+fn now() -> i64 {
+    use crate::clock::{Clock, SystemClock};
+    SystemClock.now()
+}
+
+impl Admin<'_> {
+    async fn find(&self, login: &str) -> Result<User, CliError> {
+        self.store
+            .find_user(login)
+            .await?
+            .ok_or_else(|| CliError::usage(format!("there is no user `{login}`")))
+    }
+
+    async fn event(&self, kind: EventKind, login: &str, detail: &str) {
+        self.audit
+            .record_now(Event::new(kind, now()).login(login).detail(detail))
+            .await;
+    }
+
+    async fn end_sessions(&self, user: &User, why: &str) -> Result<u64, CliError> {
+        let n = self.store.end_user_sessions(user.id, now()).await?;
+        self.event(EventKind::SessionsRevoked, &user.login, why).await;
+        Ok(n)
+    }
+
+    async fn run(&self, command: UserCommand) -> Result<(), CliError> {
+        match command {
+            UserCommand::Add { login, email, name, phone, groups, password_stdin, .. } => {
+                self.add(login, email, name, phone, groups, password_stdin).await
+            }
+            UserCommand::List { .. } => {
+                let users = self.store.list_users().await?;
+                println!("{:<24} {:<32} {:<24} {:<20} STATUS", "LOGIN", "EMAIL", "NAME", "GROUPS");
+                for u in users {
+                    println!(
+                        "{:<24} {:<32} {:<24} {:<20} {}",
+                        u.login,
+                        u.email,
+                        u.name,
+                        u.groups.join(","),
+                        if u.dismissed { "dismissed" } else { "active" }
+                    );
+                }
+                Ok(())
+            }
+            UserCommand::Show { login, .. } => {
+                let u = self.find(&login).await?;
+                println!("login:   {}", u.login);
+                println!("email:   {}", u.email);
+                println!("name:    {}", u.name);
+                println!("phone:   {}", u.phone);
+                println!("groups:  {}", u.groups.join(", "));
+                println!("status:  {}", if u.dismissed { "dismissed" } else { "active" });
+                Ok(())
+            }
+            UserCommand::SetPassword { login, .. } => {
+                let u = self.find(&login).await?;
+                let pw = read_password()?;
+                check_policy(&pw, self.config)?;
+                let phc = hash(&pw, self.config.passwords.argon2)?;
+                self.store.set_password_hash(u.id, &phc).await?;
+                self.event(EventKind::PasswordChanged, &u.login, "by administrator").await;
+                let n = self.end_sessions(&u, "password changed").await?;
+                println!("Password changed for {}; {n} session(s) ended", u.login);
+                Ok(())
+            }
+            UserCommand::Dismiss { login, .. } => {
+                let u = self.find(&login).await?;
+                self.store.set_dismissed(u.id, true).await?;
+                self.event(EventKind::UserDismissed, &u.login, "").await;
+                let n = self.end_sessions(&u, "dismissed").await?;
+                println!("Dismissed {}; {n} session(s) ended", u.login);
+                Ok(())
+            }
+            UserCommand::Restore { login, .. } => {
+                let u = self.find(&login).await?;
+                self.store.set_dismissed(u.id, false).await?;
+                self.event(EventKind::UserRestored, &u.login, "").await;
+                println!("Restored {}", u.login);
+                Ok(())
+            }
+            UserCommand::LogoutAll { login, .. } => {
+                let u = self.find(&login).await?;
+                let n = self.end_sessions(&u, "logout-all").await?;
+                println!("Ended {n} session(s) of {}", u.login);
+                Ok(())
+            }
+        }
+    }
+
+    async fn add(
+        &self,
+        login: String,
+        email: String,
+        name: String,
+        phone: String,
+        groups: Vec<String>,
+        password_stdin: bool,
+    ) -> Result<(), CliError> {
+        check_text("login", &login, false, &[' ', ','])?;
+        check_email(&email)?;
+        check_text("name", &name, true, &[])?;
+        check_text("phone", &phone, true, &[','])?;
+        for g in &groups {
+            check_text("group", g, false, &[','])?;
+        }
+        let (pw, generated) = if password_stdin {
+            (read_password()?, false)
+        } else {
+            (Password::generate(), true)
+        };
+        check_policy(&pw, self.config)?;
+        let phc = hash(&pw, self.config.passwords.argon2)?;
+        let user = self
+            .store
+            .create_user(
+                NewUser { login, email, name, phone, groups, password_hash: phc },
+                now(),
+            )
+            .await?;
+        self.event(EventKind::UserCreated, &user.login, "").await;
+        println!("Created user {}", user.login);
+        if generated {
+            println!("Password: {}", pw.expose());
+        }
+        Ok(())
+    }
+}
+
+/// Shared by `demo`: creates `login` or resets its password, returning the new password.
+pub async fn ensure_user(
+    store: &Arc<dyn Store>,
+    config: &Config,
+    new: NewUser,
+) -> Result<Password, CliError> {
+    let pw = Password::generate();
+    let phc = hash(&pw, config.passwords.argon2)?;
+    match store.find_user(&new.login).await? {
+        Some(u) => {
+            store.set_password_hash(u.id, &phc).await?;
+            store.set_dismissed(u.id, false).await?;
+        }
+        None => {
+            store
+                .create_user(NewUser { password_hash: phc, ..new }, now())
+                .await?;
+        }
+    }
+    Ok(pw)
+}

@@ -1,0 +1,62 @@
+//! The admin listener: `/healthz` and `/readyz` (and `/metrics` once metrics land). It is a
+//! separate listener, never the public one, and reads nothing from the request but its path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use super::App;
+
+pub struct Admin {
+    app: Arc<App>,
+}
+
+impl Admin {
+    pub fn new(app: Arc<App>) -> Admin {
+        Admin { app }
+    }
+
+    /// `Ok` when the store answers and the upstream accepts a connection; otherwise which not.
+    async fn readiness(&self) -> Result<(), String> {
+        let probe = Duration::from_secs(2);
+        match tokio::time::timeout(probe, self.app.store.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("store: {e}")),
+            Err(_) => return Err("store: no answer within 2s".into()),
+        }
+        let upstream = self.app.config.load().upstream.addr;
+        match tokio::time::timeout(probe, tokio::net::TcpStream::connect(upstream)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("upstream {upstream}: {e}")),
+            Err(_) => Err(format!("upstream {upstream}: no answer within 2s")),
+        }
+    }
+}
+
+fn text(status: u16, body: String) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .header("Content-Length", body.len())
+        .header("Cache-Control", "no-store")
+        .body(body.into_bytes())
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        match session.req_header().uri.path() {
+            "/healthz" => text(200, "ok\n".into()),
+            "/readyz" => match self.readiness().await {
+                Ok(()) => text(200, "ready\n".into()),
+                Err(reason) => text(503, format!("not ready: {reason}\n")),
+            },
+            _ => text(404, "not found\n".into()),
+        }
+    }
+}

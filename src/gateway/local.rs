@@ -1,0 +1,342 @@
+//! The gateway's own endpoints under `/_portcullis/`: the login form, logout, and the JSON API.
+//! Each handler returns a `Reply`; reading the body is capped so a login post cannot be used
+//! to make the gateway buffer megabytes.
+
+use std::sync::Arc;
+
+use pingora::proxy::Session;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::App;
+use super::proxy::{Facts, cookies, header_str, logout_event};
+use super::reply::Reply;
+use crate::config::Config;
+use crate::decision::{Endpoint, LOGIN_PATH, safe_redirect};
+use crate::login::{self, Attempt, Outcome};
+use crate::pages::{self, LoginView, messages};
+use crate::password::Password;
+use crate::session::{Identity, LiveSession};
+use crate::token::{self, RememberToken, SessionToken};
+
+/// Largest login or logout body accepted; real forms are a few hundred bytes.
+pub const MAX_BODY: usize = 16 * 1024;
+
+pub async fn handle(
+    app: &App,
+    cfg: &Config,
+    endpoint: Endpoint,
+    session: &mut Session,
+    facts: &Facts,
+) -> Reply {
+    let result = match endpoint {
+        Endpoint::LoginPage => Ok(login_page(app, cfg, session, facts).await),
+        Endpoint::LoginForm => login_form(app, cfg, session, facts).await,
+        Endpoint::Logout => logout(app, cfg, session, facts, false).await,
+        Endpoint::ApiLogin => api_login(app, cfg, session, facts).await,
+        Endpoint::ApiSession => api_session(app, cfg, facts).await,
+        Endpoint::ApiLogout => logout(app, cfg, session, facts, true).await,
+        Endpoint::NotFound => Ok(Reply::page(404, "Not found", "There is no such page.")),
+        Endpoint::MethodNotAllowed => Ok(Reply::page(
+            405,
+            "Method not allowed",
+            "This address does not accept that kind of request.",
+        )),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+/// A reply that ends the handler early: a refusal or a failure.
+type Handled = Result<Reply, Reply>;
+
+fn service_unavailable(e: impl std::fmt::Display) -> Reply {
+    tracing::error!(error = %e, "a sign-in request failed");
+    Reply::page(
+        503,
+        "Service unavailable",
+        "Sign-in is temporarily unavailable. Please try again in a minute.",
+    )
+}
+
+async fn read_body(session: &mut Session) -> Result<Vec<u8>, Reply> {
+    let too_large = || Reply::page(413, "Request too large", "The form sent was too large.");
+    let declared = header_str(session.req_header(), "content-length")
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => {
+                return Err(Reply::page(400, "Bad request", "The request could not be read."));
+            }
+        }
+    }
+}
+
+fn form(body: &[u8]) -> impl Fn(&str) -> String + '_ {
+    move |key| {
+        form_urlencoded::parse(body)
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    }
+}
+
+fn query_param(session: &Session, key: &str) -> Option<String> {
+    let query = session.req_header().uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The session a request to a local endpoint carries, without extending it.
+async fn current(app: &App, cfg: &Config, facts: &Facts) -> Result<Option<(SessionToken, Arc<LiveSession>)>, Reply> {
+    let names = cookies(cfg);
+    let Some(token) = facts.cookie(&names.session).and_then(SessionToken::parse) else {
+        return Ok(None);
+    };
+    let live = app
+        .sessions
+        .peek(&token, &cfg.session)
+        .await
+        .map_err(service_unavailable)?;
+    Ok(live.map(|l| (token, l)))
+}
+
+/// The login form's CSRF cookie: reused while it is well-formed, created otherwise.
+fn csrf_cookie(cfg: &Config, facts: &Facts) -> (String, Option<String>) {
+    let names = cookies(cfg);
+    match facts.cookie(&names.csrf).filter(|v| v.len() == 22) {
+        Some(existing) => (existing.to_string(), None),
+        None => {
+            let fresh = token::login_csrf();
+            let set = names.set(&names.csrf, &fresh, None);
+            (fresh, Some(set))
+        }
+    }
+}
+
+struct FormPage<'a> {
+    status: u16,
+    error: Option<&'a str>,
+    notice: Option<&'a str>,
+    login: &'a str,
+    rd: &'a str,
+    remember: bool,
+}
+
+fn render_login(cfg: &Config, facts: &Facts, page: FormPage) -> Reply {
+    let (csrf, set) = csrf_cookie(cfg, facts);
+    let html = pages::login_page(&LoginView {
+        error: page.error,
+        notice: page.notice,
+        login: page.login,
+        rd: safe_redirect(page.rd),
+        csrf: &csrf,
+        remember_offered: cfg.session.remember_me.is_some(),
+        remember_checked: page.remember,
+    });
+    Reply::html(page.status, html).cookies(set)
+}
+
+async fn login_page(app: &App, cfg: &Config, session: &Session, facts: &Facts) -> Reply {
+    let rd = query_param(session, "rd").unwrap_or_else(|| "/".into());
+    if let Ok(Some(_)) = current(app, cfg, facts).await {
+        return Reply::redirect(302, safe_redirect(&rd));
+    }
+    let notice = if query_param(session, "expired").is_some() {
+        Some(messages::EXPIRED)
+    } else if query_param(session, "signed_out").is_some() {
+        Some(messages::SIGNED_OUT)
+    } else {
+        None
+    };
+    render_login(
+        cfg,
+        facts,
+        FormPage { status: 200, error: None, notice, login: "", rd: &rd, remember: false },
+    )
+}
+
+async fn login_form(app: &App, cfg: &Config, session: &mut Session, facts: &Facts) -> Handled {
+    let body = read_body(session).await?;
+    let field = form(&body);
+    let (login, rd, remember) = (field("login"), field("rd"), !field("remember").is_empty());
+    let page = |status, error| FormPage { status, error: Some(error), notice: None, login: &login, rd: &rd, remember };
+    let names = cookies(cfg);
+    let csrf_ok = facts
+        .cookie(&names.csrf)
+        .is_some_and(|c| token::same_token(c, &field("csrf")));
+    if !csrf_ok {
+        return Ok(render_login(cfg, facts, page(403, messages::FORM_EXPIRED)));
+    }
+    let attempt = Attempt {
+        login: login.clone(),
+        password: Password::new(field("password")),
+        remember,
+        client: facts.client.clone(),
+    };
+    let outcome = login::attempt(app, cfg, attempt).await.map_err(service_unavailable)?;
+    match outcome {
+        Outcome::Success { issued, .. } => {
+            end_previous(app, cfg, facts).await;
+            let mut reply = Reply::redirect(303, safe_redirect(&rd))
+                .cookie(names.set(&names.session, issued.token.expose(), None));
+            reply = match issued.remember {
+                Some(r) => reply.cookie(names.set(&names.remember, &r.expose(), cfg.session.remember_me)),
+                None => reply.cookie(names.clear(&names.remember)),
+            };
+            Ok(reply)
+        }
+        Outcome::InvalidCredentials => Ok(render_login(cfg, facts, page(401, messages::INVALID_CREDENTIALS))),
+        Outcome::Dismissed => Ok(render_login(cfg, facts, page(403, messages::DISMISSED))),
+        Outcome::Busy => Ok(render_login(cfg, facts, page(429, messages::TOO_MANY)).header("Retry-After", "1".into())),
+    }
+}
+
+/// A sign-in replaces whatever session the browser had: the old one is ended, not reused.
+async fn end_previous(app: &App, cfg: &Config, facts: &Facts) {
+    if let Ok(Some((_, live))) = current(app, cfg, facts).await
+        && let Err(e) = app.sessions.end(&live).await
+    {
+        tracing::warn!(error = %e, "could not end the previous session");
+    }
+}
+
+#[derive(Deserialize)]
+struct ApiLoginBody {
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    remember: bool,
+}
+
+fn is_json(session: &Session) -> bool {
+    header_str(session.req_header(), "content-type")
+        .is_some_and(|c| c.trim_start().to_ascii_lowercase().starts_with("application/json"))
+}
+
+fn identity_json(identity: &Identity, expires_in: i64) -> serde_json::Value {
+    json!({
+        "user": identity.login,
+        "email": identity.email,
+        "name": identity.name,
+        "groups": identity.groups,
+        "expires_in": expires_in,
+    })
+}
+
+async fn api_login(app: &App, cfg: &Config, session: &mut Session, facts: &Facts) -> Handled {
+    // Requiring JSON forces a CORS preflight on cross-site requests: no form can post here.
+    if !is_json(session) {
+        return Ok(Reply::json(415, json!({"error": "unsupported_media_type"})));
+    }
+    let body = read_body(session).await.map_err(|r| {
+        Reply::json(r.status, json!({"error": if r.status == 413 { "too_large" } else { "bad_request" }}))
+    })?;
+    let Ok(req) = serde_json::from_slice::<ApiLoginBody>(&body) else {
+        return Ok(Reply::json(400, json!({"error": "bad_request"})));
+    };
+    let attempt = Attempt {
+        login: req.login,
+        password: Password::new(req.password),
+        remember: req.remember,
+        client: facts.client.clone(),
+    };
+    let outcome = login::attempt(app, cfg, attempt)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "a sign-in request failed");
+            Reply::json(503, json!({"error": "unavailable"}))
+        })?;
+    let names = cookies(cfg);
+    Ok(match outcome {
+        Outcome::Success { issued, .. } => {
+            end_previous(app, cfg, facts).await;
+            let now = app.sessions.now();
+            let mut reply = Reply::json(200, identity_json(&issued.live.identity, issued.live.expires_in(now, &cfg.session)))
+                .cookie(names.set(&names.session, issued.token.expose(), None));
+            if let Some(r) = issued.remember {
+                reply = reply.cookie(names.set(&names.remember, &r.expose(), cfg.session.remember_me));
+            }
+            reply
+        }
+        Outcome::InvalidCredentials => Reply::json(401, json!({"error": "invalid_credentials"})),
+        Outcome::Dismissed => Reply::json(403, json!({"error": "dismissed"})),
+        Outcome::Busy => Reply::json(429, json!({"error": "throttled", "retry_after": 1}))
+            .header("Retry-After", "1".into()),
+    })
+}
+
+async fn api_session(app: &App, cfg: &Config, facts: &Facts) -> Handled {
+    match current(app, cfg, facts).await {
+        Ok(Some((_, live))) => {
+            let expires_in = live.expires_in(app.sessions.now(), &cfg.session);
+            Ok(Reply::json(200, identity_json(&live.identity, expires_in)))
+        }
+        Ok(None) => Ok(Reply::json(401, json!({"error": "unauthenticated", "login_url": LOGIN_PATH}))),
+        Err(_) => Ok(Reply::json(503, json!({"error": "unavailable"}))),
+    }
+}
+
+/// A cross-site page cannot make a browser send these: the request comes from our own pages.
+fn same_origin(session: &Session, cfg: &Config) -> bool {
+    let req = session.req_header();
+    if header_str(req, "sec-fetch-site") == Some("same-origin") {
+        return true;
+    }
+    let (Some(origin), Some(host)) = (header_str(req, "origin"), header_str(req, "host")) else {
+        return false;
+    };
+    let scheme = if cfg.secure_cookies() { "https" } else { "http" };
+    origin == format!("{scheme}://{host}")
+}
+
+async fn logout(app: &App, cfg: &Config, session: &mut Session, facts: &Facts, api: bool) -> Handled {
+    let body = read_body(session).await?;
+    let current = current(app, cfg, facts).await?;
+    if let Some((token, _)) = &current {
+        // The form carries the session's CSRF token; the API needs a JSON content type; a
+        // same-origin Origin header also proves the request came from the portal's own pages.
+        let allowed = if api {
+            is_json(session) || same_origin(session, cfg)
+        } else {
+            token::same_token(&form(&body)("csrf"), &token.csrf()) || same_origin(session, cfg)
+        };
+        if !allowed {
+            return Ok(if api {
+                Reply::json(403, json!({"error": "csrf"}))
+            } else {
+                Reply::page(403, "Sign-out refused", "Use the sign-out button of the portal to sign out.")
+            });
+        }
+    }
+    let names = cookies(cfg);
+    if let Some((_, live)) = &current {
+        app.sessions.end(live).await.map_err(service_unavailable)?;
+        logout_event(app, &live.identity, &facts.client, live.hash.short());
+    }
+    if let Some(remember) = facts.cookie(&names.remember).and_then(RememberToken::parse) {
+        app.sessions
+            .forget_remember(&remember)
+            .await
+            .map_err(service_unavailable)?;
+    }
+    let cleared = [names.clear(&names.session), names.clear(&names.remember)];
+    Ok(if api {
+        Reply::json(200, json!({"ok": true})).cookies(cleared)
+    } else {
+        Reply::redirect(303, &format!("{LOGIN_PATH}?signed_out=1")).cookies(cleared)
+    })
+}

@@ -1,0 +1,179 @@
+//! The Pingora shell: builds the application state, wires the proxy, the admin listener and the
+//! background tasks into one server, and turns requests into facts for `decision`. Security
+//! rules do not live here; this module only carries them out.
+
+mod admin;
+mod local;
+mod proxy;
+mod reply;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::apps::http_app::HttpServer;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{BackgroundService, background_service};
+use pingora::services::ServiceWithDependents;
+use pingora::services::listening::Service;
+
+use crate::audit::Audit;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::password::{HashError, Hasher};
+use crate::session::Sessions;
+use crate::store::{self, Store, StoreError};
+
+/// Everything a request handler needs, shared by all of them.
+pub struct App {
+    pub config: ArcSwap<Config>,
+    pub store: Arc<dyn Store>,
+    pub sessions: Sessions,
+    pub hasher: Hasher,
+    pub audit: Audit,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hasher(#[from] HashError),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: String, error: std::io::Error },
+    #[error("cannot start: {0}")]
+    Runtime(String),
+}
+
+/// Worker threads for password hashing: half the cores, so proxying always keeps the rest.
+fn hash_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+impl App {
+    pub async fn new(config: Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
+        let store = store::open(&config.store).await?;
+        let audit = Audit::new(store.clone());
+        let sessions = Sessions::new(
+            store.clone(),
+            audit.clone(),
+            clock,
+            config.session.idle_timeout,
+        );
+        let hasher = Hasher::new(config.passwords.argon2, hash_threads(), 256)?;
+        Ok(App {
+            config: ArcSwap::from_pointee(config),
+            store,
+            sessions,
+            hasher,
+            audit,
+        })
+    }
+}
+
+/// Runs the gateway (plus any `extra` services, e.g. the demo portal) until it is told to
+/// stop. Never returns on success.
+pub fn serve(
+    config: Config,
+    extra: Vec<Box<dyn ServiceWithDependents>>,
+) -> Result<(), StartError> {
+    for addr in config.listen.iter().chain([&config.admin_listen]) {
+        std::net::TcpListener::bind(addr).map_err(|error| StartError::Listen {
+            addr: addr.to_string(),
+            error,
+        })?;
+    }
+    let setup = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| StartError::Runtime(e.to_string()))?;
+    let app = Arc::new(setup.block_on(App::new(config.clone(), Arc::new(SystemClock)))?);
+    drop(setup);
+
+    let mut conf = ServerConf {
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    if let Some(dir) = store_dir(&config) {
+        conf.pid_file = dir.join("portcullis.pid").display().to_string();
+        conf.upgrade_sock = dir.join("portcullis_upgrade.sock").display().to_string();
+    }
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        proxy::Gateway::new(app.clone()),
+    );
+    for addr in &config.listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    let mut admin = Service::new(
+        "portcullis admin".to_string(),
+        HttpServer::new_app(admin::Admin::new(app.clone())),
+    );
+    admin.add_tcp(&config.admin_listen.to_string());
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(background_service("portcullis upkeep", Upkeep { app }));
+    server.add_services(extra);
+    tracing::info!(
+        listen = ?config.listen,
+        admin = %config.admin_listen,
+        upstream = %config.upstream.addr,
+        "portcullis is running"
+    );
+    server.run_forever();
+}
+
+fn store_dir(config: &Config) -> Option<std::path::PathBuf> {
+    match &config.store {
+        crate::config::StoreConfig::Sqlite { path } => path.parent().map(|p| p.to_path_buf()),
+        crate::config::StoreConfig::Postgres { .. } => None,
+    }
+}
+
+/// How often revocations made elsewhere (the CLI, another gateway) are picked up.
+const REVOCATION_POLL: Duration = Duration::from_millis(500);
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+/// Background work: apply revocations to the cache, purge dead sessions from the store.
+struct Upkeep {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for Upkeep {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut seq = match self.app.store.last_revocation().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read revocations; starting from the beginning");
+                0
+            }
+        };
+        let mut poll = tokio::time::interval(REVOCATION_POLL);
+        let mut purge = tokio::time::interval(PURGE_EVERY);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = poll.tick() => match self.app.sessions.apply_revocations(seq).await {
+                    Ok(next) => seq = next,
+                    Err(e) => tracing::warn!(error = %e, "cannot read revocations"),
+                },
+                _ = purge.tick() => {
+                    let cfg = self.app.config.load();
+                    if let Err(e) = self.app.sessions.purge(&cfg.session).await {
+                        tracing::warn!(error = %e, "cannot purge expired sessions");
+                    }
+                }
+            }
+        }
+    }
+}

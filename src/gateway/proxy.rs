@@ -1,0 +1,415 @@
+//! The proxy phases: route the request, resolve its session, carry out the decision, and on the
+//! way upstream strip what clients must not send (identity headers, the gateway's cookies) and
+//! add what the portal needs (identity, X-Forwarded-*).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::HeaderName;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use serde_json::json;
+
+use super::App;
+use super::local;
+use super::reply::{self, Reply};
+use crate::audit::{Event, EventKind};
+use crate::config::{Config, IdentityHeaders};
+use crate::decision::{self, Decision, Route, SessionState};
+use crate::session::cookie::{self, CookieNames};
+use crate::session::{Client, Identity, Lookup, Renewal};
+use crate::token::{RememberToken, SessionToken};
+
+pub struct Gateway {
+    app: Arc<App>,
+}
+
+impl Gateway {
+    pub fn new(app: Arc<App>) -> Gateway {
+        Gateway { app }
+    }
+}
+
+/// Per-request state carried between phases.
+#[derive(Default)]
+pub struct Ctx {
+    identity: Option<Arc<Identity>>,
+    /// `Set-Cookie` values to add to the upstream's response (a silent remember-me renewal).
+    set_cookies: Vec<String>,
+}
+
+/// The facts about a request that the gateway's decisions use.
+pub struct Facts {
+    pub client: Client,
+    pub cookies: Vec<String>,
+}
+
+impl Facts {
+    pub fn of(session: &Session) -> Facts {
+        let req = session.req_header();
+        let ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| canonical_ip(a.ip()).to_string())
+            .unwrap_or_default();
+        let user_agent = header_str(req, "user-agent").unwrap_or_default().to_string();
+        let cookies = req
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect();
+        Facts {
+            client: Client { ip, user_agent },
+            cookies,
+        }
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        cookie::find(self.cookies.iter().map(String::as_str), name)
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (a dual-stack listener) are IPv4 addresses.
+fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+pub fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The outcome of looking for a session on a protected request.
+struct Resolved {
+    state: SessionState,
+    identity: Option<Arc<Identity>>,
+    set_cookies: Vec<String>,
+}
+
+impl Gateway {
+    /// Session cookie first; failing that, a remember-me cookie renews silently.
+    async fn resolve(&self, facts: &Facts, cfg: &Config) -> Result<Resolved, crate::store::StoreError> {
+        let names = cookies(cfg);
+        let mut state = SessionState::Missing;
+        let mut set_cookies = Vec::new();
+        if let Some(token) = facts.cookie(&names.session).and_then(SessionToken::parse) {
+            match self.app.sessions.lookup(&token, &cfg.session).await? {
+                Lookup::Live(live) => {
+                    return Ok(Resolved {
+                        state: SessionState::Live,
+                        identity: Some(live.identity.clone()),
+                        set_cookies,
+                    });
+                }
+                Lookup::Expired(_) => state = SessionState::Expired,
+                Lookup::Unknown => {}
+            }
+            set_cookies.push(names.clear(&names.session));
+        }
+        let Some(raw) = facts.cookie(&names.remember) else {
+            return Ok(Resolved { state, identity: None, set_cookies });
+        };
+        let renewal = match RememberToken::parse(raw) {
+            Some(token) if cfg.session.remember_me.is_some() => {
+                self.app.sessions.renew(&token, &facts.client).await?
+            }
+            _ => Renewal::Invalid,
+        };
+        match renewal {
+            Renewal::Renewed(issued) => {
+                let set = vec![
+                    names.set(&names.session, issued.token.expose(), None),
+                    names.set(
+                        &names.remember,
+                        &issued.remember.map(|r| r.expose()).unwrap_or_default(),
+                        cfg.session.remember_me,
+                    ),
+                ];
+                Ok(Resolved {
+                    state: SessionState::Live,
+                    identity: Some(issued.live.identity.clone()),
+                    set_cookies: set,
+                })
+            }
+            Renewal::Theft { login } => {
+                tracing::warn!(%login, ip = %facts.client.ip, "a replayed remember-me token ended every session of the user");
+                set_cookies.push(names.clear(&names.remember));
+                Ok(Resolved { state, identity: None, set_cookies })
+            }
+            Renewal::Invalid => {
+                set_cookies.push(names.clear(&names.remember));
+                Ok(Resolved { state, identity: None, set_cookies })
+            }
+        }
+    }
+}
+
+pub fn cookies(cfg: &Config) -> CookieNames {
+    CookieNames::new(&cfg.session.cookie_name, cfg.secure_cookies())
+}
+
+fn unavailable() -> Reply {
+    Reply::page(
+        503,
+        "Service unavailable",
+        "Sign-in is temporarily unavailable. Please try again in a minute.",
+    )
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let cfg = self.app.config.load_full();
+        let req = session.req_header();
+        let method = req.method.as_str().to_string();
+        let route = decision::route(&method, req.uri.path(), &cfg.public_paths);
+        let facts = Facts::of(session);
+        let protected = match route {
+            Route::Local(endpoint) => {
+                let reply = local::handle(&self.app, &cfg, endpoint, session, &facts).await;
+                reply::write(session, reply).await?;
+                return Ok(true);
+            }
+            Route::Public => return Ok(false),
+            Route::Protected => self.resolve(&facts, &cfg).await,
+        };
+        let resolved = match protected {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "session lookup failed");
+                reply::write(session, unavailable()).await?;
+                return Ok(true);
+            }
+        };
+        let req = session.req_header();
+        let path_and_query = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let accepts_html = decision::accepts_html(header_str(req, "accept"));
+        match decision::decide(&method, path_and_query, accepts_html, resolved.state) {
+            Decision::Forward => {
+                ctx.identity = resolved.identity;
+                ctx.set_cookies = resolved.set_cookies;
+                Ok(false)
+            }
+            Decision::LoginRedirect { location } => {
+                let reply = Reply::redirect(302, &location).cookies(resolved.set_cookies);
+                reply::write(session, reply).await?;
+                Ok(true)
+            }
+            Decision::Unauthenticated { login_url } => {
+                let reply = Reply::json(
+                    401,
+                    json!({"error": "unauthenticated", "login_url": login_url}),
+                )
+                .cookies(resolved.set_cookies);
+                reply::write(session, reply).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let cfg = self.app.config.load();
+        let up = &cfg.upstream;
+        let mut peer = HttpPeer::new(up.addr, up.tls, up.sni.clone());
+        peer.options.connection_timeout = Some(std::time::Duration::from_secs(5));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let cfg = self.app.config.load();
+        strip_identity(upstream, &cfg.identity_headers);
+        if let Some(identity) = &ctx.identity {
+            set_identity(upstream, &cfg.identity_headers, identity)?;
+        }
+        strip_gateway_cookies(upstream, &cookies(&cfg))?;
+        let facts = Facts::of(session);
+        let host = header_str(session.req_header(), "host").map(str::to_string);
+        forwarded(upstream, &facts.client.ip, cfg.secure_cookies(), host)?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        for c in ctx.set_cookies.drain(..) {
+            response.append_header("Set-Cookie", c)?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code == 502 {
+            tracing::warn!(error = %e, "the portal did not answer");
+            let page = Reply::page(
+                502,
+                "The portal is not responding",
+                "The gateway could not reach the portal. Please try again in a few moments.",
+            );
+            if let Err(err) = reply::write(session, page).await {
+                tracing::debug!(error = %err, "could not send the 502 page");
+            }
+        } else if code > 0 {
+            let _ = session
+                .respond_error_with_body(code, Bytes::from_static(b""))
+                .await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}
+
+/// Header names as CGI-style servers see them: `X_Remote_User` and `X-Remote-User` both
+/// become `HTTP_X_REMOTE_USER`, so both spellings must go.
+fn cgi_name(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+fn strip_identity(req: &mut RequestHeader, headers: &IdentityHeaders) {
+    let ours: Vec<String> = headers.all().iter().map(|h| cgi_name(h.as_str())).collect();
+    let doomed: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| ours.contains(&cgi_name(k.as_str())))
+        .cloned()
+        .collect();
+    for name in doomed {
+        req.remove_header(&name);
+    }
+}
+
+fn set_identity(req: &mut RequestHeader, headers: &IdentityHeaders, id: &Identity) -> Result<()> {
+    let values = [
+        (&headers.user, id.login.clone()),
+        (&headers.email, id.email.clone()),
+        (&headers.name, id.name.clone()),
+        (&headers.groups, id.groups.join(",")),
+    ];
+    for (name, value) in values {
+        let value = http::HeaderValue::from_bytes(value.as_bytes())
+            .map_err(|_| Error::explain(ErrorType::InternalError, "identity is not a valid header value"))?;
+        req.insert_header(name.clone(), value)?;
+    }
+    Ok(())
+}
+
+fn strip_gateway_cookies(req: &mut RequestHeader, names: &CookieNames) -> Result<()> {
+    let joined: Vec<String> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    if joined.is_empty() {
+        return Ok(());
+    }
+    req.remove_header(&http::header::COOKIE);
+    if let Some(kept) = cookie::without(&joined.join("; "), &names.all()) {
+        req.insert_header(http::header::COOKIE, kept)?;
+    }
+    Ok(())
+}
+
+fn forwarded(req: &mut RequestHeader, client_ip: &str, https: bool, host: Option<String>) -> Result<()> {
+    let xff = match header_str(req, "x-forwarded-for") {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),
+        _ => client_ip.to_string(),
+    };
+    req.insert_header("X-Forwarded-For", xff)?;
+    req.insert_header("X-Forwarded-Proto", if https { "https" } else { "http" })?;
+    match host {
+        Some(h) => req.insert_header("X-Forwarded-Host", h)?,
+        None => {
+            req.remove_header("X-Forwarded-Host");
+        }
+    }
+    Ok(())
+}
+
+/// Records the end of a session by the person who owned it.
+pub fn logout_event(app: &App, identity: &Identity, client: &Client, short: String) {
+    app.audit.record(
+        Event::new(EventKind::Logout, app.sessions.now())
+            .login(&identity.login)
+            .client(&client.ip, &client.user_agent)
+            .session(short),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers() -> IdentityHeaders {
+        IdentityHeaders {
+            user: HeaderName::from_static("x-remote-user"),
+            email: HeaderName::from_static("x-remote-email"),
+            name: HeaderName::from_static("x-remote-name"),
+            groups: HeaderName::from_static("x-remote-groups"),
+        }
+    }
+
+    #[test]
+    fn forged_identity_headers_are_removed_in_every_spelling() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for name in ["X-Remote-User", "x_remote_user", "X_REMOTE_EMAIL", "X-Remote-Groups", "X-Other"] {
+            req.append_header(name, "forged").unwrap();
+        }
+        strip_identity(&mut req, &headers());
+        let left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["x-other"]);
+    }
+
+    #[test]
+    fn forwarded_headers_append_the_client() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("X-Forwarded-For", "1.2.3.4").unwrap();
+        forwarded(&mut req, "127.0.0.9", true, Some("portal.example".into())).unwrap();
+        assert_eq!(header_str(&req, "x-forwarded-for"), Some("1.2.3.4, 127.0.0.9"));
+        assert_eq!(header_str(&req, "x-forwarded-proto"), Some("https"));
+        assert_eq!(header_str(&req, "x-forwarded-host"), Some("portal.example"));
+    }
+
+    #[test]
+    fn mapped_addresses_are_ipv4() {
+        let mapped: std::net::IpAddr = "::ffff:127.0.0.5".parse().unwrap();
+        assert_eq!(canonical_ip(mapped).to_string(), "127.0.0.5");
+        let v6: std::net::IpAddr = "::1".parse().unwrap();
+        assert_eq!(canonical_ip(v6).to_string(), "::1");
+    }
+}

@@ -1,0 +1,16 @@
+//! Portcullis: an authenticating reverse proxy on Pingora. Security decisions live in pure
+//! modules (`decision`, `session`, `config`); `gateway` is the thin Pingora shell around them.
+
+pub mod audit;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod decision;
+pub mod demo;
+pub mod gateway;
+pub mod login;
+pub mod pages;
+pub mod password;
+pub mod session;
+pub mod store;
+pub mod token;

@@ -1,0 +1,467 @@
+//! Sessions: issuing, finding, sliding and ending them. A moka cache with time-to-idle sits in
+//! front of the store so that a request never waits on the store while its session is hot;
+//! `last_seen` reaches the store lazily (at most `idle_timeout / 24` behind).
+
+pub mod cookie;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use moka::sync::Cache;
+
+use crate::audit::{Audit, Event, EventKind};
+use crate::clock::Clock;
+use crate::config::SessionConfig;
+use crate::store::{
+    RememberRecord, Revoked, SessionRecord, Store, StoreResult, UnixTime, User,
+};
+use crate::token::{RememberToken, SessionHash, SessionToken};
+
+/// Who a session belongs to, as the portal will see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: i64,
+    pub login: String,
+    pub email: String,
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+impl Identity {
+    pub fn of(user: &User) -> Identity {
+        Identity {
+            user_id: user.id,
+            login: user.login.clone(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            groups: user.groups.clone(),
+        }
+    }
+}
+
+/// A session in the cache.
+#[derive(Debug)]
+pub struct LiveSession {
+    pub hash: SessionHash,
+    pub identity: Arc<Identity>,
+    pub created_at: UnixTime,
+    pub remember_selector: Option<String>,
+    last_seen: AtomicI64,
+    stored_last_seen: AtomicI64,
+}
+
+impl LiveSession {
+    fn from_record(rec: &SessionRecord, identity: Arc<Identity>) -> LiveSession {
+        LiveSession {
+            hash: rec.hash,
+            identity,
+            created_at: rec.created_at,
+            remember_selector: rec.remember_selector.clone(),
+            last_seen: AtomicI64::new(rec.last_seen),
+            stored_last_seen: AtomicI64::new(rec.last_seen),
+        }
+    }
+
+    pub fn last_seen(&self) -> UnixTime {
+        self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Seconds left before idle expiry (or the absolute limit, if sooner).
+    pub fn expires_in(&self, now: UnixTime, cfg: &SessionConfig) -> i64 {
+        let idle = self.last_seen() + cfg.idle_timeout.as_secs() as i64 - now;
+        match cfg.absolute_timeout {
+            Some(abs) => idle.min(self.created_at + abs.as_secs() as i64 - now),
+            None => idle,
+        }
+        .max(0)
+    }
+}
+
+/// Why a session stopped being valid by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    Idle,
+    Absolute,
+}
+
+impl Expiry {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expiry::Idle => "idle",
+            Expiry::Absolute => "absolute",
+        }
+    }
+}
+
+/// Whether a session seen at `last_seen` and created at `created_at` has expired at `now`.
+/// A session is valid for exactly `idle_timeout` seconds after its last request.
+pub fn expiry(
+    now: UnixTime,
+    created_at: UnixTime,
+    last_seen: UnixTime,
+    cfg: &SessionConfig,
+) -> Option<Expiry> {
+    if let Some(abs) = cfg.absolute_timeout
+        && now - created_at >= abs.as_secs() as i64
+    {
+        return Some(Expiry::Absolute);
+    }
+    (now - last_seen >= cfg.idle_timeout.as_secs() as i64).then_some(Expiry::Idle)
+}
+
+/// How far the store's `last_seen` may lag behind the truth: `idle_timeout / 24`, at least 1 s.
+pub fn touch_interval(cfg: &SessionConfig) -> i64 {
+    (cfg.idle_timeout.as_secs() as i64 / 24).max(1)
+}
+
+pub enum Lookup {
+    Live(Arc<LiveSession>),
+    Expired(Expiry),
+    Unknown,
+}
+
+/// A freshly issued session (and remember-me token, when asked for).
+pub struct Issued {
+    pub token: SessionToken,
+    pub remember: Option<RememberToken>,
+    pub live: Arc<LiveSession>,
+}
+
+pub enum Renewal {
+    Renewed(Issued),
+    /// A known selector with a wrong validator: every session of `login` was ended.
+    Theft { login: String },
+    Invalid,
+}
+
+/// Where a request comes from, for the event log and the session record.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub ip: String,
+    pub user_agent: String,
+}
+
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    audit: Audit,
+    clock: Arc<dyn Clock>,
+    cache: Cache<SessionHash, Arc<LiveSession>>,
+}
+
+impl Sessions {
+    pub fn new(
+        store: Arc<dyn Store>,
+        audit: Audit,
+        clock: Arc<dyn Clock>,
+        idle_timeout: Duration,
+    ) -> Sessions {
+        Sessions {
+            store,
+            audit,
+            clock,
+            cache: Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_idle(idle_timeout)
+                .build(),
+        }
+    }
+
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    /// Finds the session for a cookie, sliding its expiry. Cache first, then the store.
+    pub async fn lookup(&self, token: &SessionToken, cfg: &SessionConfig) -> StoreResult<Lookup> {
+        let now = self.clock.now();
+        let hash = token.hash();
+        if let Some(live) = self.cache.get(&hash) {
+            match expiry(now, live.created_at, live.last_seen(), cfg) {
+                None => {
+                    self.slide(&live, now, cfg);
+                    return Ok(Lookup::Live(live));
+                }
+                Some(_) => self.cache.invalidate(&hash),
+            }
+        }
+        // Not cached, or expired here: the store is the judge (another gateway may have seen
+        // the session more recently).
+        let Some(rec) = self.store.get_session(&hash).await? else {
+            return Ok(Lookup::Unknown);
+        };
+        if let Some(why) = expiry(now, rec.created_at, rec.last_seen, cfg) {
+            self.store.end_session(&hash, now).await?;
+            let login = match self.store.get_user(rec.user_id).await? {
+                Some(u) => u.login,
+                None => String::new(),
+            };
+            self.audit.record(
+                Event::new(EventKind::SessionExpired, now)
+                    .login(&login)
+                    .client(&rec.ip, &rec.user_agent)
+                    .session(hash.short())
+                    .detail(why.as_str()),
+            );
+            return Ok(Lookup::Expired(why));
+        }
+        let Some(user) = self.store.get_user(rec.user_id).await? else {
+            return Ok(Lookup::Unknown);
+        };
+        if user.dismissed {
+            self.store.end_session(&hash, now).await?;
+            return Ok(Lookup::Unknown);
+        }
+        let live = Arc::new(LiveSession::from_record(&rec, Arc::new(Identity::of(&user))));
+        self.slide(&live, now, cfg);
+        self.cache.insert(hash, live.clone());
+        Ok(Lookup::Live(live))
+    }
+
+    /// Like `lookup` but without extending the session (for `GET api/session`).
+    pub async fn peek(&self, token: &SessionToken, cfg: &SessionConfig) -> StoreResult<Option<Arc<LiveSession>>> {
+        let now = self.clock.now();
+        if let Some(live) = self.cache.get(&token.hash()) {
+            return Ok(expiry(now, live.created_at, live.last_seen(), cfg).is_none().then_some(live));
+        }
+        let Some(rec) = self.store.get_session(&token.hash()).await? else {
+            return Ok(None);
+        };
+        if expiry(now, rec.created_at, rec.last_seen, cfg).is_some() {
+            return Ok(None);
+        }
+        let Some(user) = self.store.get_user(rec.user_id).await?.filter(|u| !u.dismissed) else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(LiveSession::from_record(
+            &rec,
+            Arc::new(Identity::of(&user)),
+        ))))
+    }
+
+    /// Records activity; writes `last_seen` to the store only when it lags by the interval.
+    fn slide(&self, live: &Arc<LiveSession>, now: UnixTime, cfg: &SessionConfig) {
+        live.last_seen.fetch_max(now, Ordering::Relaxed);
+        let stored = live.stored_last_seen.load(Ordering::Relaxed);
+        if now - stored >= touch_interval(cfg)
+            && live
+                .stored_last_seen
+                .compare_exchange(stored, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let store = self.store.clone();
+            let hash = live.hash;
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_session(&hash, now).await {
+                    tracing::warn!(error = %e, "could not record session activity");
+                }
+            });
+        }
+    }
+
+    /// Issues a new session (never reusing an id the client sent: no fixation).
+    pub async fn issue(
+        &self,
+        user: &User,
+        remember_for: Option<Duration>,
+        client: &Client,
+    ) -> StoreResult<Issued> {
+        let now = self.clock.now();
+        let remember = match remember_for {
+            Some(lifetime) => {
+                let token = RememberToken::generate();
+                self.store
+                    .insert_remember(&RememberRecord {
+                        selector: token.selector.clone(),
+                        validator_hash: token.validator_hash().to_vec(),
+                        user_id: user.id,
+                        expires_at: now + lifetime.as_secs() as i64,
+                    })
+                    .await?;
+                Some(token)
+            }
+            None => None,
+        };
+        let selector = remember.as_ref().map(|t| t.selector.clone());
+        let (token, live) = self.start(user, selector, client, now).await?;
+        Ok(Issued {
+            token,
+            remember,
+            live,
+        })
+    }
+
+    async fn start(
+        &self,
+        user: &User,
+        remember_selector: Option<String>,
+        client: &Client,
+        now: UnixTime,
+    ) -> StoreResult<(SessionToken, Arc<LiveSession>)> {
+        let token = SessionToken::generate();
+        let rec = SessionRecord {
+            hash: token.hash(),
+            user_id: user.id,
+            created_at: now,
+            last_seen: now,
+            remember_selector,
+            ip: client.ip.clone(),
+            user_agent: client.user_agent.chars().take(256).collect(),
+        };
+        self.store.insert_session(&rec).await?;
+        let live = Arc::new(LiveSession::from_record(&rec, Arc::new(Identity::of(user))));
+        self.cache.insert(rec.hash, live.clone());
+        Ok((token, live))
+    }
+
+    /// Trades a remember-me cookie for a new session, rotating its validator.
+    pub async fn renew(&self, presented: &RememberToken, client: &Client) -> StoreResult<Renewal> {
+        let now = self.clock.now();
+        let Some(rec) = self.store.get_remember(&presented.selector).await? else {
+            return Ok(Renewal::Invalid);
+        };
+        if rec.expires_at <= now {
+            self.store.delete_remember(&rec.selector).await?;
+            return Ok(Renewal::Invalid);
+        }
+        let Some(user) = self.store.get_user(rec.user_id).await? else {
+            return Ok(Renewal::Invalid);
+        };
+        if !presented.matches(&rec.validator_hash) {
+            // The selector is known but the validator is old: someone replayed a stolen token.
+            self.end_user(user.id).await?;
+            self.audit.record(
+                Event::new(EventKind::SessionsRevoked, now)
+                    .login(&user.login)
+                    .client(&client.ip, &client.user_agent)
+                    .detail("remember-me token replayed"),
+            );
+            return Ok(Renewal::Theft { login: user.login });
+        }
+        if user.dismissed {
+            return Ok(Renewal::Invalid);
+        }
+        let next = presented.rotate();
+        let rotated = self
+            .store
+            .rotate_remember(&rec.selector, &rec.validator_hash, &next.validator_hash())
+            .await?;
+        if !rotated {
+            // A concurrent request with the same cookie rotated it first.
+            return Ok(Renewal::Invalid);
+        }
+        let (token, live) = self.start(&user, Some(rec.selector), client, now).await?;
+        self.audit.record(
+            Event::new(EventKind::SessionRenewed, now)
+                .login(&user.login)
+                .client(&client.ip, &client.user_agent)
+                .session(live.hash.short()),
+        );
+        Ok(Renewal::Renewed(Issued {
+            token,
+            remember: Some(next),
+            live,
+        }))
+    }
+
+    /// Ends one session and the remember-me token it came with.
+    pub async fn end(&self, live: &LiveSession) -> StoreResult<()> {
+        self.cache.invalidate(&live.hash);
+        if let Some(selector) = &live.remember_selector {
+            self.store.delete_remember(selector).await?;
+        }
+        self.store.end_session(&live.hash, self.clock.now()).await?;
+        Ok(())
+    }
+
+    /// Forgets a remember-me token presented without a session (e.g. at logout).
+    pub async fn forget_remember(&self, token: &RememberToken) -> StoreResult<()> {
+        if let Some(rec) = self.store.get_remember(&token.selector).await?
+            && token.matches(&rec.validator_hash)
+        {
+            self.store.delete_remember(&rec.selector).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends every session and remember-me token of a user, here and (through the store's
+    /// revocation feed) on every gateway.
+    pub async fn end_user(&self, user_id: i64) -> StoreResult<u64> {
+        let n = self.store.end_user_sessions(user_id, self.clock.now()).await?;
+        self.forget_user(user_id);
+        Ok(n)
+    }
+
+    fn forget_user(&self, user_id: i64) {
+        for (hash, live) in self.cache.iter() {
+            if live.identity.user_id == user_id {
+                self.cache.invalidate(hash.as_ref());
+            }
+        }
+    }
+
+    /// Applies revocations published after `seq` to the cache; returns the new high mark.
+    pub async fn apply_revocations(&self, seq: i64) -> StoreResult<i64> {
+        let mut high = seq;
+        for r in self.store.revocations_since(seq).await? {
+            match r.what {
+                Revoked::User(id) => self.forget_user(id),
+                Revoked::Session(hash) => self.cache.invalidate(&hash),
+            }
+            high = high.max(r.seq);
+        }
+        Ok(high)
+    }
+
+    /// Deletes sessions from the store that can no longer be valid, leaving a margin for the
+    /// lazily written `last_seen` of sessions still hot in some cache.
+    pub async fn purge(&self, cfg: &SessionConfig) -> StoreResult<u64> {
+        let now = self.clock.now();
+        let idle = cfg.idle_timeout.as_secs() as i64;
+        let margin = touch_interval(cfg) + 60;
+        let created_before = cfg.absolute_timeout.map(|a| now - a.as_secs() as i64);
+        self.store
+            .purge_sessions(now - idle - margin, created_before)
+            .await
+    }
+
+    pub fn cached(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(idle: u64, absolute: Option<u64>) -> SessionConfig {
+        SessionConfig {
+            cookie_name: "s".into(),
+            idle_timeout: Duration::from_secs(idle),
+            absolute_timeout: absolute.map(Duration::from_secs),
+            remember_me: None,
+        }
+    }
+
+    #[test]
+    fn expiry_table() {
+        // (now, created, last_seen, idle, absolute, expected)
+        let cases = [
+            (100, 0, 100, 60, None, None),
+            (159, 0, 100, 60, None, None),
+            (160, 0, 100, 60, None, Some(Expiry::Idle)),
+            (1000, 0, 990, 60, Some(1000), Some(Expiry::Absolute)),
+            (999, 0, 990, 60, Some(1000), None),
+            (2000, 0, 1000, 60, Some(1000), Some(Expiry::Absolute)),
+        ];
+        for (now, created, seen, idle, abs, want) in cases {
+            assert_eq!(expiry(now, created, seen, &cfg(idle, abs)), want, "now={now}");
+        }
+    }
+
+    #[test]
+    fn lazy_write_interval_is_a_twenty_fourth_of_idle() {
+        assert_eq!(touch_interval(&cfg(24 * 60, None)), 60);
+        assert_eq!(touch_interval(&cfg(3, None)), 1);
+    }
+}

@@ -1,0 +1,150 @@
+//! The store interface: users, sessions, remember-me tokens, revocations and events behind one
+//! async trait, so that callers never know which database is underneath (SQLite now, PostgreSQL
+//! later). It keeps hashes of secrets only, never the secrets.
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use sqlite::SqliteStore;
+
+use crate::audit::Event;
+use crate::config::StoreConfig;
+use crate::token::SessionHash;
+
+/// Seconds since the Unix epoch.
+pub type UnixTime = i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique login or email is taken; the message is meant for people.
+    #[error("{0}")]
+    Duplicate(String),
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the store holds an unreadable row: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub login: String,
+    pub email: String,
+    pub name: String,
+    pub phone: String,
+    pub groups: Vec<String>,
+    pub password_hash: String,
+    pub dismissed: bool,
+    pub created_at: UnixTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub login: String,
+    pub email: String,
+    pub name: String,
+    pub phone: String,
+    pub groups: Vec<String>,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub hash: SessionHash,
+    pub user_id: i64,
+    pub created_at: UnixTime,
+    pub last_seen: UnixTime,
+    /// The remember-me token this session was issued with or renewed from.
+    pub remember_selector: Option<String>,
+    pub ip: String,
+    pub user_agent: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RememberRecord {
+    pub selector: String,
+    pub validator_hash: Vec<u8>,
+    pub user_id: i64,
+    pub expires_at: UnixTime,
+}
+
+/// What a revocation ends: every session of a user, or one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    User(i64),
+    Session(SessionHash),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub seq: i64,
+    pub what: Revoked,
+}
+
+/// Filters for reading the event log back.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub login: Option<String>,
+    pub event: Option<String>,
+    pub since: Option<UnixTime>,
+    pub limit: Option<u32>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Cheap round trip, for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn create_user(&self, user: NewUser, now: UnixTime) -> StoreResult<User>;
+    /// Finds a user by login or by email, case-insensitively.
+    async fn find_user(&self, login_or_email: &str) -> StoreResult<Option<User>>;
+    async fn get_user(&self, id: i64) -> StoreResult<Option<User>>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    async fn set_password_hash(&self, user_id: i64, hash: &str) -> StoreResult<()>;
+    async fn set_dismissed(&self, user_id: i64, dismissed: bool) -> StoreResult<()>;
+
+    async fn insert_session(&self, session: &SessionRecord) -> StoreResult<()>;
+    async fn get_session(&self, hash: &SessionHash) -> StoreResult<Option<SessionRecord>>;
+    /// Moves `last_seen` forward (never back).
+    async fn touch_session(&self, hash: &SessionHash, last_seen: UnixTime) -> StoreResult<()>;
+    /// Deletes one session and publishes its revocation; true if it existed.
+    async fn end_session(&self, hash: &SessionHash, now: UnixTime) -> StoreResult<bool>;
+    /// Deletes every session and remember-me token of a user and publishes the revocation.
+    /// Returns the number of sessions ended.
+    async fn end_user_sessions(&self, user_id: i64, now: UnixTime) -> StoreResult<u64>;
+    /// Deletes sessions idle since before `idle_before`, or created before `created_before`.
+    async fn purge_sessions(
+        &self,
+        idle_before: UnixTime,
+        created_before: Option<UnixTime>,
+    ) -> StoreResult<u64>;
+    async fn count_sessions(&self) -> StoreResult<u64>;
+
+    async fn insert_remember(&self, token: &RememberRecord) -> StoreResult<()>;
+    async fn get_remember(&self, selector: &str) -> StoreResult<Option<RememberRecord>>;
+    /// Replaces the validator hash only if it is still `old`; false if another use won the race.
+    async fn rotate_remember(&self, selector: &str, old: &[u8], new: &[u8]) -> StoreResult<bool>;
+    async fn delete_remember(&self, selector: &str) -> StoreResult<()>;
+
+    /// Revocations published after `seq`, oldest first.
+    async fn revocations_since(&self, seq: i64) -> StoreResult<Vec<Revocation>>;
+    async fn last_revocation(&self) -> StoreResult<i64>;
+
+    async fn record_event(&self, event: &Event) -> StoreResult<()>;
+    async fn events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>>;
+}
+
+/// Opens (creating and migrating when needed) the configured store.
+pub async fn open(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
+    match config {
+        StoreConfig::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path).await?)),
+        StoreConfig::Postgres { .. } => Err(StoreError::Unavailable(
+            "postgres is not available in this version".into(),
+        )),
+    }
+}
