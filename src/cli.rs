@@ -367,7 +367,10 @@ impl Admin<'_> {
         groups: Vec<String>,
         password_stdin: bool,
     ) -> Result<(), CliError> {
-        check_text("login", &login, false, &[' ', ','])?;
+        check_text("login", &login, false, &[','])?;
+        if login.trim() != login {
+            return Err(CliError::usage("the login must not start or end with a space"));
+        }
         check_email(&email)?;
         check_text("name", &name, true, &[])?;
         check_text("phone", &phone, true, &[','])?;

@@ -113,7 +113,7 @@ pub fn run(port: u16) -> Result<(), CliError> {
     println!("  open      http://127.0.0.1:{port}/");
     println!("  login     demo");
     println!("  password  {}", password.expose());
-    println!("  metrics   http://{admin}/healthz");
+    println!("  health    http://{admin}/healthz");
     println!("  data      ./demo-data (delete it to start over)");
     println!("Press Ctrl-C to stop.");
     let mut service = Service::new("demo portal".to_string(), HttpServer::new_app(DemoPortal));

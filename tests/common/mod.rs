@@ -1,0 +1,429 @@
+//! Test harness: a real echo upstream over loopback, the real `portcullis` binary with a real
+//! SQLite file in a temp dir, and a small cookie-keeping HTTP client.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+pub const PASSWORD: &str = "correct horse battery";
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body_len: usize,
+    pub body_sha256: String,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        let canon = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+        self.headers
+            .iter()
+            .filter(|(k, _)| canon(k) == canon(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// A real HTTP/1.1 server on 127.0.0.1 that answers every request with a JSON echo of it.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let log = seen.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    tokio::select! {
+                        _ = &mut rx => return,
+                        accepted = listener.accept() => {
+                            let Ok((stream, _)) = accepted else { continue };
+                            let log = log.clone();
+                            tokio::spawn(async move {
+                                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                                    let log = log.clone();
+                                    async move {
+                                        let (parts, body) = req.into_parts();
+                                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                                        let seen = Seen {
+                                            method: parts.method.to_string(),
+                                            path: parts.uri.to_string(),
+                                            headers: parts.headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect(),
+                                            body_len: body.len(),
+                                            body_sha256: hex::encode(Sha256::digest(&body)),
+                                        };
+                                        let reply = json!({
+                                            "method": seen.method, "path": seen.path,
+                                            "headers": seen.headers, "body_len": seen.body_len, "body_sha256": seen.body_sha256,
+                                        });
+                                        log.lock().unwrap().push(seen);
+                                        Ok::<_, Infallible>(hyper::Response::builder()
+                                            .header("Content-Type", "application/json")
+                                            .body(Full::new(Bytes::from(reply.to_string()))).unwrap())
+                                    }
+                                });
+                                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        Upstream { addr, seen, stop: Some(tx), thread: Some(thread) }
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("the upstream saw no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The real binary, serving a config in a temp dir.
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    child: Option<Child>,
+    restarts: usize,
+}
+
+impl Gateway {
+    /// Starts a gateway in front of `upstream` with `extra` YAML appended to the config.
+    pub fn start(upstream: SocketAddr, extra: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = dir.path().join("portcullis.yaml");
+        std::fs::write(
+            &config,
+            format!("listen: {addr}\nadmin_listen: {admin}\nupstream: http://{upstream}\nstore:\n  path: data/portcullis.db\n{extra}"),
+        )
+        .unwrap();
+        let mut gw = Gateway { dir, config, addr, admin, child: None, restarts: 0 };
+        gw.add_user("alice@example.com", "alice@example.com", "Alice Liddell", &["staff", "ops"]);
+        gw.spawn();
+        gw
+    }
+
+    pub fn log_path(&self, n: usize) -> PathBuf {
+        self.dir.path().join(format!("gateway-{n}.log"))
+    }
+
+    /// Everything the gateway processes have written to stderr and stdout.
+    pub fn logs(&self) -> String {
+        (0..=self.restarts)
+            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.log_path(self.restarts)).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "-c"])
+            .arg(&self.config)
+            .env("RUST_LOG", "debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::blocking::Client::new();
+        while Instant::now() < deadline {
+            let health = client.get(format!("http://{}/healthz", self.admin)).timeout(Duration::from_secs(1)).send();
+            let public = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+            if health.is_ok_and(|r| r.status() == 200) && public.is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the gateway exited with {status}:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the gateway did not become healthy:\n{}", self.logs());
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the process (no graceful shutdown) and starts it again on the same config.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.restarts += 1;
+        self.spawn();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Runs a CLI command against this gateway's config (`-c` is appended).
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run_cli(args, Some(&self.config), stdin)
+    }
+
+    pub fn add_user(&self, login: &str, email: &str, name: &str, groups: &[&str]) {
+        let mut args = vec!["user", "add", login, "--email", email, "--name", name, "--password-stdin"];
+        for g in groups {
+            args.extend(["--group", g]);
+        }
+        let out = self.cli(&args, Some(PASSWORD));
+        assert!(out.status.success(), "user add failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn db_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for suffix in ["", "-wal"] {
+            let p = self.dir.path().join(format!("data/portcullis.db{suffix}"));
+            all.extend(std::fs::read(p).unwrap_or_default());
+        }
+        all
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn run_cli(args: &[&str], config: Option<&std::path::Path>, stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    if let Some(c) = config {
+        cmd.arg("-c").arg(c);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn set_cookies(&self) -> Vec<&str> {
+        self.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).collect()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The upstream's echo of the request.
+    pub fn echo(&self) -> Value {
+        assert_eq!(self.status, 200, "not proxied: {} {}", self.status, self.body);
+        self.json()
+    }
+}
+
+/// A browser-like client: keeps cookies, never follows redirects.
+pub struct Browser {
+    client: reqwest::blocking::Client,
+    pub jar: HashMap<String, String>,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Browser::new()
+    }
+}
+
+impl Browser {
+    pub fn new() -> Browser {
+        let client = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Browser { client, jar: HashMap::new() }
+    }
+
+    pub fn cookie_header(&self) -> String {
+        let mut pairs: Vec<String> = self.jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        pairs.sort();
+        pairs.join("; ")
+    }
+
+    fn absorb(&mut self, resp: &reqwest::blocking::Response) {
+        for v in resp.headers().get_all("set-cookie") {
+            let text = v.to_str().unwrap();
+            let (pair, attrs) = text.split_once(';').unwrap_or((text, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if attrs.contains("Max-Age=0") {
+                self.jar.remove(name.trim());
+            } else {
+                self.jar.insert(name.trim().to_string(), value.trim().to_string());
+            }
+        }
+    }
+
+    pub fn send(&mut self, req: reqwest::blocking::RequestBuilder) -> Resp {
+        let mut req = req;
+        if !self.jar.is_empty() {
+            req = req.header("Cookie", self.cookie_header());
+        }
+        let resp = req.send().expect("request failed");
+        self.absorb(&resp);
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.text().unwrap_or_default();
+        Resp { status, headers, body }
+    }
+
+    pub fn get(&mut self, url: &str) -> Resp {
+        let req = self.client.get(url).header("Accept", "text/html,application/xhtml+xml,*/*;q=0.8");
+        self.send(req)
+    }
+
+    pub fn api_get(&mut self, url: &str) -> Resp {
+        let req = self.client.get(url).header("Accept", "application/json");
+        self.send(req)
+    }
+
+    pub fn request(&self, method: &str, url: &str) -> reqwest::blocking::RequestBuilder {
+        self.client.request(method.parse().unwrap(), url)
+    }
+
+    pub fn post_form(&mut self, url: &str, fields: &[(&str, &str)]) -> Resp {
+        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+        let req = self
+            .client
+            .post(url)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body);
+        self.send(req)
+    }
+
+    pub fn post_json(&mut self, url: &str, value: &Value) -> Resp {
+        let req = self.client.post(url).header("Content-Type", "application/json").body(value.to_string());
+        self.send(req)
+    }
+
+    /// Loads the login page (for its CSRF cookie) and posts the form.
+    pub fn login_form(&mut self, gw: &Gateway, login: &str, password: &str, remember: bool, rd: &str) -> Resp {
+        let page = self.get(&gw.url(&format!("/_portcullis/login?rd={}", urlencode(rd))));
+        assert_eq!(page.status, 200, "{}", page.body);
+        let csrf = self.csrf_cookie().expect("the login page set no CSRF cookie");
+        let mut fields = vec![("login", login), ("password", password), ("csrf", csrf.as_str()), ("rd", rd)];
+        if remember {
+            fields.push(("remember", "1"));
+        }
+        self.post_form(&gw.url("/_portcullis/login"), &fields)
+    }
+
+    /// Signs in as alice and checks that it worked.
+    pub fn sign_in(&mut self, gw: &Gateway, remember: bool) {
+        let r = self.login_form(gw, "alice@example.com", PASSWORD, remember, "/");
+        assert_eq!(r.status, 303, "sign-in failed: {}", r.body);
+        assert!(self.session().is_some());
+    }
+
+    pub fn csrf_cookie(&self) -> Option<String> {
+        self.jar.get("portcullis_session_csrf").cloned()
+    }
+
+    pub fn session(&self) -> Option<String> {
+        self.jar.get("portcullis_session").cloned()
+    }
+
+    pub fn remember(&self) -> Option<String> {
+        self.jar.get("portcullis_session_remember").cloned()
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Polls `check` every 50 ms until it is true or `limit` passes; returns the time it took.
+pub fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() <= limit {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
