@@ -427,3 +427,14 @@ pub fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Durati
     }
     None
 }
+
+/// Sends bytes as they are and returns the whole answer as text.
+pub fn raw_request(addr: SocketAddr, request: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
