@@ -252,7 +252,7 @@ impl Validator<'_> {
             identity_headers: self.identity_headers(raw.identity_headers),
             passwords: self.passwords(raw.passwords),
             audit: self.audit(raw.audit, base),
-            watch: raw.watch.unwrap_or(false),
+            watch: self.watch(raw.watch),
             source: None,
         }
     }
@@ -444,6 +444,13 @@ impl Validator<'_> {
         }
     }
 
+    fn watch(&mut self, raw: Option<bool>) -> bool {
+        if raw == Some(true) {
+            self.error("watch", "reloading is not supported by this version yet; set it to false");
+        }
+        false
+    }
+
     fn throttle(&mut self, raw: raw::RawThrottle) -> ThrottleConfig {
         ThrottleConfig {
             captcha_after: raw.captcha_after.unwrap_or(10),
@@ -515,9 +522,15 @@ impl Validator<'_> {
     fn audit(&mut self, raw: raw::RawAudit, base: &Path) -> AuditConfig {
         let file = match raw.file.as_deref() {
             None | Some("") => None,
-            Some("-") => Some(PathBuf::from("-")),
-            Some(f) => Some(base.join(f)),
+            Some(_) => {
+                self.error(
+                    "audit.file",
+                    "copying events to a file is not supported by this version yet; events are kept in the store",
+                );
+                None
+            }
         };
+        let _ = base;
         AuditConfig {
             file,
             retention: self.duration(
