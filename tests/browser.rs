@@ -1,0 +1,89 @@
+//! End to end in a real browser: `portcullis demo` serves its portal, headless Chromium
+//! (Debian's, driven by Playwright) signs in through the login page and lands on the portal.
+//! Also checks the demo's one-command promise over plain HTTP.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Demo {
+    child: Child,
+    port: u16,
+    password: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_demo() -> Demo {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["demo", "--port", &port.to_string()])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut password = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(pw) = line.trim().strip_prefix("password") {
+            password = pw.trim().to_string();
+        }
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    assert_eq!(password.len(), 16, "the demo prints the demo user's password");
+    assert!(dir.path().join("demo-data/portcullis.db").exists());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the demo did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Demo { child, port, password, _dir: dir }
+}
+
+#[test]
+fn the_demo_shows_the_identity_the_portal_receives() {
+    let demo = start_demo();
+    let base = format!("http://127.0.0.1:{}", demo.port);
+    let mut b = Browser::new();
+    assert_eq!(b.get(&format!("{base}/")).status, 302);
+    b.get(&format!("{base}/_portcullis/login"));
+    let csrf = b.csrf_cookie().unwrap();
+    let r = b.post_form(
+        &format!("{base}/_portcullis/login"),
+        &[("login", "demo"), ("password", &demo.password), ("csrf", &csrf)],
+    );
+    assert_eq!(r.status, 303);
+    let page = b.get(&format!("{base}/"));
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Hello, Demo User."));
+    assert!(page.body.contains("<th>x-remote-groups</th><td>staff,demo</td>"));
+}
+
+#[test]
+fn chromium_signs_in_through_the_login_page_and_lands_on_the_portal() {
+    let demo = start_demo();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/login.mjs");
+    let shots = std::env::var("PORTCULLIS_SCREENSHOTS").unwrap_or_default();
+    let out = Command::new("node")
+        .args([script, &format!("http://127.0.0.1:{}", demo.port), "demo", &demo.password, &shots])
+        .output()
+        .expect("node is needed for the browser test (make test installs it)");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("ok: signed in"), "{stdout}");
+}
