@@ -13,7 +13,11 @@ use crate::password::{self, Password};
 use crate::store::{self, NewUser, Store, User};
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "An authenticating reverse proxy for on-premise portals")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An authenticating reverse proxy for on-premise portals"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -111,11 +115,17 @@ pub struct CliError {
 
 impl CliError {
     pub fn usage(message: impl Into<String>) -> CliError {
-        CliError { code: 2, message: message.into() }
+        CliError {
+            code: 2,
+            message: message.into(),
+        }
     }
 
     pub fn runtime(message: impl std::fmt::Display) -> CliError {
-        CliError { code: 1, message: message.to_string() }
+        CliError {
+            code: 1,
+            message: message.to_string(),
+        }
     }
 }
 
@@ -209,7 +219,9 @@ fn hash(pw: &Password, params: Argon2Params) -> Result<String, CliError> {
 fn check_policy(pw: &Password, config: &Config) -> Result<(), CliError> {
     let min = config.passwords.min_length;
     if pw.len() < min {
-        return Err(CliError::usage(format!("the password must be at least {min} characters long")));
+        return Err(CliError::usage(format!(
+            "the password must be at least {min} characters long"
+        )));
     }
     Ok(())
 }
@@ -229,7 +241,11 @@ fn check_text(what: &str, value: &str, allow_empty: bool, forbid: &[char]) -> Re
     if value.chars().any(|c| c.is_control() || forbid.contains(&c)) || value.len() > 254 {
         return Err(CliError::usage(format!(
             "the {what} `{value}` contains characters that are not allowed{}",
-            if forbid.is_empty() { String::new() } else { format!(" (no {forbid:?})") }
+            if forbid.is_empty() {
+                String::new()
+            } else {
+                format!(" (no {forbid:?})")
+            }
         )));
     }
     Ok(())
@@ -238,8 +254,14 @@ fn check_text(what: &str, value: &str, allow_empty: bool, forbid: &[char]) -> Re
 fn check_email(email: &str) -> Result<(), CliError> {
     check_text("email", email, false, &[' ', ','])?;
     match email.split_once('@') {
-        Some((local, domain)) if !local.is_empty() && domain.contains('.') && !domain.contains('@') => Ok(()),
-        _ => Err(CliError::usage(format!("`{email}` is not an email address"))),
+        Some((local, domain))
+            if !local.is_empty() && domain.contains('.') && !domain.contains('@') =>
+        {
+            Ok(())
+        }
+        _ => Err(CliError::usage(format!(
+            "`{email}` is not an email address"
+        ))),
     }
 }
 
@@ -257,7 +279,11 @@ fn user(command: UserCommand) -> Result<(), CliError> {
     runtime()?.block_on(async {
         let store = store::open(&config.store).await?;
         let audit = Audit::new(store.clone());
-        let admin = Admin { store: store.as_ref(), audit: &audit, config: &config };
+        let admin = Admin {
+            store: store.as_ref(),
+            audit: &audit,
+            config: &config,
+        };
         admin.run(command).await
     })
 }
@@ -289,18 +315,31 @@ impl Admin<'_> {
 
     async fn end_sessions(&self, user: &User, why: &str) -> Result<u64, CliError> {
         let n = self.store.end_user_sessions(user.id, now()).await?;
-        self.event(EventKind::SessionsRevoked, &user.login, why).await;
+        self.event(EventKind::SessionsRevoked, &user.login, why)
+            .await;
         Ok(n)
     }
 
     async fn run(&self, command: UserCommand) -> Result<(), CliError> {
         match command {
-            UserCommand::Add { login, email, name, phone, groups, password_stdin, .. } => {
-                self.add(login, email, name, phone, groups, password_stdin).await
+            UserCommand::Add {
+                login,
+                email,
+                name,
+                phone,
+                groups,
+                password_stdin,
+                ..
+            } => {
+                self.add(login, email, name, phone, groups, password_stdin)
+                    .await
             }
             UserCommand::List { .. } => {
                 let users = self.store.list_users().await?;
-                println!("{:<24} {:<32} {:<24} {:<20} STATUS", "LOGIN", "EMAIL", "NAME", "GROUPS");
+                println!(
+                    "{:<24} {:<32} {:<24} {:<20} STATUS",
+                    "LOGIN", "EMAIL", "NAME", "GROUPS"
+                );
                 for u in users {
                     println!(
                         "{:<24} {:<32} {:<24} {:<20} {}",
@@ -320,7 +359,10 @@ impl Admin<'_> {
                 println!("name:    {}", u.name);
                 println!("phone:   {}", u.phone);
                 println!("groups:  {}", u.groups.join(", "));
-                println!("status:  {}", if u.dismissed { "dismissed" } else { "active" });
+                println!(
+                    "status:  {}",
+                    if u.dismissed { "dismissed" } else { "active" }
+                );
                 Ok(())
             }
             UserCommand::SetPassword { login, .. } => {
@@ -329,7 +371,8 @@ impl Admin<'_> {
                 check_policy(&pw, self.config)?;
                 let phc = hash(&pw, self.config.passwords.argon2)?;
                 self.store.set_password_hash(u.id, &phc).await?;
-                self.event(EventKind::PasswordChanged, &u.login, "by administrator").await;
+                self.event(EventKind::PasswordChanged, &u.login, "by administrator")
+                    .await;
                 let n = self.end_sessions(&u, "password changed").await?;
                 println!("Password changed for {}; {n} session(s) ended", u.login);
                 Ok(())
@@ -369,7 +412,9 @@ impl Admin<'_> {
     ) -> Result<(), CliError> {
         check_text("login", &login, false, &[','])?;
         if login.trim() != login {
-            return Err(CliError::usage("the login must not start or end with a space"));
+            return Err(CliError::usage(
+                "the login must not start or end with a space",
+            ));
         }
         check_email(&email)?;
         check_text("name", &name, true, &[])?;
@@ -387,7 +432,14 @@ impl Admin<'_> {
         let user = self
             .store
             .create_user(
-                NewUser { login, email, name, phone, groups, password_hash: phc },
+                NewUser {
+                    login,
+                    email,
+                    name,
+                    phone,
+                    groups,
+                    password_hash: phc,
+                },
                 now(),
             )
             .await?;
@@ -415,7 +467,13 @@ pub async fn ensure_user(
         }
         None => {
             store
-                .create_user(NewUser { password_hash: phc, ..new }, now())
+                .create_user(
+                    NewUser {
+                        password_hash: phc,
+                        ..new
+                    },
+                    now(),
+                )
                 .await?;
         }
     }

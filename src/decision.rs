@@ -68,7 +68,10 @@ pub fn is_public(path: &str, public_paths: &[String]) -> bool {
         if p.ends_with('/') {
             path.starts_with(p.as_str())
         } else {
-            path == p || path.strip_prefix(p.as_str()).is_some_and(|r| r.starts_with('/'))
+            path == p
+                || path
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
         }
     })
 }
@@ -96,9 +99,13 @@ pub enum SessionState {
 pub enum Decision {
     Forward,
     /// A browser navigation without a session: `302` to the login page.
-    LoginRedirect { location: String },
+    LoginRedirect {
+        location: String,
+    },
     /// Anything else without a session: `401` JSON.
-    Unauthenticated { login_url: String },
+    Unauthenticated {
+        login_url: String,
+    },
 }
 
 pub fn decide(
@@ -122,7 +129,8 @@ pub fn decide(
 
 /// `/_portcullis/login?rd=<original>`, plus `&expired=1` after an idle expiry.
 pub fn login_location(path_and_query: &str, expired: bool) -> String {
-    let rd: String = form_urlencoded::byte_serialize(safe_redirect(path_and_query).as_bytes()).collect();
+    let rd: String =
+        form_urlencoded::byte_serialize(safe_redirect(path_and_query).as_bytes()).collect();
     let mut location = format!("{LOGIN_PATH}?rd={rd}");
     if expired {
         location.push_str("&expired=1");
@@ -137,7 +145,9 @@ pub fn safe_redirect(rd: &str) -> &str {
     let b = rd.as_bytes();
     let relative = b.first() == Some(&b'/')
         && !matches!(b.get(1), Some(b'/') | Some(b'\\'))
-        && !rd.bytes().any(|c| c.is_ascii_control() || c == b'\\' || c == b' ')
+        && !rd
+            .bytes()
+            .any(|c| c.is_ascii_control() || c == b'\\' || c == b' ')
         && !rd.starts_with(PREFIX);
     if relative { rd } else { "/" }
 }
@@ -167,7 +177,11 @@ mod tests {
             ("POST", "/_portcullis/api/login", Route::Local(ApiLogin)),
             ("GET", "/_portcullis/api/session", Route::Local(ApiSession)),
             ("POST", "/_portcullis/api/logout", Route::Local(ApiLogout)),
-            ("DELETE", "/_portcullis/login", Route::Local(MethodNotAllowed)),
+            (
+                "DELETE",
+                "/_portcullis/login",
+                Route::Local(MethodNotAllowed),
+            ),
             ("GET", "/_portcullis/../admin", Route::Local(NotFound)),
             ("GET", "/_portcullis/anything", Route::Local(NotFound)),
             ("GET", "/_portcullisx", Route::Protected),
@@ -191,7 +205,13 @@ mod tests {
     #[test]
     fn decision_table() {
         let cases = [
-            ("GET", "/app?x=1", true, SessionState::Live, Decision::Forward),
+            (
+                "GET",
+                "/app?x=1",
+                true,
+                SessionState::Live,
+                Decision::Forward,
+            ),
             ("POST", "/api", false, SessionState::Live, Decision::Forward),
             (
                 "GET",
@@ -231,7 +251,11 @@ mod tests {
             ),
         ];
         for (method, pq, html, session, want) in cases {
-            assert_eq!(decide(method, pq, html, session), want, "{method} {pq} {session:?}");
+            assert_eq!(
+                decide(method, pq, html, session),
+                want,
+                "{method} {pq} {session:?}"
+            );
         }
     }
 
@@ -259,7 +283,9 @@ mod tests {
 
     #[test]
     fn navigation_detection() {
-        assert!(accepts_html(Some("text/html,application/xhtml+xml,*/*;q=0.8")));
+        assert!(accepts_html(Some(
+            "text/html,application/xhtml+xml,*/*;q=0.8"
+        )));
         assert!(!accepts_html(Some("application/json")));
         assert!(!accepts_html(None));
     }

@@ -38,7 +38,11 @@ pub fn portal_page(headers: &http::HeaderMap) -> String {
                 .get(*name)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .unwrap_or_else(|| "(not sent)".into());
-            format!("<tr><th>{}</th><td>{}</td></tr>", escape(name), escape(&value))
+            format!(
+                "<tr><th>{}</th><td>{}</td></tr>",
+                escape(name),
+                escape(&value)
+            )
         })
         .collect();
     let user = headers

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::gateway::App;
 use crate::password::{HashError, Password};
 use crate::session::{Client, Issued};
-use crate::store::{StoreError, User};
+use crate::store::StoreError;
 
 /// What someone typed into the form or sent to the API.
 #[derive(Debug)]
@@ -19,7 +19,9 @@ pub struct Attempt {
 }
 
 pub enum Outcome {
-    Success { user: User, issued: Issued },
+    Success {
+        issued: Issued,
+    },
     InvalidCredentials,
     Dismissed,
     /// The hashing pool is saturated; try again shortly.
@@ -90,7 +92,11 @@ pub async fn attempt(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcom
             .login(&user.login)
             .client(&client.ip, &client.user_agent)
             .session(issued.live.hash.short())
-            .detail(if issued.remember.is_some() { "remember" } else { "" }),
+            .detail(if issued.remember.is_some() {
+                "remember"
+            } else {
+                ""
+            }),
     );
-    Ok(Outcome::Success { user, issued })
+    Ok(Outcome::Success { issued })
 }

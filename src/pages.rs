@@ -75,9 +75,8 @@ pub struct LoginView<'a> {
 }
 
 pub fn login_page(view: &LoginView) -> String {
-    let mut body = String::from(
-        "<h1>Sign in</h1><p class=\"sub\">Sign in to continue to the portal.</p>",
-    );
+    let mut body =
+        String::from("<h1>Sign in</h1><p class=\"sub\">Sign in to continue to the portal.</p>");
     if let Some(error) = view.error {
         body.push_str(&format!(
             "<div class=\"alert error\" role=\"alert\">{}</div>",
@@ -143,7 +142,10 @@ mod tests {
 
     #[test]
     fn remember_checkbox_only_when_offered() {
-        let with = login_page(&LoginView { remember_offered: true, ..Default::default() });
+        let with = login_page(&LoginView {
+            remember_offered: true,
+            ..Default::default()
+        });
         let without = login_page(&LoginView::default());
         assert!(with.contains("Stay signed in"));
         assert!(!without.contains("Stay signed in"));

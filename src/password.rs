@@ -188,14 +188,27 @@ mod tests {
 
     #[test]
     fn debug_hides_the_password() {
-        assert_eq!(format!("{:?}", Password::new("hunter2")), "Password([redacted])");
+        assert_eq!(
+            format!("{:?}", Password::new("hunter2")),
+            "Password([redacted])"
+        );
     }
 
     #[tokio::test]
     async fn unknown_users_verify_against_the_dummy_and_fail() {
         let hasher = Hasher::new(PARAMS, 1, 4).unwrap();
         let h = hasher.hash(Password::new("pw-123456")).await.unwrap();
-        assert!(hasher.verify(Password::new("pw-123456"), Some(h)).await.unwrap());
-        assert!(!hasher.verify(Password::new("pw-123456"), None).await.unwrap());
+        assert!(
+            hasher
+                .verify(Password::new("pw-123456"), Some(h))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify(Password::new("pw-123456"), None)
+                .await
+                .unwrap()
+        );
     }
 }

@@ -27,8 +27,7 @@ fn sha256(parts: &[&[u8]]) -> [u8; 32] {
 /// True when `s` looks like something we issued: base64url of the right length.
 fn is_b64_of_len(s: &str, chars: usize) -> bool {
     s.len() == chars
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -163,10 +162,21 @@ mod tests {
 
     #[test]
     fn malformed_cookie_values_are_refused() {
-        for bad in ["", "abc", "../../etc/passwd", &"a".repeat(44), &"+".repeat(43)] {
+        for bad in [
+            "",
+            "abc",
+            "../../etc/passwd",
+            &"a".repeat(44),
+            &"+".repeat(43),
+        ] {
             assert!(SessionToken::parse(bad).is_none(), "{bad}");
         }
-        for bad in ["", "a.b", "nodot", &format!("{}.{}", "a".repeat(22), "b".repeat(42))] {
+        for bad in [
+            "",
+            "a.b",
+            "nodot",
+            &format!("{}.{}", "a".repeat(22), "b".repeat(42)),
+        ] {
             assert!(RememberToken::parse(bad).is_none(), "{bad}");
         }
     }

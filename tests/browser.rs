@@ -45,14 +45,26 @@ fn start_demo() -> Demo {
             break;
         }
     }
-    assert_eq!(password.len(), 16, "the demo prints the demo user's password");
+    assert_eq!(
+        password.len(),
+        16,
+        "the demo prints the demo user's password"
+    );
     assert!(dir.path().join("demo-data/portcullis.db").exists());
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the demo did not start listening");
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not start listening"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Demo { child, port, password, _dir: dir }
+    Demo {
+        child,
+        port,
+        password,
+        _dir: dir,
+    }
 }
 
 #[test]
@@ -65,13 +77,20 @@ fn the_demo_shows_the_identity_the_portal_receives() {
     let csrf = b.csrf_cookie().unwrap();
     let r = b.post_form(
         &format!("{base}/_portcullis/login"),
-        &[("login", "demo"), ("password", &demo.password), ("csrf", &csrf)],
+        &[
+            ("login", "demo"),
+            ("password", &demo.password),
+            ("csrf", &csrf),
+        ],
     );
     assert_eq!(r.status, 303);
     let page = b.get(&format!("{base}/"));
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Hello, Demo User."));
-    assert!(page.body.contains("<th>x-remote-groups</th><td>staff,demo</td>"));
+    assert!(
+        page.body
+            .contains("<th>x-remote-groups</th><td>staff,demo</td>")
+    );
 }
 
 #[test]
@@ -80,10 +99,22 @@ fn chromium_signs_in_through_the_login_page_and_lands_on_the_portal() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/login.mjs");
     let shots = std::env::var("PORTCULLIS_SCREENSHOTS").unwrap_or_default();
     let out = Command::new("node")
-        .args([script, &format!("http://127.0.0.1:{}", demo.port), "demo", &demo.password, &shots])
+        .args([
+            script,
+            &format!("http://127.0.0.1:{}", demo.port),
+            "demo",
+            &demo.password,
+            &shots,
+        ])
         .output()
         .expect("node is needed for the browser test (make test installs it)");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("ok: signed in"), "{stdout}");
 }

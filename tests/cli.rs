@@ -14,7 +14,11 @@ fn text(out: &std::process::Output) -> (String, String) {
 
 #[test]
 fn the_shipped_example_config_is_valid() {
-    let out = run_cli(&["check-config", "-c", "config/portcullis.yaml"], None, None);
+    let out = run_cli(
+        &["check-config", "-c", "config/portcullis.yaml"],
+        None,
+        None,
+    );
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     assert_eq!(text(&out).0, "ok\n");
 }
@@ -35,22 +39,47 @@ fn invalid_configs_list_every_problem_with_file_line_and_column() {
         let (_, err) = text(&out);
         let lines: Vec<&str> = err.lines().collect();
         assert_eq!(lines.len(), 3, "{cmd}: {err}");
-        assert!(lines[0].contains(&format!("{file}:3:17: session.idle_timeout: `soon` is not a duration")), "{err}");
-        assert!(lines[1].contains(&format!("{file}:4:16: session.remember_me")), "{err}");
-        assert!(lines[2].contains(&format!("{file}:5:16: public_paths[0]")), "{err}");
+        assert!(
+            lines[0].contains(&format!(
+                "{file}:3:17: session.idle_timeout: `soon` is not a duration"
+            )),
+            "{err}"
+        );
+        assert!(
+            lines[1].contains(&format!("{file}:4:16: session.remember_me")),
+            "{err}"
+        );
+        assert!(
+            lines[2].contains(&format!("{file}:5:16: public_paths[0]")),
+            "{err}"
+        );
     }
     std::fs::write(&path, "upstream: http://127.0.0.1:8081\nsesion: {}\n").unwrap();
     let out = run_cli(&["check-config", "-c", &file], None, None);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).1.contains(&format!("{file}:2:1: unknown field `sesion`")), "{:?}", text(&out));
-    let out = run_cli(&["check-config", "-c", "/nonexistent/portcullis.yaml"], None, None);
+    assert!(
+        text(&out)
+            .1
+            .contains(&format!("{file}:2:1: unknown field `sesion`")),
+        "{:?}",
+        text(&out)
+    );
+    let out = run_cli(
+        &["check-config", "-c", "/nonexistent/portcullis.yaml"],
+        None,
+        None,
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.contains("cannot read the file"));
 }
 
 fn config_in(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("portcullis.yaml");
-    std::fs::write(&path, "upstream: http://127.0.0.1:8081\nstore:\n  path: state/users.db\n").unwrap();
+    std::fs::write(
+        &path,
+        "upstream: http://127.0.0.1:8081\nstore:\n  path: state/users.db\n",
+    )
+    .unwrap();
     path
 }
 
@@ -59,21 +88,40 @@ fn users_are_created_before_the_first_serve_and_emails_are_unique() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config_in(dir.path());
     let add = |login: &str, email: &str, pw: Option<&str>| {
-        let mut args = vec!["user", "add", login, "--email", email, "--name", "Carol", "--group", "staff", "--group", "hr"];
+        let mut args = vec![
+            "user", "add", login, "--email", email, "--name", "Carol", "--group", "staff",
+            "--group", "hr",
+        ];
         if pw.is_some() {
             args.push("--password-stdin");
         }
         run_cli(&args, Some(&cfg), pw)
     };
-    let out = add("carol@example.com", "carol@example.com", Some("long enough pw\n"));
+    let out = add(
+        "carol@example.com",
+        "carol@example.com",
+        Some("long enough pw\n"),
+    );
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
-    assert!(dir.path().join("state/users.db").exists(), "the store is created next to the config");
+    assert!(
+        dir.path().join("state/users.db").exists(),
+        "the store is created next to the config"
+    );
     let dup = add("carol2", "CAROL@Example.com", Some("long enough pw"));
     assert_eq!(dup.status.code(), Some(2));
-    assert!(text(&dup).1.contains("A user with this email already exists"), "{:?}", text(&dup));
+    assert!(
+        text(&dup)
+            .1
+            .contains("A user with this email already exists"),
+        "{:?}",
+        text(&dup)
+    );
     let generated = add("dave", "dave@example.com", None);
     assert_eq!(generated.status.code(), Some(0));
-    assert!(text(&generated).0.contains("Password: "), "a generated password is printed once");
+    assert!(
+        text(&generated).0.contains("Password: "),
+        "a generated password is printed once"
+    );
     let short = add("erin", "erin@example.com", Some("short"));
     assert_eq!(short.status.code(), Some(2));
     assert!(text(&short).1.contains("at least 8 characters"));
@@ -82,18 +130,32 @@ fn users_are_created_before_the_first_serve_and_emails_are_unique() {
 
     let list = run_cli(&["user", "list"], Some(&cfg), None);
     let (out, _) = text(&list);
-    assert!(out.contains("carol@example.com") && out.contains("dave") && out.contains("staff,hr"), "{out}");
+    assert!(
+        out.contains("carol@example.com") && out.contains("dave") && out.contains("staff,hr"),
+        "{out}"
+    );
     let show = run_cli(&["user", "show", "CAROL@EXAMPLE.COM"], Some(&cfg), None);
-    assert!(text(&show).0.contains("groups:  staff, hr"), "{:?}", text(&show));
+    assert!(
+        text(&show).0.contains("groups:  staff, hr"),
+        "{:?}",
+        text(&show)
+    );
     let missing = run_cli(&["user", "show", "nobody"], Some(&cfg), None);
     assert_eq!(missing.status.code(), Some(2));
     assert_eq!(text(&missing).1.lines().count(), 1, "one clear line");
 
     let dismiss = run_cli(&["user", "dismiss", "dave"], Some(&cfg), None);
     assert_eq!(dismiss.status.code(), Some(0));
-    assert!(text(&run_cli(&["user", "show", "dave"], Some(&cfg), None)).0.contains("status:  dismissed"));
+    assert!(
+        text(&run_cli(&["user", "show", "dave"], Some(&cfg), None))
+            .0
+            .contains("status:  dismissed")
+    );
     let db = std::fs::read(dir.path().join("state/users.db")).unwrap();
-    assert!(!db.windows(14).any(|w| w == b"long enough pw"), "passwords are stored hashed");
+    assert!(
+        !db.windows(14).any(|w| w == b"long enough pw"),
+        "passwords are stored hashed"
+    );
 }
 
 #[test]
@@ -122,10 +184,18 @@ fn serve_reports_a_busy_port_in_one_line_and_exits_1() {
     let path = dir.path().join("p.yaml");
     std::fs::write(
         &path,
-        format!("listen: {}\nadmin_listen: 127.0.0.1:{}\nupstream: http://127.0.0.1:1\n", taken.local_addr().unwrap(), free_port()),
+        format!(
+            "listen: {}\nadmin_listen: 127.0.0.1:{}\nupstream: http://127.0.0.1:1\n",
+            taken.local_addr().unwrap(),
+            free_port()
+        ),
     )
     .unwrap();
     let out = run_cli(&["serve", "-c", &path.display().to_string()], None, None);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).1.contains("cannot listen on"), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("cannot listen on"),
+        "{:?}",
+        text(&out)
+    );
 }

@@ -14,11 +14,21 @@ fn no_session_means_a_login_redirect_for_browsers_and_401_json_otherwise() {
     let mut b = Browser::new();
     let r = b.get(&gw.url("/reports/q3?format=pdf"));
     assert_eq!(r.status, 302);
-    assert_eq!(r.header("location"), Some("/_portcullis/login?rd=%2Freports%2Fq3%3Fformat%3Dpdf"));
+    assert_eq!(
+        r.header("location"),
+        Some("/_portcullis/login?rd=%2Freports%2Fq3%3Fformat%3Dpdf")
+    );
     let api = b.api_get(&gw.url("/api/items"));
     assert_eq!(api.status, 401);
-    assert_eq!(api.json(), json!({"error": "unauthenticated", "login_url": "/_portcullis/login?rd=%2Fapi%2Fitems"}));
-    let post = b.send(b.request("POST", &gw.url("/form")).header("Accept", "text/html").body("x=1"));
+    assert_eq!(
+        api.json(),
+        json!({"error": "unauthenticated", "login_url": "/_portcullis/login?rd=%2Fapi%2Fitems"})
+    );
+    let post = b.send(
+        b.request("POST", &gw.url("/form"))
+            .header("Accept", "text/html")
+            .body("x=1"),
+    );
     assert_eq!(post.status, 401, "a non-GET is never redirected");
     assert_eq!(up.count(), 0, "nothing reached the portal");
 }
@@ -30,16 +40,37 @@ fn the_login_page_is_self_contained_and_offers_stay_signed_in() {
     let mut b = Browser::new();
     let page = b.get(&gw.url("/_portcullis/login?rd=/x"));
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
-    assert!(page.header("content-security-policy").unwrap().contains("default-src 'none'"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        page.header("content-security-policy")
+            .unwrap()
+            .contains("default-src 'none'")
+    );
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
-    for needle in ["name=\"login\"", "name=\"password\"", "name=\"remember\"", "Stay signed in", "name=\"csrf\"", "value=\"/x\""] {
+    for needle in [
+        "name=\"login\"",
+        "name=\"password\"",
+        "name=\"remember\"",
+        "Stay signed in",
+        "name=\"csrf\"",
+        "value=\"/x\"",
+    ] {
         assert!(page.body.contains(needle), "missing {needle}");
     }
-    assert!(!page.body.contains("<script") && !page.body.contains("http://") && !page.body.contains("https://"));
+    assert!(
+        !page.body.contains("<script")
+            && !page.body.contains("http://")
+            && !page.body.contains("https://")
+    );
     let gw2 = Gateway::start(up.addr, "session:\n  remember_me: 0\n");
     let page = Browser::new().get(&gw2.url("/_portcullis/login"));
-    assert!(!page.body.contains("Stay signed in"), "remember_me: 0 hides the checkbox");
+    assert!(
+        !page.body.contains("Stay signed in"),
+        "remember_me: 0 hides the checkbox"
+    );
 }
 
 #[test]
@@ -54,18 +85,33 @@ fn forged_identity_headers_never_reach_the_portal() {
     };
     // A public path: proxied without identity, forged headers removed.
     let mut anon = Browser::new();
-    anon.send(forge(anon.request("GET", &gw.url("/static/app.css")))).echo();
+    anon.send(forge(anon.request("GET", &gw.url("/static/app.css"))))
+        .echo();
     let seen = up.last();
-    for h in ["x-remote-user", "x-remote-email", "x-remote-name", "x-remote-groups"] {
-        assert!(seen.headers_named(h).is_empty(), "{h} reached the portal on a public path");
+    for h in [
+        "x-remote-user",
+        "x-remote-email",
+        "x-remote-name",
+        "x-remote-groups",
+    ] {
+        assert!(
+            seen.headers_named(h).is_empty(),
+            "{h} reached the portal on a public path"
+        );
     }
     // Signed in: exactly one value per header, the real one.
     let mut b = Browser::new();
     b.sign_in(&gw, false);
     b.send(forge(b.request("GET", &gw.url("/")))).echo();
     let seen = up.last();
-    assert_eq!(seen.headers_named("x-remote-user"), vec!["alice@example.com"]);
-    assert_eq!(seen.headers_named("x-remote-email"), vec!["alice@example.com"]);
+    assert_eq!(
+        seen.headers_named("x-remote-user"),
+        vec!["alice@example.com"]
+    );
+    assert_eq!(
+        seen.headers_named("x-remote-email"),
+        vec!["alice@example.com"]
+    );
     assert_eq!(seen.headers_named("x-remote-name"), vec!["Alice Liddell"]);
     assert_eq!(seen.headers_named("x-remote-groups"), vec!["staff,ops"]);
 }
@@ -73,10 +119,17 @@ fn forged_identity_headers_never_reach_the_portal() {
 #[test]
 fn custom_identity_header_names_are_used_and_stripped() {
     let up = Upstream::start();
-    let gw = Gateway::start(up.addr, "identity_headers:\n  user: Remote-User\n  groups: Remote-Groups\n");
+    let gw = Gateway::start(
+        up.addr,
+        "identity_headers:\n  user: Remote-User\n  groups: Remote-Groups\n",
+    );
     let mut b = Browser::new();
     b.sign_in(&gw, false);
-    b.send(b.request("GET", &gw.url("/")).header("Remote-User", "admin")).echo();
+    b.send(
+        b.request("GET", &gw.url("/"))
+            .header("Remote-User", "admin"),
+    )
+    .echo();
     let seen = up.last();
     assert_eq!(seen.headers_named("remote-user"), vec!["alice@example.com"]);
     assert_eq!(seen.headers_named("remote-groups"), vec!["staff,ops"]);
@@ -98,9 +151,15 @@ fn gateway_cookies_are_removed_and_forwarded_headers_set() {
     b.send(req).echo();
     let seen = up.last();
     assert_eq!(seen.header("cookie"), Some("portal_pref=dark"));
-    assert_eq!(seen.header("x-forwarded-for"), Some("203.0.113.7, 127.0.0.1"));
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1")
+    );
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
-    assert_eq!(seen.header("x-forwarded-host"), Some(gw.addr.to_string().as_str()));
+    assert_eq!(
+        seen.header("x-forwarded-host"),
+        Some(gw.addr.to_string().as_str())
+    );
 }
 
 #[test]
@@ -111,7 +170,13 @@ fn public_paths_need_no_session_but_tricks_do_not_make_paths_public() {
     for path in ["/favicon.ico", "/static/app.css", "/static/img/logo.png"] {
         assert_eq!(b.api_get(&gw.url(path)).status, 200, "{path}");
     }
-    for path in ["/static/../admin", "/static/%2e%2e/admin", "/static/..%2fadmin", "/favicon.ico.php", "/staticx"] {
+    for path in [
+        "/static/../admin",
+        "/static/%2e%2e/admin",
+        "/static/..%2fadmin",
+        "/favicon.ico.php",
+        "/staticx",
+    ] {
         assert_eq!(b.api_get(&gw.url(path)).status, 401, "{path}");
     }
 }
@@ -148,17 +213,28 @@ fn request_bodies_reach_the_portal_intact_but_login_bodies_are_capped() {
     let mut b = Browser::new();
     b.sign_in(&gw, false);
     let body: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
-    let echo = b.send(b.request("POST", &gw.url("/upload")).body(body.clone())).echo();
+    let echo = b
+        .send(b.request("POST", &gw.url("/upload")).body(body.clone()))
+        .echo();
     assert_eq!(echo["body_len"], 1_048_576);
     use sha2::Digest;
-    assert_eq!(echo["body_sha256"], hex::encode(sha2::Sha256::digest(&body)));
+    assert_eq!(
+        echo["body_sha256"],
+        hex::encode(sha2::Sha256::digest(&body))
+    );
 
     let huge = "x".repeat(20 * 1024);
     let mut anon = Browser::new();
     anon.get(&gw.url("/_portcullis/login"));
-    let r = anon.post_form(&gw.url("/_portcullis/login"), &[("login", huge.as_str()), ("password", "x")]);
+    let r = anon.post_form(
+        &gw.url("/_portcullis/login"),
+        &[("login", huge.as_str()), ("password", "x")],
+    );
     assert_eq!(r.status, 413);
-    let r = anon.post_json(&gw.url("/_portcullis/api/login"), &json!({"login": huge, "password": "x"}));
+    let r = anon.post_json(
+        &gw.url("/_portcullis/api/login"),
+        &json!({"login": huge, "password": "x"}),
+    );
     assert_eq!(r.status, 413);
     // Chunked, with no Content-Length announcing the size.
     let chunks = json_login_body(&huge);
@@ -182,9 +258,19 @@ fn unknown_gateway_paths_are_not_proxied() {
     b.sign_in(&gw, false);
     assert_eq!(b.get(&gw.url("/_portcullis/nothing")).status, 404);
     // Sent raw: HTTP client libraries would normalise the dot segments away.
-    let raw = raw_request(gw.addr, &format!("GET /_portcullis/../secret HTTP/1.1\r\nHost: x\r\nCookie: {}\r\nConnection: close\r\n\r\n", b.cookie_header()));
+    let raw = raw_request(
+        gw.addr,
+        &format!(
+            "GET /_portcullis/../secret HTTP/1.1\r\nHost: x\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+            b.cookie_header()
+        ),
+    );
     assert!(raw.starts_with("HTTP/1.1 404"), "{raw}");
-    assert_eq!(b.send(b.request("DELETE", &gw.url("/_portcullis/login"))).status, 405);
+    assert_eq!(
+        b.send(b.request("DELETE", &gw.url("/_portcullis/login")))
+            .status,
+        405
+    );
     assert_eq!(up.count(), 0);
 }
 
@@ -197,7 +283,11 @@ fn a_dead_upstream_gives_a_clean_502_page_and_unready() {
     let r = b.get(&gw.url("/"));
     assert_eq!(r.status, 502);
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
-    assert!(r.body.contains("The portal is not responding"), "{}", r.body);
+    assert!(
+        r.body.contains("The portal is not responding"),
+        "{}",
+        r.body
+    );
     let health = reqwest::blocking::get(format!("http://{}/healthz", gw.admin)).unwrap();
     assert_eq!(health.status(), 200);
     let ready = reqwest::blocking::get(format!("http://{}/readyz", gw.admin)).unwrap();

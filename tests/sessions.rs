@@ -14,12 +14,28 @@ fn signing_in_sets_a_fresh_http_only_session_and_reaches_the_portal() {
     let up = Upstream::start();
     let gw = Gateway::start(up.addr, "");
     let mut b = Browser::new();
-    let r = b.login_form(&gw, "alice@example.com", PASSWORD, false, "/reports?year=2026");
+    let r = b.login_form(
+        &gw,
+        "alice@example.com",
+        PASSWORD,
+        false,
+        "/reports?year=2026",
+    );
     assert_eq!(r.status, 303);
     assert_eq!(r.header("location"), Some("/reports?year=2026"));
-    let set = r.set_cookies().into_iter().find(|c| c.starts_with("portcullis_session=")).unwrap();
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Path=/"), "{set}");
-    assert!(!set.contains("Secure"), "plain http public_url must not set Secure: {set}");
+    let set = r
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("portcullis_session="))
+        .unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Path=/"),
+        "{set}"
+    );
+    assert!(
+        !set.contains("Secure"),
+        "plain http public_url must not set Secure: {set}"
+    );
     let token = b.session().unwrap();
     assert_eq!(token.len(), 43, "256 bits in base64url");
 
@@ -38,9 +54,17 @@ fn login_is_case_insensitive_and_accepts_the_email() {
     let gw = Gateway::start(up.addr, "");
     gw.add_user("+1 555 0100", "bob@example.com", "Bob", &[]);
     let mut b = Browser::new();
-    assert_eq!(b.login_form(&gw, "ALICE@Example.com", PASSWORD, false, "/").status, 303);
+    assert_eq!(
+        b.login_form(&gw, "ALICE@Example.com", PASSWORD, false, "/")
+            .status,
+        303
+    );
     let mut b = Browser::new();
-    assert_eq!(b.login_form(&gw, "Bob@Example.COM", PASSWORD, false, "/").status, 303);
+    assert_eq!(
+        b.login_form(&gw, "Bob@Example.COM", PASSWORD, false, "/")
+            .status,
+        303
+    );
     b.get(&gw.url("/")).echo();
     assert_eq!(up.last().header("x-remote-user"), Some("+1 555 0100"));
 }
@@ -57,10 +81,22 @@ fn wrong_password_and_unknown_login_get_the_same_answer() {
         assert!(r.body.contains("Incorrect login or password"), "{}", r.body);
     }
     assert!(b.session().is_none());
-    let api_wrong = b.post_json(&gw.url("/_portcullis/api/login"), &json!({"login": "alice@example.com", "password": "x"}));
-    let api_unknown = b.post_json(&gw.url("/_portcullis/api/login"), &json!({"login": "nobody", "password": "x"}));
-    assert_eq!((api_wrong.status, api_wrong.json()), (401, json!({"error": "invalid_credentials"})));
-    assert_eq!((api_unknown.status, api_unknown.json()), (401, json!({"error": "invalid_credentials"})));
+    let api_wrong = b.post_json(
+        &gw.url("/_portcullis/api/login"),
+        &json!({"login": "alice@example.com", "password": "x"}),
+    );
+    let api_unknown = b.post_json(
+        &gw.url("/_portcullis/api/login"),
+        &json!({"login": "nobody", "password": "x"}),
+    );
+    assert_eq!(
+        (api_wrong.status, api_wrong.json()),
+        (401, json!({"error": "invalid_credentials"}))
+    );
+    assert_eq!(
+        (api_unknown.status, api_unknown.json()),
+        (401, json!({"error": "invalid_credentials"}))
+    );
 }
 
 #[test]
@@ -71,12 +107,19 @@ fn the_login_form_needs_its_csrf_token() {
     b.get(&gw.url("/_portcullis/login"));
     let r = b.post_form(
         &gw.url("/_portcullis/login"),
-        &[("login", "alice@example.com"), ("password", PASSWORD), ("csrf", "forged-token-000000000")],
+        &[
+            ("login", "alice@example.com"),
+            ("password", PASSWORD),
+            ("csrf", "forged-token-000000000"),
+        ],
     );
     assert_eq!(r.status, 403);
     assert!(b.session().is_none());
     let mut fresh = Browser::new();
-    let r = fresh.post_form(&gw.url("/_portcullis/login"), &[("login", "alice@example.com"), ("password", PASSWORD)]);
+    let r = fresh.post_form(
+        &gw.url("/_portcullis/login"),
+        &[("login", "alice@example.com"), ("password", PASSWORD)],
+    );
     assert_eq!(r.status, 403, "no CSRF cookie at all");
     assert!(fresh.session().is_none());
 }
@@ -98,9 +141,17 @@ fn idle_sessions_slide_and_then_expire_with_a_message() {
     std::thread::sleep(Duration::from_millis(2500));
     let r = b.get(&gw.url("/inbox"));
     assert_eq!(r.status, 302);
-    assert_eq!(r.header("location"), Some("/_portcullis/login?rd=%2Finbox&expired=1"));
+    assert_eq!(
+        r.header("location"),
+        Some("/_portcullis/login?rd=%2Finbox&expired=1")
+    );
     let page = b.get(&gw.url(r.header("location").unwrap()));
-    assert!(page.body.contains("Your session has expired. Please sign in again"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("Your session has expired. Please sign in again"),
+        "{}",
+        page.body
+    );
     let db = String::from_utf8_lossy(&gw.db_bytes()).into_owned();
     assert!(db.contains("session_expired"));
 }
@@ -108,7 +159,10 @@ fn idle_sessions_slide_and_then_expire_with_a_message() {
 #[test]
 fn absolute_timeout_ends_even_an_active_session() {
     let up = Upstream::start();
-    let gw = Gateway::start(up.addr, "session:\n  idle_timeout: 10s\n  absolute_timeout: 3s\n");
+    let gw = Gateway::start(
+        up.addr,
+        "session:\n  idle_timeout: 10s\n  absolute_timeout: 3s\n",
+    );
     let mut b = Browser::new();
     b.sign_in(&gw, false);
     b.get(&gw.url("/")).echo();
@@ -125,8 +179,15 @@ fn remember_me_renews_silently_and_rotates_its_validator() {
     let mut b = Browser::new();
     let r = b.login_form(&gw, "alice@example.com", PASSWORD, true, "/");
     assert_eq!(r.status, 303);
-    let set = r.set_cookies().into_iter().find(|c| c.starts_with("portcullis_session_remember=")).unwrap();
-    assert!(set.contains("Max-Age=86400") && set.contains("HttpOnly"), "{set}");
+    let set = r
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("portcullis_session_remember="))
+        .unwrap();
+    assert!(
+        set.contains("Max-Age=86400") && set.contains("HttpOnly"),
+        "{set}"
+    );
     let first_session = b.session().unwrap();
     let first_remember = b.remember().unwrap();
     std::thread::sleep(Duration::from_millis(3100));
@@ -162,7 +223,9 @@ fn a_replayed_remember_token_revokes_every_session_of_the_user() {
 
     // The thief replays the old token: known selector, old validator.
     let mut thief = Browser::new();
-    thief.jar.insert("portcullis_session_remember".into(), stolen);
+    thief
+        .jar
+        .insert("portcullis_session_remember".into(), stolen);
     let r = thief.api_get(&gw.url("/"));
     assert_eq!(r.status, 401);
     assert!(thief.remember().is_none(), "the replayed cookie is cleared");
@@ -171,7 +234,10 @@ fn a_replayed_remember_token_revokes_every_session_of_the_user() {
     assert_eq!(victim.api_get(&gw.url("/")).status, 401);
     assert_eq!(other_device.api_get(&gw.url("/")).status, 401);
     let mut with_new_token = Browser::new();
-    with_new_token.jar.insert("portcullis_session_remember".into(), victim.remember().unwrap_or_default());
+    with_new_token.jar.insert(
+        "portcullis_session_remember".into(),
+        victim.remember().unwrap_or_default(),
+    );
     assert_eq!(with_new_token.api_get(&gw.url("/")).status, 401);
     let db = String::from_utf8_lossy(&gw.db_bytes()).into_owned();
     assert!(db.contains("remember-me token replayed"));
@@ -192,12 +258,20 @@ fn a_planted_session_id_is_never_adopted() {
     attacker.jar.insert("portcullis_session".into(), planted);
     assert_eq!(attacker.api_get(&gw.url("/")).status, 401);
     // Signed in, the login page sends the browser on; a second sign-in replaces the session.
-    assert_eq!(b.get(&gw.url("/_portcullis/login?rd=/x")).header("location"), Some("/x"));
+    assert_eq!(
+        b.get(&gw.url("/_portcullis/login?rd=/x"))
+            .header("location"),
+        Some("/x")
+    );
     let first = b.session().unwrap();
     let csrf = b.csrf_cookie().unwrap();
     let again = b.post_form(
         &gw.url("/_portcullis/login"),
-        &[("login", "alice@example.com"), ("password", PASSWORD), ("csrf", &csrf)],
+        &[
+            ("login", "alice@example.com"),
+            ("password", PASSWORD),
+            ("csrf", &csrf),
+        ],
     );
     assert_eq!(again.status, 303);
     assert_ne!(b.session().unwrap(), first);
@@ -216,18 +290,31 @@ fn logout_ends_the_session_and_the_remember_token() {
     let remember = b.remember().unwrap();
 
     // A cross-site post without the CSRF token is refused and changes nothing.
-    let forged = b.send(b.request("POST", &gw.url("/_portcullis/logout")).header("Origin", "http://evil.example"));
+    let forged = b.send(
+        b.request("POST", &gw.url("/_portcullis/logout"))
+            .header("Origin", "http://evil.example"),
+    );
     assert_eq!(forged.status, 403);
     b.get(&gw.url("/")).echo();
 
-    let csrf = portcullis::token::SessionToken::parse(&session).unwrap().csrf();
+    let csrf = portcullis::token::SessionToken::parse(&session)
+        .unwrap()
+        .csrf();
     let r = b.post_form(&gw.url("/_portcullis/logout"), &[("csrf", &csrf)]);
     assert_eq!(r.status, 303);
-    assert_eq!(r.header("location"), Some("/_portcullis/login?signed_out=1"));
-    assert!(b.session().is_none() && b.remember().is_none(), "cookies cleared");
+    assert_eq!(
+        r.header("location"),
+        Some("/_portcullis/login?signed_out=1")
+    );
+    assert!(
+        b.session().is_none() && b.remember().is_none(),
+        "cookies cleared"
+    );
     let mut replay = Browser::new();
     replay.jar.insert("portcullis_session".into(), session);
-    replay.jar.insert("portcullis_session_remember".into(), remember);
+    replay
+        .jar
+        .insert("portcullis_session_remember".into(), remember);
     assert_eq!(replay.api_get(&gw.url("/")).status, 401);
     let db = String::from_utf8_lossy(&gw.db_bytes()).into_owned();
     assert!(db.contains("logout"));
@@ -279,10 +366,22 @@ fn revoked_within_2s(cli: &[&str], stdin: Option<&str>) {
     b.sign_in(&gw, true);
     b.get(&gw.url("/")).echo();
     let out = gw.cli(cli, stdin);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let took = within(Duration::from_secs(2), || b.api_get(&gw.url("/")).status == 401);
-    assert!(took.is_some(), "{cli:?}: the session was still alive after 2 s");
-    assert!(b.remember().is_none(), "{cli:?}: the remember-me token must be dead too");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let took = within(Duration::from_secs(2), || {
+        b.api_get(&gw.url("/")).status == 401
+    });
+    assert!(
+        took.is_some(),
+        "{cli:?}: the session was still alive after 2 s"
+    );
+    assert!(
+        b.remember().is_none(),
+        "{cli:?}: the remember-me token must be dead too"
+    );
 }
 
 #[test]
@@ -292,7 +391,15 @@ fn cli_logout_all_ends_live_sessions_within_2s() {
 
 #[test]
 fn cli_set_password_ends_live_sessions_within_2s() {
-    revoked_within_2s(&["user", "set-password", "alice@example.com", "--password-stdin"], Some("a new long password"));
+    revoked_within_2s(
+        &[
+            "user",
+            "set-password",
+            "alice@example.com",
+            "--password-stdin",
+        ],
+        Some("a new long password"),
+    );
 }
 
 #[test]
@@ -304,17 +411,34 @@ fn cli_dismissal_ends_live_sessions_within_2s_and_blocks_sign_in() {
 fn dismissed_users_see_the_dismissal_message_until_restored() {
     let up = Upstream::start();
     let gw = Gateway::start(up.addr, "");
-    assert!(gw.cli(&["user", "dismiss", "alice@example.com"], None).status.success());
+    assert!(
+        gw.cli(&["user", "dismiss", "alice@example.com"], None)
+            .status
+            .success()
+    );
     let mut b = Browser::new();
     let r = b.login_form(&gw, "alice@example.com", PASSWORD, false, "/");
     assert_eq!(r.status, 403);
-    assert!(r.body.contains("User may have been dismissed. Contact your administrator"));
+    assert!(
+        r.body
+            .contains("User may have been dismissed. Contact your administrator")
+    );
     // A wrong password for a dismissed user reveals nothing about the dismissal.
     let r = b.login_form(&gw, "alice@example.com", "wrong password", false, "/");
     assert!(r.body.contains("Incorrect login or password"));
-    let api = b.post_json(&gw.url("/_portcullis/api/login"), &json!({"login": "alice@example.com", "password": PASSWORD}));
-    assert_eq!((api.status, api.json()), (403, json!({"error": "dismissed"})));
-    assert!(gw.cli(&["user", "restore", "alice@example.com"], None).status.success());
+    let api = b.post_json(
+        &gw.url("/_portcullis/api/login"),
+        &json!({"login": "alice@example.com", "password": PASSWORD}),
+    );
+    assert_eq!(
+        (api.status, api.json()),
+        (403, json!({"error": "dismissed"}))
+    );
+    assert!(
+        gw.cli(&["user", "restore", "alice@example.com"], None)
+            .status
+            .success()
+    );
     b.sign_in(&gw, false);
 }
 
@@ -335,8 +459,15 @@ fn nothing_secret_is_stored_or_logged_in_clear() {
     let db = gw.db_bytes();
     let logs = gw.logs();
     assert!(!db.is_empty() && !logs.is_empty());
-    let contains = |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
-    for secret in [PASSWORD, wrong, session.as_str(), validator, remember.as_str()] {
+    let contains =
+        |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
+    for secret in [
+        PASSWORD,
+        wrong,
+        session.as_str(),
+        validator,
+        remember.as_str(),
+    ] {
         assert!(!contains(&db, secret), "the store holds a secret in clear");
         assert!(!logs.contains(secret), "the log holds a secret in clear");
     }

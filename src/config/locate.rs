@@ -117,12 +117,16 @@ impl MarkedEventReceiver for Walker {
             }
             Event::MappingStart(..) => {
                 let path = self.next_path(None).unwrap_or_default();
-                self.positions.entry(path.clone()).or_insert(position(&mark));
+                self.positions
+                    .entry(path.clone())
+                    .or_insert(position(&mark));
                 self.stack.push(Frame::Map { path, key: None });
             }
             Event::SequenceStart(..) => {
                 let path = self.next_path(None).unwrap_or_default();
-                self.positions.entry(path.clone()).or_insert(position(&mark));
+                self.positions
+                    .entry(path.clone())
+                    .or_insert(position(&mark));
                 self.stack.push(Frame::Seq { path, index: 0 });
             }
             Event::MappingEnd | Event::SequenceEnd => {

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-pub use locate::Position;
 use locate::Locator;
+pub use locate::Position;
 use raw::{OneOrMany, RawConfig, Scalar};
 
 /// One problem in a configuration file, printed as `FILE:LINE:COL: message`.
@@ -263,7 +263,9 @@ impl Validator<'_> {
             Err(_) => {
                 self.error(
                     path,
-                    format!("`{text}` is not an address with a port, e.g. 0.0.0.0:8080 or \"[::]:8080\""),
+                    format!(
+                        "`{text}` is not an address with a port, e.g. 0.0.0.0:8080 or \"[::]:8080\""
+                    ),
                 );
                 None
             }
@@ -276,7 +278,10 @@ impl Validator<'_> {
         } else if let Some(r) = text.strip_prefix("http://") {
             (false, r)
         } else {
-            self.error("public_url", format!("`{text}` must start with https:// or http://"));
+            self.error(
+                "public_url",
+                format!("`{text}` must start with https:// or http://"),
+            );
             return None;
         };
         let authority = rest.trim_end_matches('/');
@@ -300,7 +305,10 @@ impl Validator<'_> {
             sni: String::new(),
         };
         let Some(text) = text else {
-            self.error("upstream", "is required: the URL of the protected portal, e.g. http://127.0.0.1:8081");
+            self.error(
+                "upstream",
+                "is required: the URL of the protected portal, e.g. http://127.0.0.1:8081",
+            );
             return fallback;
         };
         let (tls, rest, default_port) = if let Some(r) = text.strip_prefix("https://") {
@@ -308,7 +316,10 @@ impl Validator<'_> {
         } else if let Some(r) = text.strip_prefix("http://") {
             (false, r, 80)
         } else {
-            self.error("upstream", format!("`{text}` must start with http:// or https://"));
+            self.error(
+                "upstream",
+                format!("`{text}` must start with http:// or https://"),
+            );
             return fallback;
         };
         let authority = rest.trim_end_matches('/');
@@ -354,7 +365,10 @@ impl Validator<'_> {
                 }
             }
             other => {
-                self.error("store.kind", format!("`{other}` is not a store; use sqlite or postgres"));
+                self.error(
+                    "store.kind",
+                    format!("`{other}` is not a store; use sqlite or postgres"),
+                );
                 StoreConfig::Sqlite {
                     path: PathBuf::new(),
                 }
@@ -376,7 +390,9 @@ impl Validator<'_> {
     }
 
     fn session(&mut self, raw: raw::RawSession) -> SessionConfig {
-        let cookie_name = raw.cookie_name.unwrap_or_else(|| "portcullis_session".into());
+        let cookie_name = raw
+            .cookie_name
+            .unwrap_or_else(|| "portcullis_session".into());
         if cookie_name.is_empty()
             || cookie_name.starts_with("__")
             || !cookie_name
@@ -396,8 +412,11 @@ impl Validator<'_> {
         if idle_timeout.is_zero() {
             self.error("session.idle_timeout", "must be longer than 0s");
         }
-        let absolute_timeout =
-            self.duration("session.absolute_timeout", raw.absolute_timeout, Duration::ZERO);
+        let absolute_timeout = self.duration(
+            "session.absolute_timeout",
+            raw.absolute_timeout,
+            Duration::ZERO,
+        );
         let remember_me = self.duration(
             "session.remember_me",
             raw.remember_me,
@@ -415,7 +434,10 @@ impl Validator<'_> {
         let paths = raw.unwrap_or_else(|| vec!["/favicon.ico".into(), "/static/".into()]);
         for (i, p) in paths.iter().enumerate() {
             if !p.starts_with('/') {
-                self.error(&format!("public_paths[{i}]"), format!("`{p}` must start with /"));
+                self.error(
+                    &format!("public_paths[{i}]"),
+                    format!("`{p}` must start with /"),
+                );
             } else if p.starts_with("/_portcullis") {
                 self.error(
                     &format!("public_paths[{i}]"),
@@ -434,19 +456,31 @@ impl Validator<'_> {
     fn network(&mut self, raw: &raw::RawNetwork) {
         // Address rules come in a later version; refusing them beats silently not enforcing them.
         if !raw.trusted_proxies.is_empty() {
-            self.error("network.trusted_proxies", "is not supported by this version yet; leave it empty");
+            self.error(
+                "network.trusted_proxies",
+                "is not supported by this version yet; leave it empty",
+            );
         }
         if !raw.allow.is_empty() {
-            self.error("network.allow", "is not supported by this version yet; leave it empty");
+            self.error(
+                "network.allow",
+                "is not supported by this version yet; leave it empty",
+            );
         }
         if !raw.restrictions.is_empty() {
-            self.error("network.restrictions", "is not supported by this version yet; leave it empty");
+            self.error(
+                "network.restrictions",
+                "is not supported by this version yet; leave it empty",
+            );
         }
     }
 
     fn watch(&mut self, raw: Option<bool>) -> bool {
         if raw == Some(true) {
-            self.error("watch", "reloading is not supported by this version yet; set it to false");
+            self.error(
+                "watch",
+                "reloading is not supported by this version yet; set it to false",
+            );
         }
         false
     }
@@ -494,10 +528,7 @@ impl Validator<'_> {
     fn passwords(&mut self, raw: raw::RawPasswords) -> PasswordPolicy {
         let min_length = raw.min_length.unwrap_or(8) as usize;
         if min_length < 8 {
-            self.error(
-                "passwords.min_length",
-                "must be at least 8 (NIST 800-63B)",
-            );
+            self.error("passwords.min_length", "must be at least 8 (NIST 800-63B)");
         }
         let argon2 = Argon2Params {
             memory_kib: raw.argon2.memory_kib.unwrap_or(19456),
@@ -511,7 +542,10 @@ impl Validator<'_> {
             );
         }
         if argon2.iterations < 2 {
-            self.error("passwords.argon2.iterations", "must be at least 2 (the OWASP minimum)");
+            self.error(
+                "passwords.argon2.iterations",
+                "must be at least 2 (the OWASP minimum)",
+            );
         }
         if !(1..=16).contains(&argon2.parallelism) {
             self.error("passwords.argon2.parallelism", "must be between 1 and 16");
@@ -615,7 +649,11 @@ mod tests {
             ("-1s", None),
         ];
         for (text, want) in cases {
-            assert_eq!(parse_duration(text).ok().map(|d| d.as_secs()), want, "{text}");
+            assert_eq!(
+                parse_duration(text).ok().map(|d| d.as_secs()),
+                want,
+                "{text}"
+            );
         }
     }
 
@@ -661,7 +699,11 @@ mod tests {
             .0;
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].pos, Position { line: 3, col: 3 });
-        assert!(errors[0].message.contains("unknown field `idle`"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("unknown field `idle`"),
+            "{}",
+            errors[0].message
+        );
     }
 
     #[test]
@@ -682,6 +724,10 @@ mod tests {
     fn missing_upstream_is_an_error() {
         let e = parse("").unwrap_err();
         assert_eq!(e.0.len(), 1);
-        assert!(e.to_string().starts_with("t.yaml:1:1: upstream: is required"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("t.yaml:1:1: upstream: is required"),
+            "{e}"
+        );
     }
 }

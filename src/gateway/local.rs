@@ -76,7 +76,11 @@ async fn read_body(session: &mut Session) -> Result<Vec<u8>, Reply> {
             }
             Ok(None) => return Ok(body),
             Err(_) => {
-                return Err(Reply::page(400, "Bad request", "The request could not be read."));
+                return Err(Reply::page(
+                    400,
+                    "Bad request",
+                    "The request could not be read.",
+                ));
             }
         }
     }
@@ -99,7 +103,11 @@ fn query_param(session: &Session, key: &str) -> Option<String> {
 }
 
 /// The session a request to a local endpoint carries, without extending it.
-async fn current(app: &App, cfg: &Config, facts: &Facts) -> Result<Option<(SessionToken, Arc<LiveSession>)>, Reply> {
+async fn current(
+    app: &App,
+    cfg: &Config,
+    facts: &Facts,
+) -> Result<Option<(SessionToken, Arc<LiveSession>)>, Reply> {
     let names = cookies(cfg);
     let Some(token) = facts.cookie(&names.session).and_then(SessionToken::parse) else {
         return Ok(None);
@@ -163,7 +171,14 @@ async fn login_page(app: &App, cfg: &Config, session: &Session, facts: &Facts) -
     render_login(
         cfg,
         facts,
-        FormPage { status: 200, error: None, notice, login: "", rd: &rd, remember: false },
+        FormPage {
+            status: 200,
+            error: None,
+            notice,
+            login: "",
+            rd: &rd,
+            remember: false,
+        },
     )
 }
 
@@ -171,7 +186,14 @@ async fn login_form(app: &App, cfg: &Config, session: &mut Session, facts: &Fact
     let body = read_body(session).await?;
     let field = form(&body);
     let (login, rd, remember) = (field("login"), field("rd"), !field("remember").is_empty());
-    let page = |status, error| FormPage { status, error: Some(error), notice: None, login: &login, rd: &rd, remember };
+    let page = |status, error| FormPage {
+        status,
+        error: Some(error),
+        notice: None,
+        login: &login,
+        rd: &rd,
+        remember,
+    };
     let names = cookies(cfg);
     let csrf_ok = facts
         .cookie(&names.csrf)
@@ -185,21 +207,33 @@ async fn login_form(app: &App, cfg: &Config, session: &mut Session, facts: &Fact
         remember,
         client: facts.client.clone(),
     };
-    let outcome = login::attempt(app, cfg, attempt).await.map_err(service_unavailable)?;
+    let outcome = login::attempt(app, cfg, attempt)
+        .await
+        .map_err(service_unavailable)?;
     match outcome {
         Outcome::Success { issued, .. } => {
             end_previous(app, cfg, facts).await;
-            let mut reply = Reply::redirect(303, safe_redirect(&rd))
-                .cookie(names.set(&names.session, issued.token.expose(), None));
+            let mut reply = Reply::redirect(303, safe_redirect(&rd)).cookie(names.set(
+                &names.session,
+                issued.token.expose(),
+                None,
+            ));
             reply = match issued.remember {
-                Some(r) => reply.cookie(names.set(&names.remember, &r.expose(), cfg.session.remember_me)),
+                Some(r) => {
+                    reply.cookie(names.set(&names.remember, &r.expose(), cfg.session.remember_me))
+                }
                 None => reply.cookie(names.clear(&names.remember)),
             };
             Ok(reply)
         }
-        Outcome::InvalidCredentials => Ok(render_login(cfg, facts, page(401, messages::INVALID_CREDENTIALS))),
+        Outcome::InvalidCredentials => Ok(render_login(
+            cfg,
+            facts,
+            page(401, messages::INVALID_CREDENTIALS),
+        )),
         Outcome::Dismissed => Ok(render_login(cfg, facts, page(403, messages::DISMISSED))),
-        Outcome::Busy => Ok(render_login(cfg, facts, page(429, messages::TOO_MANY)).header("Retry-After", "1".into())),
+        Outcome::Busy => Ok(render_login(cfg, facts, page(429, messages::TOO_MANY))
+            .header("Retry-After", "1".into())),
     }
 }
 
@@ -223,8 +257,11 @@ struct ApiLoginBody {
 }
 
 fn is_json(session: &Session) -> bool {
-    header_str(session.req_header(), "content-type")
-        .is_some_and(|c| c.trim_start().to_ascii_lowercase().starts_with("application/json"))
+    header_str(session.req_header(), "content-type").is_some_and(|c| {
+        c.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    })
 }
 
 fn identity_json(identity: &Identity, expires_in: i64) -> serde_json::Value {
@@ -243,7 +280,10 @@ async fn api_login(app: &App, cfg: &Config, session: &mut Session, facts: &Facts
         return Ok(Reply::json(415, json!({"error": "unsupported_media_type"})));
     }
     let body = read_body(session).await.map_err(|r| {
-        Reply::json(r.status, json!({"error": if r.status == 413 { "too_large" } else { "bad_request" }}))
+        Reply::json(
+            r.status,
+            json!({"error": if r.status == 413 { "too_large" } else { "bad_request" }}),
+        )
     })?;
     let Ok(req) = serde_json::from_slice::<ApiLoginBody>(&body) else {
         return Ok(Reply::json(400, json!({"error": "bad_request"})));
@@ -254,21 +294,26 @@ async fn api_login(app: &App, cfg: &Config, session: &mut Session, facts: &Facts
         remember: req.remember,
         client: facts.client.clone(),
     };
-    let outcome = login::attempt(app, cfg, attempt)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "a sign-in request failed");
-            Reply::json(503, json!({"error": "unavailable"}))
-        })?;
+    let outcome = login::attempt(app, cfg, attempt).await.map_err(|e| {
+        tracing::error!(error = %e, "a sign-in request failed");
+        Reply::json(503, json!({"error": "unavailable"}))
+    })?;
     let names = cookies(cfg);
     Ok(match outcome {
         Outcome::Success { issued, .. } => {
             end_previous(app, cfg, facts).await;
             let now = app.sessions.now();
-            let mut reply = Reply::json(200, identity_json(&issued.live.identity, issued.live.expires_in(now, &cfg.session)))
-                .cookie(names.set(&names.session, issued.token.expose(), None));
+            let mut reply = Reply::json(
+                200,
+                identity_json(
+                    &issued.live.identity,
+                    issued.live.expires_in(now, &cfg.session),
+                ),
+            )
+            .cookie(names.set(&names.session, issued.token.expose(), None));
             if let Some(r) = issued.remember {
-                reply = reply.cookie(names.set(&names.remember, &r.expose(), cfg.session.remember_me));
+                reply =
+                    reply.cookie(names.set(&names.remember, &r.expose(), cfg.session.remember_me));
             }
             reply
         }
@@ -285,7 +330,10 @@ async fn api_session(app: &App, cfg: &Config, facts: &Facts) -> Handled {
             let expires_in = live.expires_in(app.sessions.now(), &cfg.session);
             Ok(Reply::json(200, identity_json(&live.identity, expires_in)))
         }
-        Ok(None) => Ok(Reply::json(401, json!({"error": "unauthenticated", "login_url": LOGIN_PATH}))),
+        Ok(None) => Ok(Reply::json(
+            401,
+            json!({"error": "unauthenticated", "login_url": LOGIN_PATH}),
+        )),
         Err(_) => Ok(Reply::json(503, json!({"error": "unavailable"}))),
     }
 }
@@ -299,11 +347,21 @@ fn same_origin(session: &Session, cfg: &Config) -> bool {
     let (Some(origin), Some(host)) = (header_str(req, "origin"), header_str(req, "host")) else {
         return false;
     };
-    let scheme = if cfg.secure_cookies() { "https" } else { "http" };
+    let scheme = if cfg.secure_cookies() {
+        "https"
+    } else {
+        "http"
+    };
     origin == format!("{scheme}://{host}")
 }
 
-async fn logout(app: &App, cfg: &Config, session: &mut Session, facts: &Facts, api: bool) -> Handled {
+async fn logout(
+    app: &App,
+    cfg: &Config,
+    session: &mut Session,
+    facts: &Facts,
+    api: bool,
+) -> Handled {
     let body = read_body(session).await?;
     let current = current(app, cfg, facts).await?;
     if let Some((token, _)) = &current {
@@ -318,7 +376,11 @@ async fn logout(app: &App, cfg: &Config, session: &mut Session, facts: &Facts, a
             return Ok(if api {
                 Reply::json(403, json!({"error": "csrf"}))
             } else {
-                Reply::page(403, "Sign-out refused", "Use the sign-out button of the portal to sign out.")
+                Reply::page(
+                    403,
+                    "Sign-out refused",
+                    "Use the sign-out button of the portal to sign out.",
+                )
             });
         }
     }

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
-use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::ServiceWithDependents;
+use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
 
 use crate::audit::Audit;
@@ -75,10 +75,7 @@ impl App {
 
 /// Runs the gateway (plus any `extra` services, e.g. the demo portal) until it is told to
 /// stop. Never returns on success.
-pub fn serve(
-    config: Config,
-    extra: Vec<Box<dyn ServiceWithDependents>>,
-) -> Result<(), StartError> {
+pub fn serve(config: Config, extra: Vec<Box<dyn ServiceWithDependents>>) -> Result<(), StartError> {
     for addr in config.listen.iter().chain([&config.admin_listen]) {
         std::net::TcpListener::bind(addr).map_err(|error| StartError::Listen {
             addr: addr.to_string(),
@@ -106,10 +103,8 @@ pub fn serve(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service(
-        &server.configuration,
-        proxy::Gateway::new(app.clone()),
-    );
+    let mut proxy =
+        pingora::proxy::http_proxy_service(&server.configuration, proxy::Gateway::new(app.clone()));
     for addr in &config.listen {
         proxy.add_tcp(&addr.to_string());
     }

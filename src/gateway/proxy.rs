@@ -54,7 +54,9 @@ impl Facts {
             .and_then(|a| a.as_inet())
             .map(|a| canonical_ip(a.ip()).to_string())
             .unwrap_or_default();
-        let user_agent = header_str(req, "user-agent").unwrap_or_default().to_string();
+        let user_agent = header_str(req, "user-agent")
+            .unwrap_or_default()
+            .to_string();
         let cookies = req
             .headers
             .get_all(http::header::COOKIE)
@@ -96,7 +98,11 @@ struct Resolved {
 
 impl Gateway {
     /// Session cookie first; failing that, a remember-me cookie renews silently.
-    async fn resolve(&self, facts: &Facts, cfg: &Config) -> Result<Resolved, crate::store::StoreError> {
+    async fn resolve(
+        &self,
+        facts: &Facts,
+        cfg: &Config,
+    ) -> Result<Resolved, crate::store::StoreError> {
         let names = cookies(cfg);
         let mut state = SessionState::Missing;
         let mut set_cookies = Vec::new();
@@ -115,7 +121,11 @@ impl Gateway {
             set_cookies.push(names.clear(&names.session));
         }
         let Some(raw) = facts.cookie(&names.remember) else {
-            return Ok(Resolved { state, identity: None, set_cookies });
+            return Ok(Resolved {
+                state,
+                identity: None,
+                set_cookies,
+            });
         };
         let renewal = match RememberToken::parse(raw) {
             Some(token) if cfg.session.remember_me.is_some() => {
@@ -142,11 +152,19 @@ impl Gateway {
             Renewal::Theft { login } => {
                 tracing::warn!(%login, ip = %facts.client.ip, "a replayed remember-me token ended every session of the user");
                 set_cookies.push(names.clear(&names.remember));
-                Ok(Resolved { state, identity: None, set_cookies })
+                Ok(Resolved {
+                    state,
+                    identity: None,
+                    set_cookies,
+                })
             }
             Renewal::Invalid => {
                 set_cookies.push(names.clear(&names.remember));
-                Ok(Resolved { state, identity: None, set_cookies })
+                Ok(Resolved {
+                    state,
+                    identity: None,
+                    set_cookies,
+                })
             }
         }
     }
@@ -320,8 +338,12 @@ fn set_identity(req: &mut RequestHeader, headers: &IdentityHeaders, id: &Identit
         (&headers.groups, id.groups.join(",")),
     ];
     for (name, value) in values {
-        let value = http::HeaderValue::from_bytes(value.as_bytes())
-            .map_err(|_| Error::explain(ErrorType::InternalError, "identity is not a valid header value"))?;
+        let value = http::HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
+            Error::explain(
+                ErrorType::InternalError,
+                "identity is not a valid header value",
+            )
+        })?;
         req.insert_header(name.clone(), value)?;
     }
     Ok(())
@@ -345,7 +367,12 @@ fn strip_gateway_cookies(req: &mut RequestHeader, names: &CookieNames) -> Result
     Ok(())
 }
 
-fn forwarded(req: &mut RequestHeader, client_ip: &str, https: bool, host: Option<String>) -> Result<()> {
+fn forwarded(
+    req: &mut RequestHeader,
+    client_ip: &str,
+    https: bool,
+    host: Option<String>,
+) -> Result<()> {
     let xff = match header_str(req, "x-forwarded-for") {
         Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),
         _ => client_ip.to_string(),
@@ -387,7 +414,13 @@ mod tests {
     #[test]
     fn forged_identity_headers_are_removed_in_every_spelling() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        for name in ["X-Remote-User", "x_remote_user", "X_REMOTE_EMAIL", "X-Remote-Groups", "X-Other"] {
+        for name in [
+            "X-Remote-User",
+            "x_remote_user",
+            "X_REMOTE_EMAIL",
+            "X-Remote-Groups",
+            "X-Other",
+        ] {
             req.append_header(name, "forged").unwrap();
         }
         strip_identity(&mut req, &headers());
@@ -400,7 +433,10 @@ mod tests {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         req.insert_header("X-Forwarded-For", "1.2.3.4").unwrap();
         forwarded(&mut req, "127.0.0.9", true, Some("portal.example".into())).unwrap();
-        assert_eq!(header_str(&req, "x-forwarded-for"), Some("1.2.3.4, 127.0.0.9"));
+        assert_eq!(
+            header_str(&req, "x-forwarded-for"),
+            Some("1.2.3.4, 127.0.0.9")
+        );
         assert_eq!(header_str(&req, "x-forwarded-proto"), Some("https"));
         assert_eq!(header_str(&req, "x-forwarded-host"), Some("portal.example"));
     }

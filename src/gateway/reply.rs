@@ -91,7 +91,9 @@ pub async fn write(session: &mut Session, reply: Reply) -> Result<()> {
         resp.append_header(name, value)?;
     }
     let head_only = session.req_header().method == http::Method::HEAD || reply.body.is_empty();
-    session.write_response_header(Box::new(resp), head_only).await?;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
     if !head_only {
         session.write_response_body(Some(reply.body), true).await?;
     }

@@ -82,7 +82,14 @@ mod tests {
     #[test]
     fn names_get_the_host_prefix_when_secure() {
         let plain = CookieNames::new("portcullis_session", false);
-        assert_eq!(plain.all(), ["portcullis_session", "portcullis_session_remember", "portcullis_session_csrf"]);
+        assert_eq!(
+            plain.all(),
+            [
+                "portcullis_session",
+                "portcullis_session_remember",
+                "portcullis_session_csrf"
+            ]
+        );
         let secure = CookieNames::new("portcullis_session", true);
         assert_eq!(secure.session, "__Host-portcullis_session");
         assert_eq!(secure.remember, "__Host-portcullis_session_remember");
@@ -93,13 +100,21 @@ mod tests {
         let cases = [
             (false, None, "s=v; Path=/; HttpOnly; SameSite=Lax"),
             (true, None, "s=v; Path=/; HttpOnly; SameSite=Lax; Secure"),
-            (false, Some(60), "s=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60"),
+            (
+                false,
+                Some(60),
+                "s=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=60",
+            ),
         ];
         for (secure, age, want) in cases {
             let names = CookieNames::new("x", secure);
             assert_eq!(names.set("s", "v", age.map(Duration::from_secs)), want);
         }
-        assert!(CookieNames::new("x", false).clear("s").contains("Max-Age=0"));
+        assert!(
+            CookieNames::new("x", false)
+                .clear("s")
+                .contains("Max-Age=0")
+        );
     }
 
     #[test]

@@ -13,9 +13,7 @@ use moka::sync::Cache;
 use crate::audit::{Audit, Event, EventKind};
 use crate::clock::Clock;
 use crate::config::SessionConfig;
-use crate::store::{
-    RememberRecord, Revoked, SessionRecord, Store, StoreResult, UnixTime, User,
-};
+use crate::store::{RememberRecord, Revoked, SessionRecord, Store, StoreResult, UnixTime, User};
 use crate::token::{RememberToken, SessionHash, SessionToken};
 
 /// Who a session belongs to, as the portal will see it.
@@ -131,7 +129,9 @@ pub struct Issued {
 pub enum Renewal {
     Renewed(Issued),
     /// A known selector with a wrong validator: every session of `login` was ended.
-    Theft { login: String },
+    Theft {
+        login: String,
+    },
     Invalid,
 }
 
@@ -211,17 +211,26 @@ impl Sessions {
             self.store.end_session(&hash, now).await?;
             return Ok(Lookup::Unknown);
         }
-        let live = Arc::new(LiveSession::from_record(&rec, Arc::new(Identity::of(&user))));
+        let live = Arc::new(LiveSession::from_record(
+            &rec,
+            Arc::new(Identity::of(&user)),
+        ));
         self.slide(&live, now, cfg);
         self.cache.insert(hash, live.clone());
         Ok(Lookup::Live(live))
     }
 
     /// Like `lookup` but without extending the session (for `GET api/session`).
-    pub async fn peek(&self, token: &SessionToken, cfg: &SessionConfig) -> StoreResult<Option<Arc<LiveSession>>> {
+    pub async fn peek(
+        &self,
+        token: &SessionToken,
+        cfg: &SessionConfig,
+    ) -> StoreResult<Option<Arc<LiveSession>>> {
         let now = self.clock.now();
         if let Some(live) = self.cache.get(&token.hash()) {
-            return Ok(expiry(now, live.created_at, live.last_seen(), cfg).is_none().then_some(live));
+            return Ok(expiry(now, live.created_at, live.last_seen(), cfg)
+                .is_none()
+                .then_some(live));
         }
         let Some(rec) = self.store.get_session(&token.hash()).await? else {
             return Ok(None);
@@ -229,7 +238,12 @@ impl Sessions {
         if expiry(now, rec.created_at, rec.last_seen, cfg).is_some() {
             return Ok(None);
         }
-        let Some(user) = self.store.get_user(rec.user_id).await?.filter(|u| !u.dismissed) else {
+        let Some(user) = self
+            .store
+            .get_user(rec.user_id)
+            .await?
+            .filter(|u| !u.dismissed)
+        else {
             return Ok(None);
         };
         Ok(Some(Arc::new(LiveSession::from_record(
@@ -386,7 +400,10 @@ impl Sessions {
     /// Ends every session and remember-me token of a user, here and (through the store's
     /// revocation feed) on every gateway.
     pub async fn end_user(&self, user_id: i64) -> StoreResult<u64> {
-        let n = self.store.end_user_sessions(user_id, self.clock.now()).await?;
+        let n = self
+            .store
+            .end_user_sessions(user_id, self.clock.now())
+            .await?;
         self.forget_user(user_id);
         Ok(n)
     }
@@ -455,7 +472,11 @@ mod tests {
             (2000, 0, 1000, 60, Some(1000), Some(Expiry::Absolute)),
         ];
         for (now, created, seen, idle, abs, want) in cases {
-            assert_eq!(expiry(now, created, seen, &cfg(idle, abs)), want, "now={now}");
+            assert_eq!(
+                expiry(now, created, seen, &cfg(idle, abs)),
+                want,
+                "now={now}"
+            );
         }
     }
 

@@ -85,9 +85,8 @@ impl SqliteStore {
         let path = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || -> StoreResult<Connection> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    unavailable(format!("cannot create {}: {e}", dir.display()))
-                })?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
             }
             let mut conn = Connection::open(&path)
                 .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
@@ -401,8 +400,10 @@ impl Store for SqliteStore {
     }
 
     async fn count_sessions(&self) -> StoreResult<u64> {
-        self.with(|c| Ok(c.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get::<_, i64>(0))? as u64))
-            .await
+        self.with(|c| {
+            Ok(c.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get::<_, i64>(0))? as u64)
+        })
+        .await
     }
 
     async fn insert_remember(&self, t: &RememberRecord) -> StoreResult<()> {
@@ -452,7 +453,10 @@ impl Store for SqliteStore {
     async fn delete_remember(&self, selector: &str) -> StoreResult<()> {
         let selector = selector.to_string();
         self.with(move |c| {
-            c.execute("DELETE FROM remember_tokens WHERE selector = ?1", [selector])?;
+            c.execute(
+                "DELETE FROM remember_tokens WHERE selector = ?1",
+                [selector],
+            )?;
             Ok(())
         })
         .await
@@ -490,9 +494,11 @@ impl Store for SqliteStore {
 
     async fn last_revocation(&self) -> StoreResult<i64> {
         self.with(|c| {
-            Ok(c.query_row("SELECT COALESCE(MAX(seq), 0) FROM revocations", [], |r| {
-                r.get(0)
-            })?)
+            Ok(
+                c.query_row("SELECT COALESCE(MAX(seq), 0) FROM revocations", [], |r| {
+                    r.get(0)
+                })?,
+            )
         })
         .await
     }

@@ -68,7 +68,10 @@ impl Upstream {
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let log = seen.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 loop {
@@ -107,11 +110,21 @@ impl Upstream {
                 }
             });
         });
-        Upstream { addr, seen, stop: Some(tx), thread: Some(thread) }
+        Upstream {
+            addr,
+            seen,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
     }
 
     pub fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("the upstream saw no request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream saw no request")
     }
 
     pub fn count(&self) -> usize {
@@ -131,7 +144,11 @@ impl Drop for Upstream {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The real binary, serving a config in a temp dir.
@@ -156,8 +173,20 @@ impl Gateway {
             format!("listen: {addr}\nadmin_listen: {admin}\nupstream: http://{upstream}\nstore:\n  path: data/portcullis.db\n{extra}"),
         )
         .unwrap();
-        let mut gw = Gateway { dir, config, addr, admin, child: None, restarts: 0 };
-        gw.add_user("alice@example.com", "alice@example.com", "Alice Liddell", &["staff", "ops"]);
+        let mut gw = Gateway {
+            dir,
+            config,
+            addr,
+            admin,
+            child: None,
+            restarts: 0,
+        };
+        gw.add_user(
+            "alice@example.com",
+            "alice@example.com",
+            "Alice Liddell",
+            &["staff", "ops"],
+        );
         gw.spawn();
         gw
     }
@@ -187,8 +216,12 @@ impl Gateway {
         let deadline = Instant::now() + Duration::from_secs(20);
         let client = reqwest::blocking::Client::new();
         while Instant::now() < deadline {
-            let health = client.get(format!("http://{}/healthz", self.admin)).timeout(Duration::from_secs(1)).send();
-            let public = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+            let health = client
+                .get(format!("http://{}/healthz", self.admin))
+                .timeout(Duration::from_secs(1))
+                .send();
+            let public =
+                std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
             if health.is_ok_and(|r| r.status() == 200) && public.is_ok() {
                 return;
             }
@@ -224,12 +257,25 @@ impl Gateway {
     }
 
     pub fn add_user(&self, login: &str, email: &str, name: &str, groups: &[&str]) {
-        let mut args = vec!["user", "add", login, "--email", email, "--name", name, "--password-stdin"];
+        let mut args = vec![
+            "user",
+            "add",
+            login,
+            "--email",
+            email,
+            "--name",
+            name,
+            "--password-stdin",
+        ];
         for g in groups {
             args.extend(["--group", g]);
         }
         let out = self.cli(&args, Some(PASSWORD));
-        assert!(out.status.success(), "user add failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn db_bytes(&self) -> Vec<u8> {
@@ -283,7 +329,11 @@ impl Resp {
     }
 
     pub fn set_cookies(&self) -> Vec<&str> {
-        self.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).collect()
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
     }
 
     pub fn json(&self) -> Value {
@@ -292,7 +342,11 @@ impl Resp {
 
     /// The upstream's echo of the request.
     pub fn echo(&self) -> Value {
-        assert_eq!(self.status, 200, "not proxied: {} {}", self.status, self.body);
+        assert_eq!(
+            self.status, 200,
+            "not proxied: {} {}",
+            self.status, self.body
+        );
         self.json()
     }
 }
@@ -316,7 +370,10 @@ impl Browser {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap();
-        Browser { client, jar: HashMap::new() }
+        Browser {
+            client,
+            jar: HashMap::new(),
+        }
     }
 
     pub fn cookie_header(&self) -> String {
@@ -333,7 +390,8 @@ impl Browser {
             if attrs.contains("Max-Age=0") {
                 self.jar.remove(name.trim());
             } else {
-                self.jar.insert(name.trim().to_string(), value.trim().to_string());
+                self.jar
+                    .insert(name.trim().to_string(), value.trim().to_string());
             }
         }
     }
@@ -348,11 +406,18 @@ impl Browser {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.text().unwrap_or_default();
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub fn get(&mut self, url: &str) -> Resp {
-        let req = self.client.get(url).header("Accept", "text/html,application/xhtml+xml,*/*;q=0.8");
+        let req = self
+            .client
+            .get(url)
+            .header("Accept", "text/html,application/xhtml+xml,*/*;q=0.8");
         self.send(req)
     }
 
@@ -366,7 +431,9 @@ impl Browser {
     }
 
     pub fn post_form(&mut self, url: &str, fields: &[(&str, &str)]) -> Resp {
-        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
         let req = self
             .client
             .post(url)
@@ -376,16 +443,34 @@ impl Browser {
     }
 
     pub fn post_json(&mut self, url: &str, value: &Value) -> Resp {
-        let req = self.client.post(url).header("Content-Type", "application/json").body(value.to_string());
+        let req = self
+            .client
+            .post(url)
+            .header("Content-Type", "application/json")
+            .body(value.to_string());
         self.send(req)
     }
 
     /// Loads the login page (for its CSRF cookie) and posts the form.
-    pub fn login_form(&mut self, gw: &Gateway, login: &str, password: &str, remember: bool, rd: &str) -> Resp {
+    pub fn login_form(
+        &mut self,
+        gw: &Gateway,
+        login: &str,
+        password: &str,
+        remember: bool,
+        rd: &str,
+    ) -> Resp {
         let page = self.get(&gw.url(&format!("/_portcullis/login?rd={}", urlencode(rd))));
         assert_eq!(page.status, 200, "{}", page.body);
-        let csrf = self.csrf_cookie().expect("the login page set no CSRF cookie");
-        let mut fields = vec![("login", login), ("password", password), ("csrf", csrf.as_str()), ("rd", rd)];
+        let csrf = self
+            .csrf_cookie()
+            .expect("the login page set no CSRF cookie");
+        let mut fields = vec![
+            ("login", login),
+            ("password", password),
+            ("csrf", csrf.as_str()),
+            ("rd", rd),
+        ];
         if remember {
             fields.push(("remember", "1"));
         }
@@ -432,7 +517,9 @@ pub fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Durati
 pub fn raw_request(addr: SocketAddr, request: &str) -> String {
     use std::io::Read;
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     stream.write_all(request.as_bytes()).unwrap();
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);

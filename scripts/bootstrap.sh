@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and testing Portcullis needs and is missing on a fresh Debian machine:
+# cmake (Pingora builds C code with it), and for the test suite Chromium and the Playwright
+# driver for it. Safe to run again: it only installs what is not there.
+set -euo pipefail
+need_tests=${1:-}
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "bootstrap: need root to install $*" >&2; exit 1; fi
+}
+
+missing=()
+command -v cmake >/dev/null || missing+=(cmake)
+command -v cc >/dev/null || missing+=(gcc)
+if [ "$need_tests" = "--tests" ]; then
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v node >/dev/null || missing+=(nodejs npm)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ "$need_tests" = "--tests" ] && [ ! -d tests/e2e/node_modules/playwright-core ]; then
+  echo "bootstrap: installing the browser driver (playwright-core, no browser download)"
+  (cd tests/e2e && npm ci --no-audit --no-fund --silent)
+fi
