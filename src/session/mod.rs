@@ -480,6 +480,116 @@ mod tests {
         }
     }
 
+    use crate::clock::ManualClock;
+    use crate::store::{NewUser, SqliteStore};
+
+    async fn setup(clock: Arc<ManualClock>) -> (tempfile::TempDir, Arc<dyn Store>, Sessions, User) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("s.db")).await.unwrap());
+        let user = store
+            .create_user(
+                NewUser {
+                    login: "ann".into(),
+                    email: "ann@example.com".into(),
+                    name: "Ann".into(),
+                    phone: String::new(),
+                    groups: vec!["staff".into()],
+                    password_hash: "x".into(),
+                },
+                clock.now(),
+            )
+            .await
+            .unwrap();
+        let sessions = Sessions::new(
+            store.clone(),
+            Audit::new(store.clone()),
+            clock,
+            Duration::from_secs(240),
+        );
+        (dir, store, sessions, user)
+    }
+
+    #[tokio::test]
+    async fn last_seen_reaches_the_store_lazily_and_the_cache_slides_exactly() {
+        let clock = ManualClock::at(1_000_000);
+        let (_dir, store, sessions, user) = setup(clock.clone()).await;
+        let cfg = cfg(240, None); // lazy interval: 10 s
+        let issued = sessions
+            .issue(&user, None, &Client::default())
+            .await
+            .unwrap();
+        let hash = issued.token.hash();
+        let stored = |store: Arc<dyn Store>| async move {
+            store.get_session(&hash).await.unwrap().unwrap().last_seen
+        };
+        for step in 1..=9 {
+            clock.advance(1);
+            assert!(matches!(
+                sessions.lookup(&issued.token, &cfg).await.unwrap(),
+                Lookup::Live(_)
+            ));
+            tokio::task::yield_now().await;
+            assert_eq!(
+                stored(store.clone()).await,
+                1_000_000,
+                "written after {step} s"
+            );
+        }
+        clock.advance(1);
+        sessions.lookup(&issued.token, &cfg).await.unwrap();
+        let mut written = 0;
+        for _ in 0..100 {
+            written = stored(store.clone()).await;
+            if written == 1_000_010 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(written, 1_000_010, "one write after the interval");
+        // Sliding is exact from the cache: alive at 239 s after the last request, dead at 240.
+        clock.advance(239);
+        assert!(matches!(
+            sessions.lookup(&issued.token, &cfg).await.unwrap(),
+            Lookup::Live(_)
+        ));
+        clock.advance(240);
+        assert!(matches!(
+            sessions.lookup(&issued.token, &cfg).await.unwrap(),
+            Lookup::Expired(Expiry::Idle)
+        ));
+        assert!(
+            store.get_session(&hash).await.unwrap().is_none(),
+            "an expired session leaves the store"
+        );
+    }
+
+    #[tokio::test]
+    async fn revocations_published_elsewhere_empty_the_cache() {
+        let clock = ManualClock::at(2_000_000);
+        let (_dir, store, sessions, user) = setup(clock.clone()).await;
+        let cfg = cfg(240, None);
+        let issued = sessions
+            .issue(&user, None, &Client::default())
+            .await
+            .unwrap();
+        let seq = store.last_revocation().await.unwrap();
+        // Another process (the CLI) ends the user's sessions in the store.
+        store.end_user_sessions(user.id, clock.now()).await.unwrap();
+        assert!(
+            matches!(
+                sessions.lookup(&issued.token, &cfg).await.unwrap(),
+                Lookup::Live(_)
+            ),
+            "still cached"
+        );
+        sessions.apply_revocations(seq).await.unwrap();
+        assert!(matches!(
+            sessions.lookup(&issued.token, &cfg).await.unwrap(),
+            Lookup::Unknown
+        ));
+    }
+
     #[test]
     fn lazy_write_interval_is_a_twenty_fourth_of_idle() {
         assert_eq!(touch_interval(&cfg(24 * 60, None)), 60);
