@@ -127,11 +127,29 @@ impl Event {
 #[derive(Clone)]
 pub struct Audit {
     store: Arc<dyn Store>,
+    /// Keys of events recorded in the last minute, for events a scanner could repeat at will.
+    recent: moka::sync::Cache<String, ()>,
 }
 
 impl Audit {
     pub fn new(store: Arc<dyn Store>) -> Audit {
-        Audit { store }
+        Audit {
+            store,
+            recent: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
+        }
+    }
+
+    /// Records `event` unless one with the same `key` was recorded in the last minute, so that
+    /// a flood of refused requests cannot flood the store.
+    pub fn record_once_per_minute(&self, key: String, event: Event) {
+        if self.recent.contains_key(&key) {
+            return;
+        }
+        self.recent.insert(key, ());
+        self.record(event);
     }
 
     /// Records in the background; a failure is logged, never silently dropped.

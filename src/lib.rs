@@ -1,6 +1,7 @@
 //! Portcullis: an authenticating reverse proxy on Pingora. Security decisions live in pure
 //! modules (`decision`, `session`, `config`); `gateway` is the thin Pingora shell around them.
 
+pub mod allowlist;
 pub mod audit;
 pub mod cli;
 pub mod clock;
@@ -9,6 +10,7 @@ pub mod decision;
 pub mod demo;
 pub mod gateway;
 pub mod login;
+pub mod network;
 pub mod pages;
 pub mod password;
 pub mod session;

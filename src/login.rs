@@ -1,12 +1,15 @@
 //! One sign-in attempt, in the order of SPEC §6: find the user, verify the password on the
 //! hashing pool (a dummy hash for unknown logins, so both cost the same), then dismissal.
+//! The IP restriction is checked last, so its refusal reveals nothing without the password.
 //! Rate limits and CAPTCHA slot in before the hash; they come with the throttling work.
 
+use crate::allowlist::ClientAddr;
 use crate::audit::{Event, EventKind};
 use crate::config::Config;
 use crate::gateway::App;
+use crate::network;
 use crate::password::{HashError, Password};
-use crate::session::{Client, Issued};
+use crate::session::{Client, Identity, Issued};
 use crate::store::StoreError;
 
 /// What someone typed into the form or sent to the API.
@@ -16,6 +19,8 @@ pub struct Attempt {
     pub password: Password,
     pub remember: bool,
     pub client: Client,
+    /// Checked against the user's IP restrictions once the password is known to be right.
+    pub addr: ClientAddr,
 }
 
 pub enum Outcome {
@@ -24,6 +29,8 @@ pub enum Outcome {
     },
     InvalidCredentials,
     Dismissed,
+    /// Right password, but the user may not sign in from this address.
+    IpRestricted,
     /// The hashing pool is saturated; try again shortly.
     Busy,
 }
@@ -84,6 +91,19 @@ pub async fn attempt(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcom
     if user.dismissed {
         app.audit.record(failure("dismissed"));
         return Ok(Outcome::Dismissed);
+    }
+    if !network::user_allowed(
+        &cfg.network.restrictions,
+        &Identity::of(&user),
+        &attempt.addr,
+    ) {
+        app.audit.record(
+            Event::new(EventKind::IpRestricted, now)
+                .login(&user.login)
+                .client(&client.ip, &client.user_agent)
+                .detail("sign-in"),
+        );
+        return Ok(Outcome::IpRestricted);
     }
     let remember_for = cfg.session.remember_me.filter(|_| attempt.remember);
     let issued = app.sessions.issue(&user, remember_for, client).await?;

@@ -9,6 +9,8 @@ pub mod messages {
     pub const TOO_MANY: &str = "Too many failed attempts. Try again later";
     pub const DISMISSED: &str = "User may have been dismissed. Contact your administrator";
     pub const IP_RESTRICTED: &str = "Access from your IP address is restricted";
+    /// The global allowlist refused the address (not a SPEC §7 message; it never names a user).
+    pub const IP_DENIED: &str = "Access from your IP address is not allowed";
     pub const EXPIRED: &str = "Your session has expired. Please sign in again";
     pub const SIGNED_OUT: &str = "You have signed out";
     pub const FORM_EXPIRED: &str = "The sign-in form has expired. Please try again";

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use http::HeaderName;
 
+use crate::allowlist::AddrSet;
+use crate::network::Restriction;
+
 use locate::Locator;
 pub use locate::Position;
 use raw::{OneOrMany, RawConfig, Scalar};
@@ -51,6 +54,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub session: SessionConfig,
     pub public_paths: Vec<String>,
+    pub network: NetworkConfig,
     pub throttle: ThrottleConfig,
     pub identity_headers: IdentityHeaders,
     pub passwords: PasswordPolicy,
@@ -88,6 +92,14 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     pub absolute_timeout: Option<Duration>,
     pub remember_me: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NetworkConfig {
+    pub trusted_proxies: AddrSet,
+    /// Empty: everyone may reach the gateway.
+    pub allow: AddrSet,
+    pub restrictions: Vec<Restriction>,
 }
 
 #[derive(Debug, Clone)]
@@ -239,7 +251,7 @@ impl Validator<'_> {
         }
         let public_url = raw.public_url.and_then(|u| self.public_url(&u));
         let upstream = self.upstream(raw.upstream.as_deref());
-        self.network(&raw.network);
+        let network = self.network(raw.network);
         Config {
             listen,
             public_url,
@@ -248,11 +260,12 @@ impl Validator<'_> {
             store: self.store(raw.store, base),
             session: self.session(raw.session),
             public_paths: self.public_paths(raw.public_paths),
+            network,
             throttle: self.throttle(raw.throttle),
             identity_headers: self.identity_headers(raw.identity_headers),
             passwords: self.passwords(raw.passwords),
             audit: self.audit(raw.audit, base),
-            watch: self.watch(raw.watch),
+            watch: raw.watch.unwrap_or(false),
             source: None,
         }
     }
@@ -453,36 +466,50 @@ impl Validator<'_> {
         paths
     }
 
-    fn network(&mut self, raw: &raw::RawNetwork) {
-        // Address rules come in a later version; refusing them beats silently not enforcing them.
-        if !raw.trusted_proxies.is_empty() {
-            self.error(
-                "network.trusted_proxies",
-                "is not supported by this version yet; leave it empty",
-            );
-        }
-        if !raw.allow.is_empty() {
-            self.error(
-                "network.allow",
-                "is not supported by this version yet; leave it empty",
-            );
-        }
-        if !raw.restrictions.is_empty() {
-            self.error(
-                "network.restrictions",
-                "is not supported by this version yet; leave it empty",
-            );
+    fn addr_set(&mut self, path: &str, entries: &[String]) -> AddrSet {
+        match AddrSet::parse(entries.iter().map(String::as_str)) {
+            Ok(set) => set,
+            Err(errors) => {
+                for (i, msg) in errors {
+                    self.error(&format!("{path}[{i}]"), msg);
+                }
+                AddrSet::default()
+            }
         }
     }
 
-    fn watch(&mut self, raw: Option<bool>) -> bool {
-        if raw == Some(true) {
-            self.error(
-                "watch",
-                "reloading is not supported by this version yet; set it to false",
-            );
+    fn network(&mut self, raw: raw::RawNetwork) -> NetworkConfig {
+        let trusted_proxies = self.addr_set("network.trusted_proxies", &raw.trusted_proxies);
+        let allow = self.addr_set("network.allow", &raw.allow);
+        let mut restrictions = Vec::new();
+        for (i, r) in raw.restrictions.into_iter().enumerate() {
+            let path = format!("network.restrictions[{i}]");
+            if r.groups.is_empty() && r.users.is_empty() {
+                self.error(
+                    &path,
+                    "names no `groups` or `users`, so it restricts nobody",
+                );
+            }
+            if r.allow.is_empty() {
+                self.error(
+                    &path,
+                    "`allow` is empty; to keep people out entirely, use `portcullis user dismiss`",
+                );
+            }
+            let allow = self.addr_set(&format!("{path}.allow"), &r.allow);
+            let lower = |v: Vec<String>| v.into_iter().map(|s| s.trim().to_lowercase()).collect();
+            restrictions.push(Restriction {
+                name: r.name.unwrap_or_else(|| format!("restriction {}", i + 1)),
+                groups: lower(r.groups),
+                users: lower(r.users),
+                allow,
+            });
         }
-        false
+        NetworkConfig {
+            trusted_proxies,
+            allow,
+            restrictions,
+        }
     }
 
     fn throttle(&mut self, raw: raw::RawThrottle) -> ThrottleConfig {
@@ -712,6 +739,24 @@ mod tests {
             .unwrap();
         assert!(c.secure_cookies());
         assert_eq!(c.public_url.unwrap().authority, "portal.example.com");
+    }
+
+    #[test]
+    fn address_errors_point_at_the_entry() {
+        let src = "upstream: http://127.0.0.1:1\nnetwork:\n  allow: [10.0.0.1, 10.0.0.300]\n  restrictions:\n    - name: office\n      groups: [staff]\n      allow:\n        - 192.168.0.0/16\n        - 10.1.2.3/8\n";
+        let shown: Vec<String> = parse(src)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                "t.yaml:3:21: network.allow[1]: `10.0.0.300` is not an IP address, a CIDR block or a FIRST-LAST range",
+                "t.yaml:9:11: network.restrictions[0].allow[1]: `10.1.2.3/8` has host bits set; did you mean 10.0.0.0/8?",
+            ]
+        );
     }
 
     #[test]

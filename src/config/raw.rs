@@ -83,7 +83,6 @@ pub struct RawNetwork {
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code, reason = "read once per-user IP restrictions are enforced")]
 pub struct RawRestriction {
     pub name: Option<String>,
     #[serde(default)]

@@ -206,6 +206,7 @@ async fn login_form(app: &App, cfg: &Config, session: &mut Session, facts: &Fact
         password: Password::new(field("password")),
         remember,
         client: facts.client.clone(),
+        addr: facts.addr,
     };
     let outcome = login::attempt(app, cfg, attempt)
         .await
@@ -232,6 +233,7 @@ async fn login_form(app: &App, cfg: &Config, session: &mut Session, facts: &Fact
             page(401, messages::INVALID_CREDENTIALS),
         )),
         Outcome::Dismissed => Ok(render_login(cfg, facts, page(403, messages::DISMISSED))),
+        Outcome::IpRestricted => Ok(render_login(cfg, facts, page(403, messages::IP_RESTRICTED))),
         Outcome::Busy => Ok(render_login(cfg, facts, page(429, messages::TOO_MANY))
             .header("Retry-After", "1".into())),
     }
@@ -293,6 +295,7 @@ async fn api_login(app: &App, cfg: &Config, session: &mut Session, facts: &Facts
         password: Password::new(req.password),
         remember: req.remember,
         client: facts.client.clone(),
+        addr: facts.addr,
     };
     let outcome = login::attempt(app, cfg, attempt).await.map_err(|e| {
         tracing::error!(error = %e, "a sign-in request failed");
@@ -319,6 +322,7 @@ async fn api_login(app: &App, cfg: &Config, session: &mut Session, facts: &Facts
         }
         Outcome::InvalidCredentials => Reply::json(401, json!({"error": "invalid_credentials"})),
         Outcome::Dismissed => Reply::json(403, json!({"error": "dismissed"})),
+        Outcome::IpRestricted => Reply::json(403, json!({"error": "ip_restricted"})),
         Outcome::Busy => Reply::json(429, json!({"error": "throttled", "retry_after": 1}))
             .header("Retry-After", "1".into()),
     })

@@ -5,6 +5,7 @@
 mod admin;
 mod local;
 mod proxy;
+mod reload;
 mod reply;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub struct App {
     pub sessions: Sessions,
     pub hasher: Hasher,
     pub audit: Audit,
+    pub reloads: reload::ReloadCounts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,7 @@ impl App {
             sessions,
             hasher,
             audit,
+            reloads: reload::ReloadCounts::default(),
         })
     }
 }
@@ -88,6 +91,9 @@ pub fn serve(config: Config, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resu
         .build()
         .map_err(|e| StartError::Runtime(e.to_string()))?;
     let app = Arc::new(setup.block_on(App::new(config.clone(), Arc::new(SystemClock)))?);
+    setup
+        .block_on(async { reload::claim_sighup() })
+        .map_err(|e| StartError::Runtime(format!("cannot handle SIGHUP: {e}")))?;
     drop(setup);
 
     let mut conf = ServerConf {
@@ -116,6 +122,13 @@ pub fn serve(config: Config, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resu
 
     server.add_service(proxy);
     server.add_service(admin);
+    if let Some(path) = config.source.clone() {
+        let reloader = reload::Reloader {
+            app: app.clone(),
+            path,
+        };
+        server.add_service(background_service("portcullis reload", reloader));
+    }
     server.add_service(background_service("portcullis upkeep", Upkeep { app }));
     server.add_services(extra);
     tracing::info!(

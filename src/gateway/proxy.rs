@@ -15,12 +15,16 @@ use serde_json::json;
 use super::App;
 use super::local;
 use super::reply::{self, Reply};
+use crate::allowlist::{AddrSet, ClientAddr};
 use crate::audit::{Event, EventKind};
 use crate::config::{Config, IdentityHeaders};
 use crate::decision::{self, Decision, Route, SessionState};
+use crate::network::{self, Forwarding, PeerAddr};
+use crate::pages::messages;
 use crate::session::cookie::{self, CookieNames};
-use crate::session::{Client, Identity, Lookup, Renewal};
+use crate::session::{Client, Identity, LiveSession, Lookup, Renewal};
 use crate::token::{RememberToken, SessionToken};
+use std::net::{IpAddr, Ipv4Addr};
 
 pub struct Gateway {
     app: Arc<App>,
@@ -38,22 +42,48 @@ pub struct Ctx {
     identity: Option<Arc<Identity>>,
     /// `Set-Cookie` values to add to the upstream's response (a silent remember-me renewal).
     set_cookies: Vec<String>,
+    /// The `X-Forwarded-For` chain to send upstream; it ends with the client.
+    forwarded_for: String,
 }
 
 /// The facts about a request that the gateway's decisions use.
 pub struct Facts {
+    pub addr: ClientAddr,
+    /// Forwarding hops vouched for by trusted proxies, ending with the client.
+    pub chain: Vec<String>,
     pub client: Client,
     pub cookies: Vec<String>,
 }
 
+fn header_values<'a>(req: &'a RequestHeader, name: &str) -> Vec<&'a str> {
+    req.headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
+}
+
 impl Facts {
-    pub fn of(session: &Session) -> Facts {
+    pub fn of(session: &Session, trusted: &AddrSet) -> Facts {
         let req = session.req_header();
-        let ip = session
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| canonical_ip(a.ip()).to_string())
-            .unwrap_or_default();
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let (xff, fwd) = (
+            header_values(req, "x-forwarded-for"),
+            header_values(req, "forwarded"),
+        );
+        let resolved = network::resolve(
+            PeerAddr(peer),
+            trusted,
+            Forwarding {
+                x_forwarded_for: &xff,
+                forwarded: &fwd,
+                x_real_ip: header_str(req, "x-real-ip"),
+            },
+        );
+        let ip = resolved.client.to_string();
         let user_agent = header_str(req, "user-agent")
             .unwrap_or_default()
             .to_string();
@@ -65,6 +95,8 @@ impl Facts {
             .map(str::to_string)
             .collect();
         Facts {
+            addr: resolved.client,
+            chain: resolved.chain,
             client: Client { ip, user_agent },
             cookies,
         }
@@ -75,16 +107,6 @@ impl Facts {
     }
 }
 
-/// IPv4-mapped IPv6 addresses (a dual-stack listener) are IPv4 addresses.
-fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 pub fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -92,7 +114,7 @@ pub fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
 /// The outcome of looking for a session on a protected request.
 struct Resolved {
     state: SessionState,
-    identity: Option<Arc<Identity>>,
+    live: Option<Arc<LiveSession>>,
     set_cookies: Vec<String>,
 }
 
@@ -111,7 +133,7 @@ impl Gateway {
                 Lookup::Live(live) => {
                     return Ok(Resolved {
                         state: SessionState::Live,
-                        identity: Some(live.identity.clone()),
+                        live: Some(live),
                         set_cookies,
                     });
                 }
@@ -123,7 +145,7 @@ impl Gateway {
         let Some(raw) = facts.cookie(&names.remember) else {
             return Ok(Resolved {
                 state,
-                identity: None,
+                live: None,
                 set_cookies,
             });
         };
@@ -145,7 +167,7 @@ impl Gateway {
                 ];
                 Ok(Resolved {
                     state: SessionState::Live,
-                    identity: Some(issued.live.identity.clone()),
+                    live: Some(issued.live),
                     set_cookies: set,
                 })
             }
@@ -154,7 +176,7 @@ impl Gateway {
                 set_cookies.push(names.clear(&names.remember));
                 Ok(Resolved {
                     state,
-                    identity: None,
+                    live: None,
                     set_cookies,
                 })
             }
@@ -162,11 +184,37 @@ impl Gateway {
                 set_cookies.push(names.clear(&names.remember));
                 Ok(Resolved {
                     state,
-                    identity: None,
+                    live: None,
                     set_cookies,
                 })
             }
         }
+    }
+}
+
+impl Gateway {
+    /// A live session used from outside its user's allowed ranges ends here (SPEC §3 step 7).
+    async fn restricted(&self, live: &LiveSession, facts: &Facts) {
+        if let Err(e) = self.app.sessions.end(live).await {
+            tracing::error!(error = %e, "could not end an IP-restricted session");
+        }
+        self.app.audit.record(
+            Event::new(EventKind::IpRestricted, self.app.sessions.now())
+                .login(&live.identity.login)
+                .client(&facts.client.ip, &facts.client.user_agent)
+                .session(live.hash.short())
+                .detail("session"),
+        );
+    }
+}
+
+/// A refusal as a page for browsers and as JSON `{"error": code}` for everything else.
+pub fn refusal(session: &Session, status: u16, code: &str, title: &str, message: &str) -> Reply {
+    let req = session.req_header();
+    if decision::accepts_html(header_str(req, "accept")) {
+        Reply::page(status, title, message)
+    } else {
+        Reply::json(status, json!({"error": code}))
     }
 }
 
@@ -195,7 +243,24 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let method = req.method.as_str().to_string();
         let route = decision::route(&method, req.uri.path(), &cfg.public_paths);
-        let facts = Facts::of(session);
+        let facts = Facts::of(session, &cfg.network.trusted_proxies);
+        if !network::globally_allowed(&cfg.network.allow, &facts.addr) {
+            self.app.audit.record_once_per_minute(
+                format!("ip_denied {}", facts.addr),
+                Event::new(EventKind::IpDenied, self.app.sessions.now())
+                    .client(&facts.client.ip, &facts.client.user_agent),
+            );
+            let reply = refusal(
+                session,
+                403,
+                "ip_denied",
+                "Access denied",
+                messages::IP_DENIED,
+            );
+            reply::write(session, reply).await?;
+            return Ok(true);
+        }
+        ctx.forwarded_for = facts.chain.join(", ");
         let protected = match route {
             Route::Local(endpoint) => {
                 let reply = local::handle(&self.app, &cfg, endpoint, session, &facts).await;
@@ -216,9 +281,24 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let path_and_query = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let accepts_html = decision::accepts_html(header_str(req, "accept"));
+        if let Some(live) = &resolved.live
+            && !network::user_allowed(&cfg.network.restrictions, &live.identity, &facts.addr)
+        {
+            self.restricted(live, &facts).await;
+            let reply = refusal(
+                session,
+                403,
+                "ip_restricted",
+                "Access restricted",
+                messages::IP_RESTRICTED,
+            )
+            .cookies([cookies(&cfg).clear(&cookies(&cfg).session)]);
+            reply::write(session, reply).await?;
+            return Ok(true);
+        }
         match decision::decide(&method, path_and_query, accepts_html, resolved.state) {
             Decision::Forward => {
-                ctx.identity = resolved.identity;
+                ctx.identity = resolved.live.map(|l| l.identity.clone());
                 ctx.set_cookies = resolved.set_cookies;
                 Ok(false)
             }
@@ -259,9 +339,8 @@ impl ProxyHttp for Gateway {
             set_identity(upstream, &cfg.identity_headers, identity)?;
         }
         strip_gateway_cookies(upstream, &cookies(&cfg))?;
-        let facts = Facts::of(session);
         let host = header_str(session.req_header(), "host").map(str::to_string);
-        forwarded(upstream, &facts.client.ip, cfg.secure_cookies(), host)?;
+        forwarded(upstream, &ctx.forwarded_for, cfg.secure_cookies(), host)?;
         Ok(())
     }
 
@@ -367,17 +446,15 @@ fn strip_gateway_cookies(req: &mut RequestHeader, names: &CookieNames) -> Result
     Ok(())
 }
 
+/// `chain` replaces whatever the client sent: only hops vouched for by trusted proxies, ending
+/// with the resolved client, reach the portal.
 fn forwarded(
     req: &mut RequestHeader,
-    client_ip: &str,
+    chain: &str,
     https: bool,
     host: Option<String>,
 ) -> Result<()> {
-    let xff = match header_str(req, "x-forwarded-for") {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),
-        _ => client_ip.to_string(),
-    };
-    req.insert_header("X-Forwarded-For", xff)?;
+    req.insert_header("X-Forwarded-For", chain)?;
     req.insert_header("X-Forwarded-Proto", if https { "https" } else { "http" })?;
     match host {
         Some(h) => req.insert_header("X-Forwarded-Host", h)?,
@@ -429,23 +506,21 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers_append_the_client() {
+    fn forwarded_headers_carry_the_verified_chain() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("X-Forwarded-For", "1.2.3.4").unwrap();
-        forwarded(&mut req, "127.0.0.9", true, Some("portal.example".into())).unwrap();
+        req.insert_header("X-Forwarded-For", "6.6.6.6").unwrap();
+        forwarded(
+            &mut req,
+            "1.2.3.4, 127.0.0.9",
+            true,
+            Some("portal.example".into()),
+        )
+        .unwrap();
         assert_eq!(
             header_str(&req, "x-forwarded-for"),
             Some("1.2.3.4, 127.0.0.9")
         );
         assert_eq!(header_str(&req, "x-forwarded-proto"), Some("https"));
         assert_eq!(header_str(&req, "x-forwarded-host"), Some("portal.example"));
-    }
-
-    #[test]
-    fn mapped_addresses_are_ipv4() {
-        let mapped: std::net::IpAddr = "::ffff:127.0.0.5".parse().unwrap();
-        assert_eq!(canonical_ip(mapped).to_string(), "127.0.0.5");
-        let v6: std::net::IpAddr = "::1".parse().unwrap();
-        assert_eq!(canonical_ip(v6).to_string(), "::1");
     }
 }

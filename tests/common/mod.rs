@@ -159,20 +159,27 @@ pub struct Gateway {
     pub admin: SocketAddr,
     child: Option<Child>,
     restarts: usize,
+    base: String,
 }
 
 impl Gateway {
     /// Starts a gateway in front of `upstream` with `extra` YAML appended to the config.
     pub fn start(upstream: SocketAddr, extra: &str) -> Gateway {
+        Gateway::start_on("127.0.0.1", upstream, extra)
+    }
+
+    /// Like `start`, listening on `host` (e.g. `"[::]"` for a dual-stack listener); clients
+    /// still connect to 127.0.0.1.
+    pub fn start_on(host: &str, upstream: SocketAddr, extra: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = dir.path().join("portcullis.yaml");
-        std::fs::write(
-            &config,
-            format!("listen: {addr}\nadmin_listen: {admin}\nupstream: http://{upstream}\nstore:\n  path: data/portcullis.db\n{extra}"),
-        )
-        .unwrap();
+        let base = format!(
+            "listen: \"{host}:{port}\"\nadmin_listen: {admin}\nupstream: http://{upstream}\nstore:\n  path: data/portcullis.db\n"
+        );
+        std::fs::write(&config, format!("{base}{extra}")).unwrap();
         let mut gw = Gateway {
             dir,
             config,
@@ -180,6 +187,7 @@ impl Gateway {
             admin,
             child: None,
             restarts: 0,
+            base,
         };
         gw.add_user(
             "alice@example.com",
@@ -231,6 +239,35 @@ impl Gateway {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("the gateway did not become healthy:\n{}", self.logs());
+    }
+
+    /// Rewrites the config file with new `extra` YAML (the listeners and store stay).
+    pub fn rewrite(&self, extra: &str) {
+        let tmp = self.dir.path().join("next.yaml");
+        std::fs::write(&tmp, format!("{}{extra}", self.base)).unwrap();
+        std::fs::rename(tmp, &self.config).unwrap();
+    }
+
+    /// Writes `text` as the whole config file.
+    pub fn rewrite_raw(&self, text: &str) {
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn sighup(&self) {
+        let pid = self.child.as_ref().expect("not running").id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     pub fn kill(&mut self) {
@@ -365,15 +402,32 @@ impl Default for Browser {
 
 impl Browser {
     pub fn new() -> Browser {
+        Browser::with(None)
+    }
+
+    /// A client whose connections come from `ip` (127.0.0.N or ::1).
+    pub fn from_ip(ip: &str) -> Browser {
+        Browser::with(Some(ip.parse().unwrap()))
+    }
+
+    fn with(local: Option<std::net::IpAddr>) -> Browser {
         let client = reqwest::blocking::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
+            .local_address(local)
             .build()
             .unwrap();
         Browser {
             client,
             jar: HashMap::new(),
         }
+    }
+
+    /// The same cookies, sent from another address.
+    pub fn moved_to(&self, ip: &str) -> Browser {
+        let mut b = Browser::from_ip(ip);
+        b.jar = self.jar.clone();
+        b
     }
 
     pub fn cookie_header(&self) -> String {

@@ -1,0 +1,119 @@
+//! Configuration reloads on SIGHUP, and on a change of the file when `watch: true`: a valid
+//! file replaces the whole config atomically; an invalid one is refused, logged and counted, and
+//! the running config stays. Listeners and the store are read only at start.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::App;
+use crate::audit::{Event, EventKind};
+use crate::config::Config;
+
+/// Reload outcomes since start, for metrics.
+#[derive(Debug, Default)]
+pub struct ReloadCounts {
+    pub ok: AtomicU64,
+    pub error: AtomicU64,
+}
+
+/// Makes SIGHUP harmless from the start (its default action ends the process); the reloader
+/// listens for it once the server runs.
+pub fn claim_sighup() -> std::io::Result<()> {
+    signal(SignalKind::hangup()).map(drop)
+}
+
+/// Settings that a reload cannot change, by name, when they differ.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if old.listen != new.listen {
+        keys.push("listen");
+    }
+    if old.admin_listen != new.admin_listen {
+        keys.push("admin_listen");
+    }
+    if old.store != new.store {
+        keys.push("store");
+    }
+    keys
+}
+
+/// Reads `path` and swaps it in if valid. Returns whether it was.
+pub fn reload(app: &App, path: &Path, why: &str) -> bool {
+    let now = app.sessions.now();
+    match Config::load(path) {
+        Ok(new) => {
+            let old = app.config.load();
+            let fixed = needs_restart(&old, &new);
+            if !fixed.is_empty() {
+                tracing::warn!(keys = ?fixed, "these settings changed but take effect only after a restart");
+            }
+            app.config.store(Arc::new(new));
+            app.reloads.ok.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(file = %path.display(), trigger = why, "configuration reloaded");
+            app.audit
+                .record(Event::new(EventKind::ConfigReloaded, now).detail(why));
+            true
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!(problem = %e, "configuration refused; the running one stays");
+            }
+            app.reloads.error.fetch_add(1, Ordering::Relaxed);
+            let first = errors
+                .0
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            app.audit
+                .record(Event::new(EventKind::ConfigRejected, now).detail(&first));
+            false
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+pub struct Reloader {
+    pub app: Arc<App>,
+    pub path: PathBuf,
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reloads are off");
+                return;
+            }
+        };
+        let mut seen = modified(&self.path);
+        let mut poll = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = hup.recv() => {
+                    reload(&self.app, &self.path, "SIGHUP");
+                    seen = modified(&self.path);
+                }
+                _ = poll.tick() => {
+                    let now = modified(&self.path);
+                    if self.app.config.load().watch && now != seen {
+                        seen = now;
+                        reload(&self.app, &self.path, "file changed");
+                    }
+                }
+            }
+        }
+    }
+}
