@@ -14,3 +14,4 @@ test:
 bench:
 	./scripts/bootstrap.sh
 	cargo bench --bench hot_path
+	cargo bench --bench allowlist

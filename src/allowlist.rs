@@ -171,7 +171,6 @@ impl AddrSet {
         self.contains_ip(addr.0)
     }
 
-    /// For trusted-proxy checks on hops that are not (yet) a client address.
     pub(crate) fn contains_ip(&self, ip: IpAddr) -> bool {
         match canonical(ip) {
             IpAddr::V4(a) => find(&self.v4, u32::from(a)),
