@@ -183,6 +183,16 @@ fn restricted_users_sign_in_only_from_their_ranges_and_the_refusal_reveals_nothi
     assert_eq!(status, 401);
     assert!(body.contains("Incorrect login or password"));
     assert_eq!(login("127.0.0.40", "bob@example.com", PASSWORD).0, 303);
+    // A user-level restriction ends a live session too.
+    let mut bob = Browser::from_ip("127.0.0.40");
+    assert_eq!(
+        bob.login_form(&gw, "bob@example.com", PASSWORD, false, "/")
+            .status,
+        303
+    );
+    bob.get(&gw.url("/")).echo();
+    assert_eq!(bob.moved_to("127.0.0.41").get(&gw.url("/")).status, 403);
+    assert_eq!(bob.api_get(&gw.url("/")).status, 401);
     assert_eq!(login("127.0.0.35", "bob@example.com", PASSWORD).0, 403);
     assert_eq!(login("127.0.0.40", "carol@example.com", PASSWORD).0, 403);
     assert_eq!(
@@ -211,6 +221,14 @@ fn a_live_session_used_from_outside_its_range_ends() {
     // Same cookie, another allowed address: fine.
     office.moved_to("127.0.0.39").get(&gw.url("/")).echo();
     // Same cookie from outside: refused, and the session is over everywhere.
+    // The gateway's own API does not vouch for it from there either.
+    assert_eq!(
+        office
+            .moved_to("127.0.0.90")
+            .api_get(&gw.url("/_portcullis/api/session"))
+            .status,
+        401
+    );
     let mut outside = office.moved_to("127.0.0.90");
     let r = outside.get(&gw.url("/"));
     assert_eq!(r.status, 403);
@@ -317,6 +335,18 @@ fn an_invalid_reload_changes_nothing() {
     assert!(logs.contains("127.0.0.300"));
     let db = String::from_utf8_lossy(&gw.db_bytes()).into_owned();
     assert!(db.contains("config_rejected"));
+    let metrics = reqwest::blocking::get(format!("http://{}/metrics", gw.admin))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("portcullis_config_reloads_total{result=\"error\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("portcullis_config_reloads_total{result=\"ok\"} 0"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -14,6 +14,7 @@ use super::reply::Reply;
 use crate::config::Config;
 use crate::decision::{Endpoint, LOGIN_PATH, safe_redirect};
 use crate::login::{self, Attempt, Outcome};
+use crate::network;
 use crate::pages::{self, LoginView, messages};
 use crate::password::Password;
 use crate::session::{Identity, LiveSession};
@@ -102,7 +103,9 @@ fn query_param(session: &Session, key: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// The session a request to a local endpoint carries, without extending it.
+/// The session a request to a local endpoint carries, without extending it. A session used
+/// from outside its user's IP restrictions counts as none here; the proxy ends it on its next
+/// proxied request.
 async fn current(
     app: &App,
     cfg: &Config,
@@ -117,7 +120,9 @@ async fn current(
         .peek(&token, &cfg.session)
         .await
         .map_err(service_unavailable)?;
-    Ok(live.map(|l| (token, l)))
+    Ok(live
+        .filter(|l| network::user_allowed(&cfg.network.restrictions, &l.identity, &facts.addr))
+        .map(|l| (token, l)))
 }
 
 /// The login form's CSRF cookie: reused while it is well-formed, created otherwise.
