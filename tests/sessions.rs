@@ -152,7 +152,7 @@ fn idle_sessions_slide_and_then_expire_with_a_message() {
         "{}",
         page.body
     );
-    let db = String::from_utf8_lossy(&gw.db_bytes()).into_owned();
+    let db = gw.db_text();
     assert!(db.contains("session_expired"));
 }
 
@@ -239,7 +239,7 @@ fn a_replayed_remember_token_revokes_every_session_of_the_user() {
         victim.remember().unwrap_or_default(),
     );
     assert_eq!(with_new_token.api_get(&gw.url("/")).status, 401);
-    let db = String::from_utf8_lossy(&gw.db_bytes()).into_owned();
+    let db = gw.db_text();
     assert!(db.contains("remember-me token replayed"));
 }
 
@@ -316,7 +316,7 @@ fn logout_ends_the_session_and_the_remember_token() {
         .jar
         .insert("portcullis_session_remember".into(), remember);
     assert_eq!(replay.api_get(&gw.url("/")).status, 401);
-    let db = String::from_utf8_lossy(&gw.db_bytes()).into_owned();
+    let db = gw.db_text();
     assert!(db.contains("logout"));
 }
 

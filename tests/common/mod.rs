@@ -315,6 +315,11 @@ impl Gateway {
         );
     }
 
+    /// The store file as text, to look for event names and addresses.
+    pub fn db_text(&self) -> String {
+        String::from_utf8_lossy(&self.db_bytes()).into_owned()
+    }
+
     pub fn db_bytes(&self) -> Vec<u8> {
         let mut all = Vec::new();
         for suffix in ["", "-wal"] {
