@@ -285,6 +285,7 @@ impl ProxyHttp for Gateway {
             && !network::user_allowed(&cfg.network.restrictions, &live.identity, &facts.addr)
         {
             self.restricted(live, &facts).await;
+            let names = cookies(&cfg);
             let reply = refusal(
                 session,
                 403,
@@ -292,7 +293,7 @@ impl ProxyHttp for Gateway {
                 "Access restricted",
                 messages::IP_RESTRICTED,
             )
-            .cookies([cookies(&cfg).clear(&cookies(&cfg).session)]);
+            .cookies([names.clear(&names.session)]);
             reply::write(session, reply).await?;
             return Ok(true);
         }
