@@ -87,11 +87,8 @@ impl Facts {
         let user_agent = header_str(req, "user-agent")
             .unwrap_or_default()
             .to_string();
-        let cookies = req
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+        let cookies = header_values(req, "cookie")
+            .into_iter()
             .map(str::to_string)
             .collect();
         Facts {
@@ -430,18 +427,12 @@ fn set_identity(req: &mut RequestHeader, headers: &IdentityHeaders, id: &Identit
 }
 
 fn strip_gateway_cookies(req: &mut RequestHeader, names: &CookieNames) -> Result<()> {
-    let joined: Vec<String> = req
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_string)
-        .collect();
+    let joined = header_values(req, "cookie").join("; ");
     if joined.is_empty() {
         return Ok(());
     }
     req.remove_header(&http::header::COOKIE);
-    if let Some(kept) = cookie::without(&joined.join("; "), &names.all()) {
+    if let Some(kept) = cookie::without(&joined, &names.all()) {
         req.insert_header(http::header::COOKIE, kept)?;
     }
     Ok(())
