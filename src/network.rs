@@ -88,31 +88,27 @@ pub fn resolve(peer: PeerAddr, trusted: &AddrSet, headers: Forwarding) -> Resolv
     } else {
         Vec::new()
     };
-    let mut chain: Vec<String> = hops.iter().map(|h| h.to_string()).collect();
     // Walk from the right: every hop a trusted proxy added is believed until the first one
     // that is not trusted, which is the client.
-    for (i, h) in hops.iter().enumerate().rev() {
-        match hop(h).map(canonical) {
-            Some(ip) if trusted.contains_ip(ip) && i > 0 => continue,
-            Some(ip) => {
-                chain.truncate(i);
-                chain.push(ip.to_string());
-                return Resolved {
-                    client: ClientAddr::new(ip),
-                    chain,
-                };
-            }
-            None => {
-                chain.truncate(i);
-                chain.push(UNRESOLVABLE.to_string());
-                return Resolved {
-                    client: ClientAddr::new(UNRESOLVABLE),
-                    chain,
-                };
-            }
-        }
+    let client = hops
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, h)| match hop(h).map(canonical) {
+            Some(ip) if trusted.contains_ip(ip) && i > 0 => None,
+            Some(ip) => Some((i, ip)),
+            None => Some((i, UNRESOLVABLE)),
+        });
+    let Some((i, ip)) = client else {
+        return direct;
+    };
+    let mut chain = hops;
+    chain.truncate(i);
+    chain.push(ip.to_string());
+    Resolved {
+        client: ClientAddr::new(ip),
+        chain,
     }
-    direct
 }
 
 /// One `network.restrictions` entry, validated.
