@@ -139,13 +139,11 @@ pub struct Argon2Params {
 
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
-    /// `None`: store only; `Some("-")`: stdout.
-    pub file: Option<PathBuf>,
     pub retention: Duration,
 }
 
 impl Config {
-    /// Reads and validates `path`. Relative paths inside (store, audit file) are taken relative
+    /// Reads and validates `path`. Relative paths inside (the store path) are taken relative
     /// to the directory of `path`, so the gateway behaves the same whatever its working directory.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let file = path.display().to_string();
@@ -264,7 +262,7 @@ impl Validator<'_> {
             throttle: self.throttle(raw.throttle),
             identity_headers: self.identity_headers(raw.identity_headers),
             passwords: self.passwords(raw.passwords),
-            audit: self.audit(raw.audit, base),
+            audit: self.audit(raw.audit),
             watch: raw.watch.unwrap_or(false),
             source: None,
         }
@@ -580,20 +578,14 @@ impl Validator<'_> {
         PasswordPolicy { min_length, argon2 }
     }
 
-    fn audit(&mut self, raw: raw::RawAudit, base: &Path) -> AuditConfig {
-        let file = match raw.file.as_deref() {
-            None | Some("") => None,
-            Some(_) => {
-                self.error(
-                    "audit.file",
-                    "copying events to a file is not supported by this version yet; events are kept in the store",
-                );
-                None
-            }
-        };
-        let _ = base;
+    fn audit(&mut self, raw: raw::RawAudit) -> AuditConfig {
+        if raw.file.as_deref().is_some_and(|f| !f.is_empty()) {
+            self.error(
+                "audit.file",
+                "copying events to a file is not supported by this version yet; events are kept in the store",
+            );
+        }
         AuditConfig {
-            file,
             retention: self.duration(
                 "audit.retention",
                 raw.retention,
