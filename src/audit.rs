@@ -145,11 +145,10 @@ impl Audit {
     /// Records `event` unless one with the same `key` was recorded in the last minute, so that
     /// a flood of refused requests cannot flood the store.
     pub fn record_once_per_minute(&self, key: String, event: Event) {
-        if self.recent.contains_key(&key) {
-            return;
+        // One atomic check-and-insert: two refused requests at once record one event.
+        if self.recent.entry(key).or_insert(()).is_fresh() {
+            self.record(event);
         }
-        self.recent.insert(key, ());
-        self.record(event);
     }
 
     /// Records in the background; a failure is logged, never silently dropped.
