@@ -167,15 +167,17 @@ impl AddrSet {
         self.v4.is_empty() && self.v6.is_empty()
     }
 
+    /// A `ClientAddr` is already canonical, so this is the lookup alone.
     pub fn contains(&self, addr: &ClientAddr) -> bool {
-        self.contains_ip(addr.0)
-    }
-
-    pub(crate) fn contains_ip(&self, ip: IpAddr) -> bool {
-        match canonical(ip) {
+        match addr.0 {
             IpAddr::V4(a) => find(&self.v4, u32::from(a)),
             IpAddr::V6(a) => find(&self.v6, u128::from(a)),
         }
+    }
+
+    /// For trusted-proxy checks on forwarding hops, which are not client addresses.
+    pub(crate) fn contains_ip(&self, ip: IpAddr) -> bool {
+        self.contains(&ClientAddr::new(ip))
     }
 }
 
