@@ -426,14 +426,25 @@ fn set_identity(req: &mut RequestHeader, headers: &IdentityHeaders, id: &Identit
     Ok(())
 }
 
+/// Every `Cookie` header is rewritten, readable as text or not: the gateway's cookies (the
+/// session id above all) must never reach the portal.
 fn strip_gateway_cookies(req: &mut RequestHeader, names: &CookieNames) -> Result<()> {
-    let joined = header_values(req, "cookie").join("; ");
-    if joined.is_empty() {
+    let values: Vec<&[u8]> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if values.is_empty() {
         return Ok(());
     }
+    let kept = cookie::without(&values.join(&b"; "[..]), &names.all());
     req.remove_header(&http::header::COOKIE);
-    if let Some(kept) = cookie::without(&joined, &names.all()) {
-        req.insert_header(http::header::COOKIE, kept)?;
+    if let Some(kept) = kept {
+        let value = http::HeaderValue::from_bytes(&kept).map_err(|_| {
+            Error::explain(ErrorType::InvalidHTTPHeader, "unreadable Cookie header")
+        })?;
+        req.insert_header(http::header::COOKIE, value)?;
     }
     Ok(())
 }
@@ -495,6 +506,25 @@ mod tests {
         strip_identity(&mut req, &headers());
         let left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-other"]);
+    }
+
+    #[test]
+    fn gateway_cookies_are_stripped_even_from_non_utf8_headers() {
+        let names = CookieNames::new("portcullis_session", false);
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        let raw = b"portcullis_session=secret; pref=\xe9t\xe9";
+        req.append_header("Cookie", http::HeaderValue::from_bytes(raw).unwrap())
+            .unwrap();
+        req.append_header("Cookie", "portcullis_session_remember=x; lang=fr")
+            .unwrap();
+        strip_gateway_cookies(&mut req, &names).unwrap();
+        let left: Vec<&[u8]> = req
+            .headers
+            .get_all("cookie")
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(left, vec![&b"pref=\xe9t\xe9; lang=fr"[..]]);
     }
 
     #[test]

@@ -63,16 +63,21 @@ pub fn find<'a>(headers: impl IntoIterator<Item = &'a str>, name: &str) -> Optio
 }
 
 /// The `Cookie` header value without the gateway's own cookies; `None` when nothing is left.
-pub fn without(header: &str, names: &[&str]) -> Option<String> {
-    let kept: Vec<&str> = header
-        .split(';')
-        .map(str::trim)
+/// Works on bytes: a header that is not valid UTF-8 must lose the gateway's cookies too.
+pub fn without(header: &[u8], names: &[&str]) -> Option<Vec<u8>> {
+    let kept: Vec<&[u8]> = header
+        .split(|&b| b == b';')
+        .map(<[u8]>::trim_ascii)
         .filter(|part| {
-            let name = part.split_once('=').map_or(*part, |(n, _)| n.trim());
-            !part.is_empty() && !names.contains(&name)
+            let name = part
+                .split(|&b| b == b'=')
+                .next()
+                .unwrap_or(part)
+                .trim_ascii();
+            !part.is_empty() && !names.iter().any(|n| n.as_bytes() == name)
         })
         .collect();
-    (!kept.is_empty()).then(|| kept.join("; "))
+    (!kept.is_empty()).then(|| kept.join(&b"; "[..]))
 }
 
 #[cfg(test)]
@@ -141,7 +146,13 @@ mod tests {
             ("ss=1", Some("ss=1")),
         ];
         for (header, want) in cases {
-            assert_eq!(without(header, &names).as_deref(), want, "{header}");
+            let got = without(header.as_bytes(), &names);
+            assert_eq!(got.as_deref(), want.map(str::as_bytes), "{header}");
         }
+        // Not UTF-8: our cookie still goes, the other bytes stay as they were.
+        assert_eq!(
+            without(b"s=1; app=\xff\xfe", &names),
+            Some(b"app=\xff\xfe".to_vec())
+        );
     }
 }
