@@ -143,12 +143,22 @@ impl Drop for Upstream {
     }
 }
 
+/// A port for a gateway to listen on. Taken from below the kernel's ephemeral range (so no
+/// `bind(0)` or outgoing connection of a parallel test can grab it between our check and the
+/// gateway's bind), one at a time per process, and checked free on IPv4 and IPv6.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % 6000;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < 6000, "no free port left below the ephemeral range");
+        let port = 20000 + ((start + n) % 12000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("::", port)).is_ok()
+        {
+            return port;
+        }
+    }
 }
 
 /// The real binary, serving a config in a temp dir.
