@@ -58,8 +58,7 @@ fn the_global_allowlist_is_checked_before_anything_else() {
         403
     );
     assert_eq!(up.count(), 0);
-    let db = gw.db_text();
-    assert!(db.contains("ip_denied") && db.contains("127.0.0.3"));
+    gw.assert_stored(&["ip_denied", "127.0.0.3"]);
 }
 
 #[test]
@@ -234,8 +233,7 @@ fn a_live_session_used_from_outside_its_range_ends() {
     assert_eq!(r.status, 403);
     assert!(r.body.contains("Access from your IP address is restricted"));
     assert_eq!(office.api_get(&gw.url("/")).status, 401);
-    let db = gw.db_text();
-    assert!(db.contains("ip_restricted"));
+    gw.assert_stored(&["ip_restricted"]);
 }
 
 #[test]
@@ -305,8 +303,7 @@ fn a_reload_that_tightens_a_rule_applies_to_live_sessions() {
         401,
         "the session ended"
     );
-    let db = gw.db_text();
-    assert!(db.contains("config_reloaded"));
+    gw.assert_stored(&["config_reloaded"]);
     assert!(gw.is_running());
 }
 
@@ -333,8 +330,7 @@ fn an_invalid_reload_changes_nothing() {
     let logs = gw.logs();
     assert!(logs.contains("configuration refused"), "{logs}");
     assert!(logs.contains("127.0.0.300"));
-    let db = gw.db_text();
-    assert!(db.contains("config_rejected"));
+    gw.assert_stored(&["config_rejected"]);
     let metrics = reqwest::blocking::get(format!("http://{}/metrics", gw.admin))
         .unwrap()
         .text()

@@ -325,9 +325,14 @@ impl Gateway {
         );
     }
 
-    /// The store file as text, to look for event names and addresses.
-    pub fn db_text(&self) -> String {
-        String::from_utf8_lossy(&self.db_bytes()).into_owned()
+    /// Waits (at most 2 s: events are written in the background) until the store file holds
+    /// every one of `needles`, e.g. an event name and an address.
+    pub fn assert_stored(&self, needles: &[&str]) {
+        let found = within(Duration::from_secs(2), || {
+            let db = String::from_utf8_lossy(&self.db_bytes()).into_owned();
+            needles.iter().all(|n| db.contains(n))
+        });
+        assert!(found.is_some(), "the store never held {needles:?}");
     }
 
     pub fn db_bytes(&self) -> Vec<u8> {
