@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Portcullis needs and is missing on a fresh Debian machine:
 # cmake (Pingora builds C code with it), and for the test suite Chromium and the Playwright
-# driver for it. Safe to run again: it only installs what is not there.
+# driver for it, and tesseract (a test checks that off-the-shelf OCR cannot read the CAPTCHA).
+# Safe to run again: it only installs what is not there.
 set -euo pipefail
 need_tests=${1:-}
 
@@ -16,6 +17,7 @@ command -v cc >/dev/null || missing+=(gcc)
 if [ "$need_tests" = "--tests" ]; then
   command -v chromium >/dev/null || missing+=(chromium)
   command -v node >/dev/null || missing+=(nodejs npm)
+  command -v tesseract >/dev/null || missing+=(tesseract-ocr)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"

@@ -26,6 +26,8 @@ pub enum Endpoint {
     ApiLogin,
     ApiSession,
     ApiLogout,
+    /// `captcha/{id}.png`; the id is checked for shape before anything is looked up.
+    CaptchaImage(String),
     NotFound,
     MethodNotAllowed,
 }
@@ -42,6 +44,16 @@ pub fn route(method: &str, path: &str, public_paths: &[String]) -> Route {
 }
 
 fn endpoint(method: &str, rest: &str) -> Endpoint {
+    if let Some(id) = rest
+        .strip_prefix("captcha/")
+        .and_then(|r| r.strip_suffix(".png"))
+    {
+        return match method {
+            _ if !crate::token::is_challenge_id(id) => Endpoint::NotFound,
+            "GET" | "HEAD" => Endpoint::CaptchaImage(id.to_string()),
+            _ => Endpoint::MethodNotAllowed,
+        };
+    }
     let (get, post) = match rest {
         "login" => (Endpoint::LoginPage, Endpoint::LoginForm),
         "logout" => (Endpoint::MethodNotAllowed, Endpoint::Logout),
@@ -181,6 +193,31 @@ mod tests {
                 "DELETE",
                 "/_portcullis/login",
                 Route::Local(MethodNotAllowed),
+            ),
+            (
+                "GET",
+                "/_portcullis/captcha/abcdefghijklmnopqrstu_.png",
+                Route::Local(CaptchaImage("abcdefghijklmnopqrstu_".into())),
+            ),
+            (
+                "POST",
+                "/_portcullis/captcha/abcdefghijklmnopqrstu_.png",
+                Route::Local(MethodNotAllowed),
+            ),
+            (
+                "GET",
+                "/_portcullis/captcha/short.png",
+                Route::Local(NotFound),
+            ),
+            (
+                "GET",
+                "/_portcullis/captcha/abcdefghijklmnopqrstu_.gif",
+                Route::Local(NotFound),
+            ),
+            (
+                "GET",
+                "/_portcullis/captcha/../../abcdefghijklmnopq.png",
+                Route::Local(NotFound),
             ),
             ("GET", "/_portcullis/../admin", Route::Local(NotFound)),
             ("GET", "/_portcullis/anything", Route::Local(NotFound)),

@@ -3,6 +3,7 @@
 
 pub mod allowlist;
 pub mod audit;
+pub mod captcha;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -10,9 +11,11 @@ pub mod decision;
 pub mod demo;
 pub mod gateway;
 pub mod login;
+pub mod metrics;
 pub mod network;
 pub mod pages;
 pub mod password;
 pub mod session;
 pub mod store;
+pub mod throttle;
 pub mod token;

@@ -1,16 +1,18 @@
-//! One sign-in attempt, in the order of SPEC §6: find the user, verify the password on the
-//! hashing pool (a dummy hash for unknown logins, so both cost the same), then dismissal.
-//! The IP restriction is checked last, so its refusal reveals nothing without the password.
-//! Rate limits and CAPTCHA slot in before the hash; they come with the throttling work.
+//! One sign-in attempt, in the order of SPEC §6: the address's attempt rate, the login's lock,
+//! the CAPTCHA, and only then the password (on the hashing pool; a dummy hash for unknown
+//! logins, so both cost the same), dismissal, and the IP restriction last, so that its refusal
+//! reveals nothing without the password. A refusal before the password never hashes it.
 
 use crate::allowlist::ClientAddr;
 use crate::audit::{Event, EventKind};
+use crate::captcha;
 use crate::config::Config;
 use crate::gateway::App;
 use crate::network;
 use crate::password::{HashError, Password};
 use crate::session::{Client, Identity, Issued};
 use crate::store::StoreError;
+use crate::throttle::{self, Counter, Millis, Scope};
 
 /// What someone typed into the form or sent to the API.
 #[derive(Debug)]
@@ -19,20 +21,65 @@ pub struct Attempt {
     pub password: Password,
     pub remember: bool,
     pub client: Client,
-    /// Checked against the user's IP restrictions once the password is known to be right.
+    /// Rate-limited and escalated, and checked against the user's IP restrictions once the
+    /// password is known to be right.
     pub addr: ClientAddr,
+    pub captcha: Option<CaptchaReply>,
+}
+
+/// The answer to a CAPTCHA challenge sent with an attempt.
+pub struct CaptchaReply {
+    pub id: String,
+    pub answer: String,
+}
+
+impl std::fmt::Debug for CaptchaReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CaptchaReply({}, [redacted])", self.id)
+    }
 }
 
 pub enum Outcome {
     Success {
         issued: Issued,
     },
-    InvalidCredentials,
+    /// Wrong password or unknown login. `captcha`: the challenge the next attempt must answer,
+    /// when this failure reached the threshold.
+    InvalidCredentials {
+        captcha: Option<String>,
+    },
+    /// A CAPTCHA is needed and was missing or answered wrong (`wrong`); `captcha` is a new one.
+    CaptchaRequired {
+        captcha: String,
+        wrong: bool,
+    },
+    /// The login is locked; seconds until it opens.
+    Locked {
+        retry_after: u64,
+    },
+    /// Too many attempts from the address, or the hashing pool is saturated.
+    Throttled {
+        retry_after: u64,
+    },
     Dismissed,
     /// Right password, but the user may not sign in from this address.
     IpRestricted,
-    /// The hashing pool is saturated; try again shortly.
-    Busy,
+}
+
+impl Outcome {
+    /// The `result` label of `portcullis_login_attempts_total`.
+    pub fn result(&self) -> &'static str {
+        match self {
+            Outcome::Success { .. } => "success",
+            Outcome::InvalidCredentials { .. } => "invalid_credentials",
+            Outcome::CaptchaRequired { wrong: false, .. } => "captcha_required",
+            Outcome::CaptchaRequired { wrong: true, .. } => "captcha_failed",
+            Outcome::Locked { .. } => "locked",
+            Outcome::Throttled { .. } => "throttled",
+            Outcome::Dismissed => "dismissed",
+            Outcome::IpRestricted => "ip_restricted",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,23 +90,81 @@ pub enum LoginError {
     Hash(HashError),
 }
 
-/// Logins longer than this are refused before any lookup (they cannot exist).
+/// Logins longer than this cannot exist; they are hashed against the dummy like any unknown one.
 const MAX_LOGIN: usize = 254;
 /// Passwords longer than this are refused before hashing, so nobody can make us hash megabytes.
 const MAX_PASSWORD: usize = 1024;
 
 pub async fn attempt(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcome, LoginError> {
-    let now = app.sessions.now();
-    let login = attempt.login.trim();
-    let user = if login.is_empty() || login.len() > MAX_LOGIN {
+    let outcome = run(app, cfg, attempt).await?;
+    app.metrics.login_attempt(outcome.result());
+    Ok(outcome)
+}
+
+/// One attempt's facts, for the checks and the event log.
+struct Ctx<'a> {
+    app: &'a App,
+    cfg: &'a Config,
+    now: Millis,
+    login: String,
+    addr_key: String,
+    attempt: &'a Attempt,
+}
+
+impl Ctx<'_> {
+    fn secs(&self) -> i64 {
+        self.now.div_euclid(1000)
+    }
+
+    fn event(&self, kind: EventKind) -> Event {
+        let c = &self.attempt.client;
+        Event::new(kind, self.secs())
+            .login(&self.login)
+            .client(&c.ip, &c.user_agent)
+    }
+
+    async fn challenge(&self) -> Result<String, StoreError> {
+        captcha::issue(self.app.store.as_ref(), self.secs()).await
+    }
+}
+
+async fn run(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcome, LoginError> {
+    let typed = attempt.login.trim();
+    let too_long = typed.len() > MAX_LOGIN;
+    let ctx = Ctx {
+        app,
+        cfg,
+        now: app.clock.now_millis(),
+        login: typed.chars().take(MAX_LOGIN).collect(),
+        addr_key: throttle::addr_key(&attempt.addr),
+        attempt: &attempt,
+    };
+    let addr = match take_from_budget(&ctx).await? {
+        Ok(addr) => addr,
+        Err(refused) => return Ok(refused),
+    };
+    let login_key = throttle::login_key(&ctx.login);
+    let login = app.store.counter(&login_key).await?.unwrap_or_default();
+    if let Some(until) = throttle::locked_until(&login, ctx.now) {
+        app.audit
+            .record(ctx.event(EventKind::LoginFailure).detail("locked"));
+        return Ok(Outcome::Locked {
+            retry_after: throttle::seconds_until(until, ctx.now),
+        });
+    }
+    if let Some(refused) = check_captcha(&ctx, &login, &addr).await? {
+        return Ok(refused);
+    }
+
+    let user = if ctx.login.is_empty() || too_long {
         None
     } else {
-        app.store.find_user(login).await?
+        app.store.find_user(&ctx.login).await?
     };
     let password = if attempt.password.expose().len() > MAX_PASSWORD {
         Password::new("")
     } else {
-        attempt.password
+        attempt.password.clone()
     };
     let verified = match app
         .hasher
@@ -67,29 +172,26 @@ pub async fn attempt(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcom
         .await
     {
         Ok(ok) => ok,
-        Err(HashError::Busy) => return Ok(Outcome::Busy),
+        Err(HashError::Busy) => return Ok(Outcome::Throttled { retry_after: 1 }),
         Err(e) => return Err(LoginError::Hash(e)),
-    };
-    let client = &attempt.client;
-    let failure = |reason: &str| {
-        Event::new(EventKind::LoginFailure, now)
-            .login(login)
-            .client(&client.ip, &client.user_agent)
-            .detail(reason)
     };
     let user = match user {
         Some(user) if verified => user,
-        Some(_) => {
-            app.audit.record(failure("wrong_password"));
-            return Ok(Outcome::InvalidCredentials);
-        }
-        None => {
-            app.audit.record(failure("unknown_login"));
-            return Ok(Outcome::InvalidCredentials);
+        known => {
+            let reason = if known.is_some() {
+                "wrong_password"
+            } else {
+                "unknown_login"
+            };
+            app.audit
+                .record(ctx.event(EventKind::LoginFailure).detail(reason));
+            let captcha = count_failure(&ctx, &login_key).await?;
+            return Ok(Outcome::InvalidCredentials { captcha });
         }
     };
     if user.dismissed {
-        app.audit.record(failure("dismissed"));
+        app.audit
+            .record(ctx.event(EventKind::LoginFailure).detail("dismissed"));
         return Ok(Outcome::Dismissed);
     }
     if !network::user_allowed(
@@ -97,20 +199,22 @@ pub async fn attempt(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcom
         &Identity::of(&user),
         &attempt.addr,
     ) {
-        app.audit.record(
-            Event::new(EventKind::IpRestricted, now)
-                .login(&user.login)
-                .client(&client.ip, &client.user_agent)
-                .detail("sign-in"),
-        );
+        app.audit
+            .record(ctx.event(EventKind::IpRestricted).detail("sign-in"));
         return Ok(Outcome::IpRestricted);
     }
+    app.store
+        .update_counter(&login_key, Box::new(|_| None))
+        .await?;
     let remember_for = cfg.session.remember_me.filter(|_| attempt.remember);
-    let issued = app.sessions.issue(&user, remember_for, client).await?;
+    let issued = app
+        .sessions
+        .issue(&user, remember_for, &attempt.client)
+        .await?;
     app.audit.record(
-        Event::new(EventKind::LoginSuccess, now)
+        Event::new(EventKind::LoginSuccess, ctx.secs())
             .login(&user.login)
-            .client(&client.ip, &client.user_agent)
+            .client(&attempt.client.ip, &attempt.client.user_agent)
             .session(issued.live.hash.short())
             .detail(if issued.remember.is_some() {
                 "remember"
@@ -119,4 +223,135 @@ pub async fn attempt(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcom
             }),
     );
     Ok(Outcome::Success { issued })
+}
+
+/// Takes one attempt from the address's per-minute budget. `Ok` holds the address's counter
+/// as it was; `Err` the refusal when the budget is spent.
+async fn take_from_budget(ctx: &Ctx<'_>) -> Result<Result<Counter, Outcome>, StoreError> {
+    let (before, spent) = spend(ctx.app, ctx.cfg, &ctx.addr_key, ctx.now).await?;
+    match spent {
+        Ok(()) => Ok(Ok(before)),
+        Err(at) => {
+            // A flood of refused attempts leaves one event per address and minute.
+            ctx.app.audit.record_once_per_minute(
+                format!("throttled {}", ctx.addr_key),
+                ctx.event(EventKind::LoginFailure).detail("throttled"),
+            );
+            Ok(Err(Outcome::Throttled {
+                retry_after: throttle::seconds_until(at, ctx.now),
+            }))
+        }
+    }
+}
+
+/// Takes one attempt from an address's budget, atomically in the store. Returns the counter as
+/// it was and, when the budget was already spent, when it will have room again.
+async fn spend(
+    app: &App,
+    cfg: &Config,
+    addr_key: &str,
+    now: Millis,
+) -> Result<(Counter, Result<(), Millis>), StoreError> {
+    let per_minute = cfg.throttle.ip_attempts_per_minute;
+    let before = app
+        .store
+        .update_counter(
+            addr_key,
+            Box::new(move |c| {
+                let c = c.unwrap_or_default();
+                Some(throttle::take_attempt(c, now, per_minute).unwrap_or(c))
+            }),
+        )
+        .await?
+        .unwrap_or_default();
+    let spent = throttle::take_attempt(before, now, per_minute).map(drop);
+    Ok((before, spent))
+}
+
+/// When either counter asks for a CAPTCHA: the refusal, unless the attempt carries the right
+/// answer to a live challenge. Either way the challenge is used up.
+async fn check_captcha(
+    ctx: &Ctx<'_>,
+    login: &Counter,
+    addr: &Counter,
+) -> Result<Option<Outcome>, StoreError> {
+    let Some(escalation) = throttle::captcha_needed(login, addr, ctx.now, &ctx.cfg.throttle) else {
+        return Ok(None);
+    };
+    let wrong = match &ctx.attempt.captcha {
+        None => {
+            ctx.app.audit.record(
+                ctx.event(EventKind::CaptchaRequired)
+                    .detail(escalation.reason()),
+            );
+            false
+        }
+        Some(reply) => {
+            let store = ctx.app.store.as_ref();
+            if captcha::solve(store, &reply.id, &reply.answer, ctx.secs()).await? {
+                return Ok(None);
+            }
+            ctx.app
+                .audit
+                .record(ctx.event(EventKind::LoginFailure).detail("captcha_failed"));
+            true
+        }
+    };
+    Ok(Some(Outcome::CaptchaRequired {
+        captcha: ctx.challenge().await?,
+        wrong,
+    }))
+}
+
+/// Counts a wrong password against the login and the address; records a lock it causes.
+/// Returns the challenge the next attempt will need, if this failure made one necessary.
+async fn count_failure(ctx: &Ctx<'_>, login_key: &str) -> Result<Option<String>, StoreError> {
+    let (now, policy) = (ctx.now, ctx.cfg.throttle);
+    let update = move |scope| -> Box<dyn FnOnce(Option<Counter>) -> Option<Counter> + Send> {
+        Box::new(move |c| Some(throttle::failed(c.unwrap_or_default(), now, scope, &policy)))
+    };
+    let store = &ctx.app.store;
+    let login_before = store
+        .update_counter(login_key, update(Scope::Login))
+        .await?
+        .unwrap_or_default();
+    let addr_before = store
+        .update_counter(&ctx.addr_key, update(Scope::Address))
+        .await?
+        .unwrap_or_default();
+    let login = throttle::failed(login_before, now, Scope::Login, &policy);
+    let addr = throttle::failed(addr_before, now, Scope::Address, &policy);
+    if throttle::newly_locked(&login_before, &login, now) {
+        ctx.app.audit.record(
+            ctx.event(EventKind::AccountLocked)
+                .detail(&format!("{} failures", login.failures)),
+        );
+    }
+    if throttle::captcha_needed(&login, &addr, now, &policy).is_some() {
+        return Ok(Some(ctx.challenge().await?));
+    }
+    Ok(None)
+}
+
+/// The challenge the login page shows before anyone types a login: when the address itself has
+/// reached the threshold. Drawing one costs an attempt from the address's budget, so reloading
+/// the page cannot fill the store with pictures; a spent budget shows the page without one.
+pub async fn page_captcha(
+    app: &App,
+    cfg: &Config,
+    addr: &ClientAddr,
+) -> Result<Option<String>, StoreError> {
+    let now = app.clock.now_millis();
+    let key = throttle::addr_key(addr);
+    let counter = app.store.counter(&key).await?.unwrap_or_default();
+    let needed = throttle::captcha_needed(&Counter::default(), &counter, now, &cfg.throttle);
+    if needed.is_none() {
+        return Ok(None);
+    }
+    if spend(app, cfg, &key, now).await?.1.is_err() {
+        return Ok(None);
+    }
+    Ok(Some(
+        captcha::issue(app.store.as_ref(), now.div_euclid(1000)).await?,
+    ))
 }

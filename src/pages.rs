@@ -42,6 +42,7 @@ p.sub{margin:0 0 24px;color:#5b6475;font-size:14px}
 label{display:block;font-weight:600;font-size:14px;margin:16px 0 6px}
 input[type=text],input[type=password]{width:100%;padding:11px 12px;font-size:16px;
  border:1px solid #c8ced9;border-radius:8px;background:#fff;color:inherit}
+img.captcha{display:block;width:100%;height:auto;margin:0 0 8px;border:1px solid #c8ced9;border-radius:8px}
 input:focus{outline:2px solid #2f6fed;outline-offset:1px;border-color:#2f6fed}
 .check{display:flex;align-items:center;gap:8px;margin:18px 0 4px;font-size:14px;font-weight:400}
 .check input{width:18px;height:18px;margin:0}
@@ -74,6 +75,8 @@ pub struct LoginView<'a> {
     pub csrf: &'a str,
     pub remember_offered: bool,
     pub remember_checked: bool,
+    /// The challenge to answer, when a CAPTCHA is required.
+    pub captcha: Option<&'a str>,
 }
 
 pub fn login_page(view: &LoginView) -> String {
@@ -103,6 +106,19 @@ pub fn login_page(view: &LoginView) -> String {
         rd = escape(view.rd),
         login = escape(view.login),
     ));
+    if let Some(id) = view.captcha {
+        body.push_str(&format!(
+            "<label for=\"captcha_answer\">{prompt}</label>\
+<img class=\"captcha\" src=\"{src}\" width=\"{w}\" height=\"{h}\" alt=\"Characters to type in the field below\">\
+<input type=\"hidden\" name=\"captcha_id\" value=\"{id}\">\
+<input type=\"text\" id=\"captcha_answer\" name=\"captcha_answer\" autocomplete=\"off\" autocapitalize=\"characters\" spellcheck=\"false\" required>",
+            prompt = escape(messages::CAPTCHA),
+            src = escape(&crate::captcha::image_path(id)),
+            id = escape(id),
+            w = crate::captcha::WIDTH,
+            h = crate::captcha::HEIGHT,
+        ));
+    }
     if view.remember_offered {
         body.push_str(&format!(
             "<label class=\"check\"><input type=\"checkbox\" name=\"remember\" value=\"1\"{}> Stay signed in</label>",
@@ -151,6 +167,20 @@ mod tests {
         let without = login_page(&LoginView::default());
         assert!(with.contains("Stay signed in"));
         assert!(!without.contains("Stay signed in"));
+    }
+
+    #[test]
+    fn the_captcha_step_shows_the_picture_and_asks_for_the_answer() {
+        let without = login_page(&LoginView::default());
+        assert!(!without.contains("captcha_answer") && !without.contains("<img"));
+        let with = login_page(&LoginView {
+            captcha: Some("abcdefghijklmnopqrstu_"),
+            ..Default::default()
+        });
+        assert!(with.contains("src=\"/_portcullis/captcha/abcdefghijklmnopqrstu_.png\""));
+        assert!(with.contains("name=\"captcha_id\" value=\"abcdefghijklmnopqrstu_\""));
+        assert!(with.contains("name=\"captcha_answer\""));
+        assert!(with.contains(messages::CAPTCHA));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
+use prometheus::Histogram;
 use rand::rngs::OsRng;
 
 use crate::config::Argon2Params;
@@ -97,6 +98,8 @@ type Job = Box<dyn FnOnce() + Send>;
 /// The bounded hashing pool.
 pub struct Hasher {
     params: Argon2Params,
+    /// Observes the time of each hash, queueing excluded.
+    timer: Histogram,
     queue: SyncSender<Job>,
     /// Verified against when the login is unknown, so both cases cost one hash.
     dummy_hash: Arc<str>,
@@ -104,7 +107,12 @@ pub struct Hasher {
 
 impl Hasher {
     /// `threads` workers and room for `queue` waiting jobs; beyond that, `Busy`.
-    pub fn new(params: Argon2Params, threads: usize, queue: usize) -> Result<Hasher, HashError> {
+    pub fn new(
+        params: Argon2Params,
+        threads: usize,
+        queue: usize,
+        timer: Histogram,
+    ) -> Result<Hasher, HashError> {
         let (tx, rx) = sync_channel::<Job>(queue);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
@@ -128,6 +136,7 @@ impl Hasher {
         let dummy_hash = hash_now(&Password::generate(), params)?.into();
         Ok(Hasher {
             params,
+            timer,
             queue: tx,
             dummy_hash,
         })
@@ -138,8 +147,9 @@ impl Hasher {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let timer = self.timer.clone();
         let job: Job = Box::new(move || {
-            let _ = tx.send(work());
+            let _ = tx.send(timer.observe_closure_duration(work));
         });
         match self.queue.try_send(job) {
             Ok(()) => {}
@@ -196,7 +206,8 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_users_verify_against_the_dummy_and_fail() {
-        let hasher = Hasher::new(PARAMS, 1, 4).unwrap();
+        let timer = crate::metrics::Metrics::new().password_hash_seconds;
+        let hasher = Hasher::new(PARAMS, 1, 4, timer.clone()).unwrap();
         let h = hasher.hash(Password::new("pw-123456")).await.unwrap();
         assert!(
             hasher
@@ -209,6 +220,11 @@ mod tests {
                 .verify(Password::new("pw-123456"), None)
                 .await
                 .unwrap()
+        );
+        assert_eq!(
+            timer.get_sample_count(),
+            3,
+            "the unknown login was hashed too"
         );
     }
 }

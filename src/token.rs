@@ -142,6 +142,15 @@ pub fn login_csrf() -> String {
     random_b64(16)
 }
 
+/// A CAPTCHA challenge id: 128 random bits, base64url (it appears in the image's URL).
+pub fn challenge_id() -> String {
+    random_b64(16)
+}
+
+pub fn is_challenge_id(id: &str) -> bool {
+    is_b64_of_len(id, 22)
+}
+
 /// Constant-time equality for two submitted tokens.
 pub fn same_token(a: &str, b: &str) -> bool {
     !a.is_empty() && a.as_bytes().ct_eq(b.as_bytes()).into()
@@ -150,6 +159,15 @@ pub fn same_token(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn challenge_ids_are_22_base64url_characters() {
+        assert!(is_challenge_id(&challenge_id()));
+        assert!(is_challenge_id("abcdefghijklmnopqrstu_"));
+        assert!(!is_challenge_id("abcdefghijklmnopqrstu"));
+        assert!(!is_challenge_id("abcdefghijklmnopqrst/_"));
+        assert!(!is_challenge_id("../../../../etc/passwd"));
+    }
 
     #[test]
     fn session_tokens_round_trip_and_hide_in_debug() {

@@ -102,7 +102,7 @@ pub struct NetworkConfig {
     pub restrictions: Vec<Restriction>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ThrottleConfig {
     pub captcha_after: u32,
     pub lock_after: u32,

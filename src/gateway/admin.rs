@@ -2,7 +2,6 @@
 //! separate listener, never the public one, and reads nothing from the request but its path.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,22 +37,6 @@ impl Admin {
     }
 }
 
-impl Admin {
-    /// Prometheus text format. Only the reload counter so far; the full set of SPEC §9 comes
-    /// with the observability work.
-    fn metrics(&self) -> String {
-        let r = &self.app.reloads;
-        format!(
-            "# HELP portcullis_config_reloads_total Configuration reloads by result.\n\
-# TYPE portcullis_config_reloads_total counter\n\
-portcullis_config_reloads_total{{result=\"ok\"}} {}\n\
-portcullis_config_reloads_total{{result=\"error\"}} {}\n",
-            r.ok.load(Ordering::Relaxed),
-            r.error.load(Ordering::Relaxed)
-        )
-    }
-}
-
 fn text(status: u16, body: String) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
@@ -73,7 +56,7 @@ impl ServeHttp for Admin {
                 Ok(()) => text(200, "ready\n".into()),
                 Err(reason) => text(503, format!("not ready: {reason}\n")),
             },
-            "/metrics" => text(200, self.metrics()),
+            "/metrics" => text(200, self.app.metrics.render()),
             _ => text(404, "not found\n".into()),
         }
     }

@@ -11,13 +11,14 @@ use serde_json::json;
 use super::App;
 use super::proxy::{Facts, cookies, header_str, logout_event};
 use super::reply::Reply;
+use crate::captcha;
 use crate::config::Config;
 use crate::decision::{Endpoint, LOGIN_PATH, safe_redirect};
-use crate::login::{self, Attempt, Outcome};
+use crate::login::{self, Attempt, CaptchaReply, Outcome};
 use crate::network;
 use crate::pages::{self, LoginView, messages};
 use crate::password::Password;
-use crate::session::{Identity, LiveSession};
+use crate::session::{Identity, Issued, LiveSession};
 use crate::token::{self, RememberToken, SessionToken};
 
 /// Largest login or logout body accepted; real forms are a few hundred bytes.
@@ -37,6 +38,7 @@ pub async fn handle(
         Endpoint::ApiLogin => api_login(app, cfg, session, facts).await,
         Endpoint::ApiSession => api_session(app, cfg, facts).await,
         Endpoint::ApiLogout => logout(app, cfg, session, facts, true).await,
+        Endpoint::CaptchaImage(id) => Ok(captcha_image(app, &id).await),
         Endpoint::NotFound => Ok(Reply::page(404, "Not found", "There is no such page.")),
         Endpoint::MethodNotAllowed => Ok(Reply::page(
             405,
@@ -145,6 +147,7 @@ struct FormPage<'a> {
     login: &'a str,
     rd: &'a str,
     remember: bool,
+    captcha: Option<&'a str>,
 }
 
 fn render_login(cfg: &Config, facts: &Facts, page: FormPage) -> Reply {
@@ -157,6 +160,7 @@ fn render_login(cfg: &Config, facts: &Facts, page: FormPage) -> Reply {
         csrf: &csrf,
         remember_offered: cfg.session.remember_me.is_some(),
         remember_checked: page.remember,
+        captcha: page.captcha,
     });
     Reply::html(page.status, html).cookies(set)
 }
@@ -173,6 +177,12 @@ async fn login_page(app: &App, cfg: &Config, session: &Session, facts: &Facts) -
     } else {
         None
     };
+    let captcha = login::page_captcha(app, cfg, &facts.addr)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not draw a CAPTCHA for the login page");
+            None
+        });
     render_login(
         cfg,
         facts,
@@ -183,28 +193,108 @@ async fn login_page(app: &App, cfg: &Config, session: &Session, facts: &Facts) -
             login: "",
             rd: &rd,
             remember: false,
+            captcha: captcha.as_deref(),
         },
     )
+}
+
+async fn captcha_image(app: &App, id: &str) -> Reply {
+    match app.store.captcha_image(id, app.clock.now()).await {
+        Ok(Some(png)) => Reply::png(png),
+        Ok(None) => Reply::page(
+            404,
+            "Picture expired",
+            "This picture is no longer valid. Reload the sign-in page for a new one.",
+        ),
+        Err(e) => service_unavailable(e),
+    }
+}
+
+/// The status, message, next challenge and `Retry-After` seconds of a refused sign-in.
+struct Refusal {
+    status: u16,
+    error: &'static str,
+    message: &'static str,
+    captcha: Option<String>,
+    retry_after: Option<u64>,
+}
+
+fn refusal(outcome: Outcome) -> Result<Issued, Refusal> {
+    let r = |status, error, message| Refusal {
+        status,
+        error,
+        message,
+        captcha: None,
+        retry_after: None,
+    };
+    Err(match outcome {
+        Outcome::Success { issued } => return Ok(issued),
+        Outcome::InvalidCredentials { captcha } => Refusal {
+            captcha,
+            ..r(401, "invalid_credentials", messages::INVALID_CREDENTIALS)
+        },
+        Outcome::CaptchaRequired { captcha, .. } => Refusal {
+            captcha: Some(captcha),
+            ..r(401, "captcha_required", messages::CAPTCHA)
+        },
+        Outcome::Locked { retry_after } => Refusal {
+            retry_after: Some(retry_after),
+            ..r(423, "locked", messages::TOO_MANY)
+        },
+        Outcome::Throttled { retry_after } => Refusal {
+            retry_after: Some(retry_after),
+            ..r(429, "throttled", messages::TOO_MANY)
+        },
+        Outcome::Dismissed => r(403, "dismissed", messages::DISMISSED),
+        Outcome::IpRestricted => r(403, "ip_restricted", messages::IP_RESTRICTED),
+    })
+}
+
+impl Refusal {
+    fn retry_header(&self, reply: Reply) -> Reply {
+        match self.retry_after {
+            Some(s) => reply.header("Retry-After", s.to_string()),
+            None => reply,
+        }
+    }
+
+    /// SPEC §4: `{"error": ...}`, with the challenge when one is needed next and the seconds
+    /// to wait when locked or throttled.
+    fn json(&self) -> Reply {
+        let mut body = json!({"error": self.error});
+        if let Some(id) = &self.captcha {
+            body["captcha"] = json!({"id": id, "image": captcha::image_path(id)});
+        }
+        if let Some(s) = self.retry_after {
+            body["retry_after"] = json!(s);
+        }
+        self.retry_header(Reply::json(self.status, body))
+    }
 }
 
 async fn login_form(app: &App, cfg: &Config, session: &mut Session, facts: &Facts) -> Handled {
     let body = read_body(session).await?;
     let field = form(&body);
     let (login, rd, remember) = (field("login"), field("rd"), !field("remember").is_empty());
-    let page = |status, error| FormPage {
+    let page = |status, error, captcha| FormPage {
         status,
         error: Some(error),
         notice: None,
         login: &login,
         rd: &rd,
         remember,
+        captcha,
     };
     let names = cookies(cfg);
     let csrf_ok = facts
         .cookie(&names.csrf)
         .is_some_and(|c| token::same_token(c, &field("csrf")));
     if !csrf_ok {
-        return Ok(render_login(cfg, facts, page(403, messages::FORM_EXPIRED)));
+        return Ok(render_login(
+            cfg,
+            facts,
+            page(403, messages::FORM_EXPIRED, None),
+        ));
     }
     let attempt = Attempt {
         login: login.clone(),
@@ -212,36 +302,32 @@ async fn login_form(app: &App, cfg: &Config, session: &mut Session, facts: &Fact
         remember,
         client: facts.client.clone(),
         addr: facts.addr,
+        captcha: captcha_reply(field("captcha_id"), field("captcha_answer")),
     };
     let outcome = login::attempt(app, cfg, attempt)
         .await
         .map_err(service_unavailable)?;
-    match outcome {
-        Outcome::Success { issued, .. } => {
-            end_previous(app, cfg, facts).await;
-            let mut reply = Reply::redirect(303, safe_redirect(&rd)).cookie(names.set(
-                &names.session,
-                issued.token.expose(),
-                None,
-            ));
-            reply = match issued.remember {
-                Some(r) => {
-                    reply.cookie(names.set(&names.remember, &r.expose(), cfg.session.remember_me))
-                }
-                None => reply.cookie(names.clear(&names.remember)),
-            };
-            Ok(reply)
+    let issued = match refusal(outcome) {
+        Ok(issued) => issued,
+        Err(r) => {
+            let view = page(r.status, r.message, r.captcha.as_deref());
+            return Ok(r.retry_header(render_login(cfg, facts, view)));
         }
-        Outcome::InvalidCredentials => Ok(render_login(
-            cfg,
-            facts,
-            page(401, messages::INVALID_CREDENTIALS),
-        )),
-        Outcome::Dismissed => Ok(render_login(cfg, facts, page(403, messages::DISMISSED))),
-        Outcome::IpRestricted => Ok(render_login(cfg, facts, page(403, messages::IP_RESTRICTED))),
-        Outcome::Busy => Ok(render_login(cfg, facts, page(429, messages::TOO_MANY))
-            .header("Retry-After", "1".into())),
-    }
+    };
+    end_previous(app, cfg, facts).await;
+    let reply = Reply::redirect(303, safe_redirect(&rd)).cookie(names.set(
+        &names.session,
+        issued.token.expose(),
+        None,
+    ));
+    Ok(match issued.remember {
+        Some(r) => reply.cookie(names.set(&names.remember, &r.expose(), cfg.session.remember_me)),
+        None => reply.cookie(names.clear(&names.remember)),
+    })
+}
+
+fn captcha_reply(id: String, answer: String) -> Option<CaptchaReply> {
+    (!id.is_empty()).then_some(CaptchaReply { id, answer })
 }
 
 /// A sign-in replaces whatever session the browser had: the old one is ended, not reused.
@@ -261,6 +347,10 @@ struct ApiLoginBody {
     password: String,
     #[serde(default)]
     remember: bool,
+    #[serde(default)]
+    captcha_id: String,
+    #[serde(default)]
+    captcha_answer: String,
 }
 
 fn is_json(session: &Session) -> bool {
@@ -301,36 +391,31 @@ async fn api_login(app: &App, cfg: &Config, session: &mut Session, facts: &Facts
         remember: req.remember,
         client: facts.client.clone(),
         addr: facts.addr,
+        captcha: captcha_reply(req.captcha_id, req.captcha_answer),
     };
     let outcome = login::attempt(app, cfg, attempt).await.map_err(|e| {
         tracing::error!(error = %e, "a sign-in request failed");
         Reply::json(503, json!({"error": "unavailable"}))
     })?;
+    let issued = match refusal(outcome) {
+        Ok(issued) => issued,
+        Err(r) => return Ok(r.json()),
+    };
+    end_previous(app, cfg, facts).await;
     let names = cookies(cfg);
-    Ok(match outcome {
-        Outcome::Success { issued, .. } => {
-            end_previous(app, cfg, facts).await;
-            let now = app.sessions.now();
-            let mut reply = Reply::json(
-                200,
-                identity_json(
-                    &issued.live.identity,
-                    issued.live.expires_in(now, &cfg.session),
-                ),
-            )
-            .cookie(names.set(&names.session, issued.token.expose(), None));
-            if let Some(r) = issued.remember {
-                reply =
-                    reply.cookie(names.set(&names.remember, &r.expose(), cfg.session.remember_me));
-            }
-            reply
-        }
-        Outcome::InvalidCredentials => Reply::json(401, json!({"error": "invalid_credentials"})),
-        Outcome::Dismissed => Reply::json(403, json!({"error": "dismissed"})),
-        Outcome::IpRestricted => Reply::json(403, json!({"error": "ip_restricted"})),
-        Outcome::Busy => Reply::json(429, json!({"error": "throttled", "retry_after": 1}))
-            .header("Retry-After", "1".into()),
-    })
+    let now = app.sessions.now();
+    let mut reply = Reply::json(
+        200,
+        identity_json(
+            &issued.live.identity,
+            issued.live.expires_in(now, &cfg.session),
+        ),
+    )
+    .cookie(names.set(&names.session, issued.token.expose(), None));
+    if let Some(r) = issued.remember {
+        reply = reply.cookie(names.set(&names.remember, &r.expose(), cfg.session.remember_me));
+    }
+    Ok(reply)
 }
 
 async fn api_session(app: &App, cfg: &Config, facts: &Facts) -> Handled {

@@ -23,6 +23,7 @@ use pingora::services::listening::Service;
 use crate::audit::Audit;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::password::{HashError, Hasher};
 use crate::session::Sessions;
 use crate::store::{self, Store, StoreError};
@@ -34,7 +35,8 @@ pub struct App {
     pub sessions: Sessions,
     pub hasher: Hasher,
     pub audit: Audit,
-    pub reloads: reload::ReloadCounts,
+    pub metrics: Metrics,
+    pub clock: Arc<dyn Clock>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,17 +63,24 @@ impl App {
         let sessions = Sessions::new(
             store.clone(),
             audit.clone(),
-            clock,
+            clock.clone(),
             config.session.idle_timeout,
         );
-        let hasher = Hasher::new(config.passwords.argon2, hash_threads(), 256)?;
+        let metrics = Metrics::new();
+        let hasher = Hasher::new(
+            config.passwords.argon2,
+            hash_threads(),
+            256,
+            metrics.password_hash_seconds.clone(),
+        )?;
         Ok(App {
             config: ArcSwap::from_pointee(config),
             store,
             sessions,
             hasher,
             audit,
-            reloads: reload::ReloadCounts::default(),
+            metrics,
+            clock,
         })
     }
 }
@@ -151,7 +160,8 @@ fn store_dir(config: &Config) -> Option<std::path::PathBuf> {
 const REVOCATION_POLL: Duration = Duration::from_millis(500);
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
-/// Background work: apply revocations to the cache, purge dead sessions from the store.
+/// Background work: apply revocations to the cache; purge dead sessions, spent CAPTCHA
+/// challenges and forgotten throttle counters from the store.
 struct Upkeep {
     app: Arc<App>,
 }
@@ -175,13 +185,26 @@ impl BackgroundService for Upkeep {
                     Ok(next) => seq = next,
                     Err(e) => tracing::warn!(error = %e, "cannot read revocations"),
                 },
-                _ = purge.tick() => {
-                    let cfg = self.app.config.load();
-                    if let Err(e) = self.app.sessions.purge(&cfg.session).await {
-                        tracing::warn!(error = %e, "cannot purge expired sessions");
-                    }
-                }
+                _ = purge.tick() => self.purge().await,
             }
+        }
+    }
+}
+
+impl Upkeep {
+    async fn purge(&self) {
+        let cfg = self.app.config.load();
+        if let Err(e) = self.app.sessions.purge(&cfg.session).await {
+            tracing::warn!(error = %e, "cannot purge expired sessions");
+        }
+        let store = &self.app.store;
+        let now = self.app.clock.now_millis();
+        let forgotten = crate::throttle::forgotten_before(now, &cfg.throttle);
+        if let Err(e) = store.purge_counters(forgotten, now).await {
+            tracing::warn!(error = %e, "cannot purge throttle counters");
+        }
+        if let Err(e) = store.purge_captchas(now.div_euclid(1000)).await {
+            tracing::warn!(error = %e, "cannot purge CAPTCHA challenges");
         }
     }
 }

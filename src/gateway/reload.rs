@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -15,13 +14,6 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::App;
 use crate::audit::{Event, EventKind};
 use crate::config::Config;
-
-/// Reload outcomes since start, for metrics.
-#[derive(Debug, Default)]
-pub struct ReloadCounts {
-    pub ok: AtomicU64,
-    pub error: AtomicU64,
-}
 
 /// Makes SIGHUP harmless from the start (its default action ends the process); the reloader
 /// listens for it once the server runs.
@@ -55,7 +47,7 @@ pub fn reload(app: &App, path: &Path, why: &str) -> bool {
                 tracing::warn!(keys = ?fixed, "these settings changed but take effect only after a restart");
             }
             app.config.store(Arc::new(new));
-            app.reloads.ok.fetch_add(1, Ordering::Relaxed);
+            app.metrics.config_reload(true);
             tracing::info!(file = %path.display(), trigger = why, "configuration reloaded");
             app.audit
                 .record(Event::new(EventKind::ConfigReloaded, now).detail(why));
@@ -65,7 +57,7 @@ pub fn reload(app: &App, path: &Path, why: &str) -> bool {
             for e in &errors.0 {
                 tracing::error!(problem = %e, "configuration refused; the running one stays");
             }
-            app.reloads.error.fetch_add(1, Ordering::Relaxed);
+            app.metrics.config_reload(false);
             let first = errors
                 .0
                 .first()

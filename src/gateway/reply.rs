@@ -52,6 +52,16 @@ impl Reply {
         }
     }
 
+    /// A CAPTCHA picture.
+    pub fn png(body: Vec<u8>) -> Reply {
+        Reply {
+            status: 200,
+            content_type: "image/png",
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+
     /// `303 See Other` (after a form post) or `302 Found` (a navigation).
     pub fn redirect(status: u16, location: &str) -> Reply {
         Reply {

@@ -1,4 +1,5 @@
-//! The store interface: users, sessions, remember-me tokens, revocations and events behind one
+//! The store interface: users, sessions, remember-me tokens, revocations, throttle counters,
+//! CAPTCHA challenges and events behind one
 //! async trait, so that callers never know which database is underneath (SQLite now, PostgreSQL
 //! later). It keeps hashes of secrets only, never the secrets.
 
@@ -12,6 +13,7 @@ pub use sqlite::SqliteStore;
 
 use crate::audit::Event;
 use crate::config::StoreConfig;
+use crate::throttle::Counter;
 use crate::token::SessionHash;
 
 /// Seconds since the Unix epoch.
@@ -86,6 +88,20 @@ pub struct Revocation {
     pub what: Revoked,
 }
 
+/// A CAPTCHA challenge: its picture and the hash of its answer (never the answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptchaRecord {
+    pub id: String,
+    pub answer_hash: Vec<u8>,
+    pub png: Vec<u8>,
+    pub expires_at: UnixTime,
+}
+
+/// A change to one throttle counter, applied inside the store's transaction so that concurrent
+/// attempts (from several gateways, later) never lose a count. `None` in: no row yet; `None`
+/// out: delete the row.
+pub type CounterUpdate = Box<dyn FnOnce(Option<Counter>) -> Option<Counter> + Send>;
+
 /// Filters for reading the event log back.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
@@ -134,6 +150,23 @@ pub trait Store: Send + Sync {
     /// Revocations published after `seq`, oldest first.
     async fn revocations_since(&self, seq: i64) -> StoreResult<Vec<Revocation>>;
     async fn last_revocation(&self) -> StoreResult<i64>;
+
+    async fn counter(&self, key: &str) -> StoreResult<Option<Counter>>;
+    /// Applies `update` atomically and returns the counter as it was before.
+    async fn update_counter(
+        &self,
+        key: &str,
+        update: CounterUpdate,
+    ) -> StoreResult<Option<Counter>>;
+    /// Deletes counters with no failure since `failed_before` and nothing pending at `now`.
+    async fn purge_counters(&self, failed_before: i64, now: i64) -> StoreResult<u64>;
+
+    async fn insert_captcha(&self, challenge: &CaptchaRecord) -> StoreResult<()>;
+    /// The picture of a challenge that is neither used nor expired.
+    async fn captcha_image(&self, id: &str, now: UnixTime) -> StoreResult<Option<Vec<u8>>>;
+    /// Removes a challenge and returns it: each can be answered once.
+    async fn take_captcha(&self, id: &str) -> StoreResult<Option<CaptchaRecord>>;
+    async fn purge_captchas(&self, now: UnixTime) -> StoreResult<u64>;
 
     async fn record_event(&self, event: &Event) -> StoreResult<()>;
     async fn events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>>;

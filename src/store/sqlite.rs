@@ -8,14 +8,16 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    EventFilter, NewUser, RememberRecord, Revocation, Revoked, SessionRecord, Store, StoreError,
-    StoreResult, UnixTime, User,
+    CaptchaRecord, CounterUpdate, EventFilter, NewUser, RememberRecord, Revocation, Revoked,
+    SessionRecord, Store, StoreError, StoreResult, UnixTime, User,
 };
 use crate::audit::Event;
+use crate::throttle::Counter;
 use crate::token::SessionHash;
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id INTEGER PRIMARY KEY,
     login TEXT NOT NULL,
@@ -63,7 +65,23 @@ CREATE TABLE events (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX events_by_ts ON events(ts);
-"#];
+"#,
+    r#"
+CREATE TABLE throttle (
+    key TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    last_failure INTEGER NOT NULL,
+    locked_until INTEGER NOT NULL,
+    budget_full_at INTEGER NOT NULL
+);
+CREATE TABLE captchas (
+    id TEXT PRIMARY KEY,
+    answer_hash BLOB NOT NULL,
+    png BLOB NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+"#,
+];
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -158,6 +176,24 @@ fn user_from_row(row: &Row) -> rusqlite::Result<User> {
         dismissed: row.get(7)?,
         created_at: row.get(8)?,
     })
+}
+
+fn counter_from_row(r: &Row) -> rusqlite::Result<Counter> {
+    Ok(Counter {
+        failures: r.get(0)?,
+        last_failure: r.get(1)?,
+        locked_until: r.get(2)?,
+        budget_full_at: r.get(3)?,
+    })
+}
+
+fn read_counter(c: &Connection, key: &str) -> rusqlite::Result<Option<Counter>> {
+    c.query_row(
+        "SELECT failures, last_failure, locked_until, budget_full_at FROM throttle WHERE key = ?1",
+        [key],
+        counter_from_row,
+    )
+    .optional()
 }
 
 fn hash_from(bytes: Vec<u8>) -> StoreResult<SessionHash> {
@@ -499,6 +535,105 @@ impl Store for SqliteStore {
                     r.get(0)
                 })?,
             )
+        })
+        .await
+    }
+
+    async fn counter(&self, key: &str) -> StoreResult<Option<Counter>> {
+        let key = key.to_string();
+        self.with(move |c| Ok(read_counter(c, &key)?)).await
+    }
+
+    async fn update_counter(
+        &self,
+        key: &str,
+        update: CounterUpdate,
+    ) -> StoreResult<Option<Counter>> {
+        let key = key.to_string();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let before = read_counter(&tx, &key)?;
+            let after = update(before);
+            if after == before {
+                // Refused attempts change nothing: a flood of them costs no writes.
+                return Ok(before);
+            }
+            match after {
+                Some(n) => tx.execute(
+                    "INSERT INTO throttle (key, failures, last_failure, locked_until, budget_full_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(key) DO UPDATE SET failures = ?2, last_failure = ?3,
+                        locked_until = ?4, budget_full_at = ?5",
+                    params![key, n.failures, n.last_failure, n.locked_until, n.budget_full_at],
+                )?,
+                None => tx.execute("DELETE FROM throttle WHERE key = ?1", [&key])?,
+            };
+            tx.commit()?;
+            Ok(before)
+        })
+        .await
+    }
+
+    async fn purge_counters(&self, failed_before: i64, now: i64) -> StoreResult<u64> {
+        self.with(move |c| {
+            let n = c.execute(
+                "DELETE FROM throttle
+                 WHERE last_failure < ?1 AND locked_until <= ?2 AND budget_full_at <= ?2",
+                params![failed_before, now],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn insert_captcha(&self, ch: &CaptchaRecord) -> StoreResult<()> {
+        let ch = ch.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO captchas (id, answer_hash, png, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![ch.id, ch.answer_hash, ch.png, ch.expires_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn captcha_image(&self, id: &str, now: UnixTime) -> StoreResult<Option<Vec<u8>>> {
+        let id = id.to_string();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT png FROM captchas WHERE id = ?1 AND expires_at > ?2",
+                params![id, now],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn take_captcha(&self, id: &str) -> StoreResult<Option<CaptchaRecord>> {
+        let id = id.to_string();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "DELETE FROM captchas WHERE id = ?1 RETURNING answer_hash, png, expires_at",
+                [&id],
+                |r| {
+                    Ok(CaptchaRecord {
+                        id: id.clone(),
+                        answer_hash: r.get(0)?,
+                        png: r.get(1)?,
+                        expires_at: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn purge_captchas(&self, now: UnixTime) -> StoreResult<u64> {
+        self.with(move |c| {
+            Ok(c.execute("DELETE FROM captchas WHERE expires_at <= ?1", [now])? as u64)
         })
         .await
     }

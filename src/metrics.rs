@@ -1,0 +1,127 @@
+//! Prometheus metrics (SPEC §9): each registered once, here, and rendered for the admin
+//! listener. Labels are fixed words, never a login, an address or anything a client sent.
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder};
+
+/// `result` values of `portcullis_login_attempts_total`, in SPEC order.
+pub const LOGIN_RESULTS: &[&str] = &[
+    "success",
+    "invalid_credentials",
+    "captcha_required",
+    "captcha_failed",
+    "throttled",
+    "locked",
+    "dismissed",
+    "ip_restricted",
+];
+
+pub struct Metrics {
+    registry: Registry,
+    login_attempts: IntCounterVec,
+    pub password_hash_seconds: Histogram,
+    config_reloads: IntCounterVec,
+}
+
+/// Building fixed, valid metric definitions cannot fail; if it did, it would fail on every start.
+fn fixed<T>(made: prometheus::Result<T>) -> T {
+    made.unwrap_or_else(|e| panic!("a metric definition is invalid: {e}"))
+}
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[&str],
+) -> IntCounterVec {
+    let vec = fixed(IntCounterVec::new(Opts::new(name, help), &[label]));
+    fixed(registry.register(Box::new(vec.clone())));
+    // Every series exists from the start, at 0, so rates and alerts see it before it moves.
+    for v in values {
+        vec.with_label_values(&[v]);
+    }
+    vec
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let login_attempts = counter_vec(
+            &registry,
+            "portcullis_login_attempts_total",
+            "Sign-in attempts by result.",
+            "result",
+            LOGIN_RESULTS,
+        );
+        let password_hash_seconds = fixed(Histogram::with_opts(
+            HistogramOpts::new(
+                "portcullis_password_hash_seconds",
+                "Time spent computing one password hash.",
+            )
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+        ));
+        fixed(registry.register(Box::new(password_hash_seconds.clone())));
+        let config_reloads = counter_vec(
+            &registry,
+            "portcullis_config_reloads_total",
+            "Configuration reloads by result.",
+            "result",
+            &["ok", "error"],
+        );
+        #[cfg(target_os = "linux")]
+        fixed(registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )));
+        Metrics {
+            registry,
+            login_attempts,
+            password_hash_seconds,
+            config_reloads,
+        }
+    }
+
+    pub fn login_attempt(&self, result: &'static str) {
+        self.login_attempts.with_label_values(&[result]).inc();
+    }
+
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.config_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// The Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "could not render the metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_login_result_is_exposed_from_the_start_and_counts() {
+        let m = Metrics::new();
+        let text = m.render();
+        for r in LOGIN_RESULTS {
+            let line = format!("portcullis_login_attempts_total{{result=\"{r}\"}} 0");
+            assert!(text.contains(&line), "missing {line}");
+        }
+        m.login_attempt("captcha_failed");
+        m.login_attempt("captcha_failed");
+        assert!(
+            m.render()
+                .contains("portcullis_login_attempts_total{result=\"captcha_failed\"} 2")
+        );
+    }
+}
