@@ -335,6 +335,47 @@ impl Gateway {
         assert!(found.is_some(), "the store never held {needles:?}");
     }
 
+    /// One series from the admin listener's `/metrics`, e.g.
+    /// `portcullis_login_attempts_total{result="success"}`.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::blocking::get(format!("http://{}/metrics", self.admin))
+            .and_then(|r| r.text())
+            .expect("metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+            .parse()
+            .expect("a number")
+    }
+
+    /// Puts a CAPTCHA challenge whose answer the test knows into the gateway's store, through
+    /// the store interface, and returns its id. (The gateway's own challenges are only ever
+    /// stored hashed, so a test cannot answer them.)
+    pub fn mint_captcha(&self, answer: &str) -> String {
+        use portcullis::store::{CaptchaRecord, SqliteStore, Store};
+        let id = portcullis::token::challenge_id();
+        let expires_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            + 300;
+        let record = CaptchaRecord {
+            answer_hash: portcullis::captcha::answer_hash(&id, answer),
+            id: id.clone(),
+            png: Vec::new(),
+            expires_at,
+        };
+        let path = self.dir.path().join("data/portcullis.db");
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let store = SqliteStore::open(&path).await.unwrap();
+                store.insert_captcha(&record).await.unwrap();
+            });
+        id
+    }
+
     pub fn db_bytes(&self) -> Vec<u8> {
         let mut all = Vec::new();
         for suffix in ["", "-wal"] {
