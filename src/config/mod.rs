@@ -511,14 +511,20 @@ impl Validator<'_> {
     }
 
     fn throttle(&mut self, raw: raw::RawThrottle) -> ThrottleConfig {
+        let lock_duration = self.duration(
+            "throttle.lock_duration",
+            raw.lock_duration,
+            Duration::from_secs(15 * 60),
+        );
+        // It is also how long an address's failures are remembered, so 0 would turn off the
+        // per-address CAPTCHA as well as the lock.
+        if lock_duration.is_zero() {
+            self.error("throttle.lock_duration", "must be longer than 0s");
+        }
         ThrottleConfig {
             captcha_after: raw.captcha_after.unwrap_or(10),
             lock_after: raw.lock_after.unwrap_or(100),
-            lock_duration: self.duration(
-                "throttle.lock_duration",
-                raw.lock_duration,
-                Duration::from_secs(15 * 60),
-            ),
+            lock_duration,
             ip_attempts_per_minute: raw.ip_attempts_per_minute.unwrap_or(30),
         }
     }
@@ -748,6 +754,19 @@ mod tests {
                 "t.yaml:3:21: network.allow[1]: `10.0.0.300` is not an IP address, a CIDR block or a FIRST-LAST range",
                 "t.yaml:9:11: network.restrictions[0].allow[1]: `10.1.2.3/8` has host bits set; did you mean 10.0.0.0/8?",
             ]
+        );
+    }
+
+    #[test]
+    fn throttle_defaults_and_a_zero_lock_duration() {
+        let c = parse("upstream: http://127.0.0.1:1\n").unwrap();
+        let t = c.throttle;
+        assert_eq!((t.captcha_after, t.lock_after, t.ip_attempts_per_minute), (10, 100, 30));
+        assert_eq!(t.lock_duration, Duration::from_secs(900));
+        let e = parse("upstream: http://127.0.0.1:1\nthrottle:\n  lock_duration: 0\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.yaml:3:18: throttle.lock_duration: must be longer than 0s"
         );
     }
 
