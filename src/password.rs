@@ -95,6 +95,24 @@ pub fn verify_now(password: &Password, phc: &str) -> bool {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Lowers the calling thread's scheduling priority (nice 10), so that when a login storm keeps
+/// the hashing threads busy, the proxy's threads still get the CPU first.
+fn yield_to_proxy() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `gettid` and `setpriority` take plain integers and touch no memory of ours.
+        // On Linux, PRIO_PROCESS with a thread id changes only that thread's nice value, and
+        // a failure (e.g. a seccomp filter) is harmless: the thread keeps its priority.
+        let failed = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10) != 0
+        };
+        if failed {
+            tracing::debug!("could not lower the priority of a hashing thread");
+        }
+    }
+}
+
 /// The bounded hashing pool.
 pub struct Hasher {
     params: Argon2Params,
@@ -120,6 +138,7 @@ impl Hasher {
             std::thread::Builder::new()
                 .name(format!("portcullis-hash-{i}"))
                 .spawn(move || {
+                    yield_to_proxy();
                     loop {
                         let job = match rx.lock() {
                             Ok(guard) => guard.recv(),

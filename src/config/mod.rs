@@ -761,7 +761,10 @@ mod tests {
     fn throttle_defaults_and_a_zero_lock_duration() {
         let c = parse("upstream: http://127.0.0.1:1\n").unwrap();
         let t = c.throttle;
-        assert_eq!((t.captcha_after, t.lock_after, t.ip_attempts_per_minute), (10, 100, 30));
+        assert_eq!(
+            (t.captcha_after, t.lock_after, t.ip_attempts_per_minute),
+            (10, 100, 30)
+        );
         assert_eq!(t.lock_duration, Duration::from_secs(900));
         let e = parse("upstream: http://127.0.0.1:1\nthrottle:\n  lock_duration: 0\n").unwrap_err();
         assert_eq!(
