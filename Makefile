@@ -15,3 +15,5 @@ bench:
 	./scripts/bootstrap.sh
 	cargo bench --bench hot_path
 	cargo bench --bench allowlist
+	cargo bench --bench captcha
+	cargo bench --bench login_storm
