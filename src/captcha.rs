@@ -327,12 +327,13 @@ pub fn draw(text: &str, d: &Distortion, rng: &mut impl Rng) -> Vec<u8> {
     } else {
         1.6
     };
-    let height = 48.0;
+    // Six characters with their turns and shears stay inside the picture's 240 px.
+    let height = 45.0;
     let width = height * 0.62;
     let advance = width * (1.0 + 0.35 - d.overlap);
     let count = text.chars().count() as f32;
     let total = advance * (count - 1.0) + width;
-    let mut x = (WIDTH as f32 - total) / 2.0 + rng.gen_range(-6.0..6.0) * d.jitter.min(1.0);
+    let mut x = (WIDTH as f32 - total) / 2.0 + rng.gen_range(-4.0..4.0) * d.jitter.min(1.0);
     let (phase, period) = (rng.gen_range(0.0..TAU), rng.gen_range(90.0..140.0));
     let (ripple_phase, ripple_period) = (rng.gen_range(0.0..TAU), rng.gen_range(18.0..26.0));
     // A long wave bends the line; a short ripple shakes the strokes inside each letter.

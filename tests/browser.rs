@@ -1,6 +1,6 @@
 //! End to end in a real browser: `portcullis demo` serves its portal, headless Chromium
 //! (Debian's, driven by Playwright) signs in through the login page and lands on the portal.
-//! Also checks the demo's one-command promise over plain HTTP.
+//! Also checks the demo's one-command promise over plain HTTP, and walks the CAPTCHA step.
 
 mod common;
 
@@ -117,4 +117,38 @@ fn chromium_signs_in_through_the_login_page_and_lands_on_the_portal() {
         "browser test failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("ok: signed in"), "{stdout}");
+}
+
+#[test]
+fn chromium_shows_the_captcha_picture_and_signs_in_with_the_answer() {
+    let up = Upstream::start();
+    let gw = Gateway::start(up.addr, "throttle:\n  captcha_after: 1\n");
+    let known = gw.mint_captcha("K7WXAP");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/captcha.mjs");
+    let shots = std::env::var("PORTCULLIS_SCREENSHOTS").unwrap_or_default();
+    let base = format!("http://{}", gw.addr);
+    let out = Command::new("node")
+        .args([
+            script,
+            &base,
+            "alice@example.com",
+            PASSWORD,
+            &known,
+            "K7WXAP",
+            &shots,
+        ])
+        .output()
+        .expect("node is needed for the browser test (make test installs it)");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("ok: signed in through the CAPTCHA step"),
+        "{stdout}"
+    );
 }
