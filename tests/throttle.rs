@@ -135,6 +135,13 @@ fn failures_for_one_login_from_any_address_bring_a_captcha_that_must_be_answered
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["user"], "alice@example.com");
     gw.assert_stored(&["captcha_required", "captcha_failed", "127.0.0.14"]);
+    // The answers given never reach the store or the (debug-level) log.
+    let db = String::from_utf8_lossy(&gw.db_bytes()).to_lowercase();
+    let logs = gw.logs().to_lowercase();
+    for secret in ["k7wxap", "aaaaaa"] {
+        assert!(!db.contains(secret), "{secret} in the store");
+        assert!(!logs.contains(secret), "{secret} in the log");
+    }
 }
 
 #[test]
