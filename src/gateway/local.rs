@@ -219,7 +219,7 @@ struct Refusal {
     retry_after: Option<u64>,
 }
 
-fn refusal(outcome: Outcome) -> Result<Issued, Refusal> {
+fn issued_or_refusal(outcome: Outcome) -> Result<Issued, Refusal> {
     let r = |status, error, message| Refusal {
         status,
         error,
@@ -307,7 +307,7 @@ async fn login_form(app: &App, cfg: &Config, session: &mut Session, facts: &Fact
     let outcome = login::attempt(app, cfg, attempt)
         .await
         .map_err(service_unavailable)?;
-    let issued = match refusal(outcome) {
+    let issued = match issued_or_refusal(outcome) {
         Ok(issued) => issued,
         Err(r) => {
             let view = page(r.status, r.message, r.captcha.as_deref());
@@ -397,7 +397,7 @@ async fn api_login(app: &App, cfg: &Config, session: &mut Session, facts: &Facts
         tracing::error!(error = %e, "a sign-in request failed");
         Reply::json(503, json!({"error": "unavailable"}))
     })?;
-    let issued = match refusal(outcome) {
+    let issued = match issued_or_refusal(outcome) {
         Ok(issued) => issued,
         Err(r) => return Ok(r.json()),
     };
