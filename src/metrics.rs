@@ -1,7 +1,11 @@
 //! Prometheus metrics (SPEC §9): each registered once, here, and rendered for the admin
 //! listener. Labels are fixed words, never a login, an address or anything a client sent.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder};
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 /// `result` values of `portcullis_login_attempts_total`, in SPEC order.
 pub const LOGIN_RESULTS: &[&str] = &[
@@ -15,8 +19,34 @@ pub const LOGIN_RESULTS: &[&str] = &[
     "ip_restricted",
 ];
 
+/// `decision` values of `portcullis_requests_total`.
+pub const DECISIONS: &[&str] = &[
+    "proxied",
+    "public",
+    "login_redirect",
+    "unauthenticated",
+    "ip_denied",
+    "ip_restricted",
+    "local",
+];
+
+/// `reason` values of `portcullis_sessions_ended_total`.
+pub const END_REASONS: &[&str] = &[
+    "logout",
+    "idle",
+    "absolute",
+    "revoked",
+    "dismissed",
+    "ip_restricted",
+];
+
 pub struct Metrics {
     registry: Registry,
+    requests: IntCounterVec,
+    sessions_active: IntGauge,
+    sessions_ended: IntCounterVec,
+    session_cache: IntCounterVec,
+    upstream_seconds: Histogram,
     login_attempts: IntCounterVec,
     pub password_hash_seconds: Histogram,
     config_reloads: IntCounterVec,
@@ -43,9 +73,51 @@ fn counter_vec(
     vec
 }
 
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = fixed(Histogram::with_opts(
+        HistogramOpts::new(name, help).buckets(buckets),
+    ));
+    fixed(registry.register(Box::new(h.clone())));
+    h
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
+        let requests = counter_vec(
+            &registry,
+            "portcullis_requests_total",
+            "Requests by what the gateway decided.",
+            "decision",
+            DECISIONS,
+        );
+        let sessions_active = fixed(IntGauge::new(
+            "portcullis_sessions_active",
+            "Sessions in the store that have not been ended or purged.",
+        ));
+        fixed(registry.register(Box::new(sessions_active.clone())));
+        let sessions_ended = counter_vec(
+            &registry,
+            "portcullis_sessions_ended_total",
+            "Sessions ended by this gateway, by reason.",
+            "reason",
+            END_REASONS,
+        );
+        let session_cache = counter_vec(
+            &registry,
+            "portcullis_session_cache_total",
+            "Session lookups answered by the in-memory cache (hit) or the store (miss).",
+            "result",
+            &["hit", "miss"],
+        );
+        let upstream_seconds = histogram(
+            &registry,
+            "portcullis_upstream_seconds",
+            "Time from sending a request upstream to its response header.",
+            vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ],
+        );
         let login_attempts = counter_vec(
             &registry,
             "portcullis_login_attempts_total",
@@ -53,14 +125,12 @@ impl Metrics {
             "result",
             LOGIN_RESULTS,
         );
-        let password_hash_seconds = fixed(Histogram::with_opts(
-            HistogramOpts::new(
-                "portcullis_password_hash_seconds",
-                "Time spent computing one password hash.",
-            )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
-        ));
-        fixed(registry.register(Box::new(password_hash_seconds.clone())));
+        let password_hash_seconds = histogram(
+            &registry,
+            "portcullis_password_hash_seconds",
+            "Time spent computing one password hash.",
+            vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+        );
         let config_reloads = counter_vec(
             &registry,
             "portcullis_config_reloads_total",
@@ -74,10 +144,39 @@ impl Metrics {
         )));
         Metrics {
             registry,
+            requests,
+            sessions_active,
+            sessions_ended,
+            session_cache,
+            upstream_seconds,
             login_attempts,
             password_hash_seconds,
             config_reloads,
         }
+    }
+
+    /// One request, by its `DECISIONS` value.
+    pub fn request(&self, decision: &'static str) {
+        self.requests.with_label_values(&[decision]).inc();
+    }
+
+    pub fn set_sessions_active(&self, n: u64) {
+        self.sessions_active
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// `n` sessions ended, by an `END_REASONS` value.
+    pub fn sessions_ended(&self, reason: &'static str, n: u64) {
+        self.sessions_ended.with_label_values(&[reason]).inc_by(n);
+    }
+
+    pub fn session_cache(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.session_cache.with_label_values(&[result]).inc();
+    }
+
+    pub fn upstream(&self, took: Duration) {
+        self.upstream_seconds.observe(took.as_secs_f64());
     }
 
     pub fn login_attempt(&self, result: &'static str) {

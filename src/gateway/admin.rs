@@ -56,7 +56,15 @@ impl ServeHttp for Admin {
                 Ok(()) => text(200, "ready\n".into()),
                 Err(reason) => text(503, format!("not ready: {reason}\n")),
             },
-            "/metrics" => text(200, self.app.metrics.render()),
+            "/metrics" => {
+                // The gauge is read from the store at scrape time, so it counts sessions
+                // started on every gateway of a cluster, once.
+                match self.app.store.count_sessions().await {
+                    Ok(n) => self.app.metrics.set_sessions_active(n),
+                    Err(e) => tracing::warn!(error = %e, "cannot count sessions for /metrics"),
+                }
+                text(200, self.app.metrics.render())
+            }
             _ => text(404, "not found\n".into()),
         }
     }

@@ -18,7 +18,7 @@ use crate::login::{self, Attempt, CaptchaReply, Outcome};
 use crate::network;
 use crate::pages::{self, LoginView, messages};
 use crate::password::Password;
-use crate::session::{Identity, Issued, LiveSession};
+use crate::session::{Ended, Identity, Issued, LiveSession};
 use crate::token::{self, RememberToken, SessionToken};
 
 /// Largest login or logout body accepted; real forms are a few hundred bytes.
@@ -333,7 +333,7 @@ fn captcha_reply(id: String, answer: String) -> Option<CaptchaReply> {
 /// A sign-in replaces whatever session the browser had: the old one is ended, not reused.
 async fn end_previous(app: &App, cfg: &Config, facts: &Facts) {
     if let Ok(Some((_, live))) = current(app, cfg, facts).await
-        && let Err(e) = app.sessions.end(&live).await
+        && let Err(e) = app.sessions.end(&live, Ended::Logout).await
     {
         tracing::warn!(error = %e, "could not end the previous session");
     }
@@ -480,7 +480,10 @@ async fn logout(
     }
     let names = cookies(cfg);
     if let Some((_, live)) = &current {
-        app.sessions.end(live).await.map_err(service_unavailable)?;
+        app.sessions
+            .end(live, Ended::Logout)
+            .await
+            .map_err(service_unavailable)?;
         logout_event(app, &live.identity, &facts.client, live.hash.short());
     }
     if let Some(remember) = facts.cookie(&names.remember).and_then(RememberToken::parse) {

@@ -35,7 +35,7 @@ pub struct App {
     pub sessions: Sessions,
     pub hasher: Hasher,
     pub audit: Audit,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -65,13 +65,14 @@ impl App {
     pub async fn new(config: Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
         let store = store::open(&config.store).await?;
         let audit = Audit::new(store.clone());
+        let metrics = Arc::new(Metrics::new());
         let sessions = Sessions::new(
             store.clone(),
             audit.clone(),
             clock.clone(),
             config.session.idle_timeout,
+            metrics.clone(),
         );
-        let metrics = Metrics::new();
         let hasher = Hasher::new(
             config.passwords.argon2,
             hash_threads(),

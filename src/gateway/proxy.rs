@@ -22,7 +22,7 @@ use crate::decision::{self, Decision, Route, SessionState};
 use crate::network::{self, Forwarding, PeerAddr};
 use crate::pages::messages;
 use crate::session::cookie::{self, CookieNames};
-use crate::session::{Client, Identity, LiveSession, Lookup, Renewal};
+use crate::session::{Client, Ended, Identity, LiveSession, Lookup, Renewal};
 use crate::token::{RememberToken, SessionToken};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -44,6 +44,8 @@ pub struct Ctx {
     set_cookies: Vec<String>,
     /// The `X-Forwarded-For` chain to send upstream; it ends with the client.
     forwarded_for: String,
+    /// When the request went upstream, for `portcullis_upstream_seconds`.
+    sent_upstream: Option<std::time::Instant>,
 }
 
 /// The facts about a request that the gateway's decisions use.
@@ -192,7 +194,7 @@ impl Gateway {
 impl Gateway {
     /// A live session used from outside its user's allowed ranges ends here (SPEC §3 step 7).
     async fn restricted(&self, live: &LiveSession, facts: &Facts) {
-        if let Err(e) = self.app.sessions.end(live).await {
+        if let Err(e) = self.app.sessions.end(live, Ended::IpRestricted).await {
             tracing::error!(error = %e, "could not end an IP-restricted session");
         }
         self.app.audit.record(
@@ -254,17 +256,22 @@ impl ProxyHttp for Gateway {
                 "Access denied",
                 messages::IP_DENIED,
             );
+            self.app.metrics.request("ip_denied");
             reply::write(session, reply).await?;
             return Ok(true);
         }
         ctx.forwarded_for = facts.chain.join(", ");
         let protected = match route {
             Route::Local(endpoint) => {
+                self.app.metrics.request("local");
                 let reply = local::handle(&self.app, &cfg, endpoint, session, &facts).await;
                 reply::write(session, reply).await?;
                 return Ok(true);
             }
-            Route::Public => return Ok(false),
+            Route::Public => {
+                self.app.metrics.request("public");
+                return Ok(false);
+            }
             Route::Protected => self.resolve(&facts, &cfg).await,
         };
         let resolved = match protected {
@@ -291,10 +298,17 @@ impl ProxyHttp for Gateway {
                 messages::IP_RESTRICTED,
             )
             .cookies([names.clear(&names.session)]);
+            self.app.metrics.request("ip_restricted");
             reply::write(session, reply).await?;
             return Ok(true);
         }
-        match decision::decide(&method, path_and_query, accepts_html, resolved.state) {
+        let decided = decision::decide(&method, path_and_query, accepts_html, resolved.state);
+        self.app.metrics.request(match decided {
+            Decision::Forward => "proxied",
+            Decision::LoginRedirect { .. } => "login_redirect",
+            Decision::Unauthenticated { .. } => "unauthenticated",
+        });
+        match decided {
             Decision::Forward => {
                 ctx.identity = resolved.live.map(|l| l.identity.clone());
                 ctx.set_cookies = resolved.set_cookies;
@@ -339,6 +353,7 @@ impl ProxyHttp for Gateway {
         strip_gateway_cookies(upstream, &cookies(&cfg))?;
         let host = header_str(session.req_header(), "host").map(str::to_string);
         forwarded(upstream, &ctx.forwarded_for, cfg.secure_cookies(), host)?;
+        ctx.sent_upstream = Some(std::time::Instant::now());
         Ok(())
     }
 
@@ -348,6 +363,9 @@ impl ProxyHttp for Gateway {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if let Some(sent) = ctx.sent_upstream.take() {
+            self.app.metrics.upstream(sent.elapsed());
+        }
         for c in ctx.set_cookies.drain(..) {
             response.append_header("Set-Cookie", c)?;
         }

@@ -13,6 +13,7 @@ use moka::sync::Cache;
 use crate::audit::{Audit, Event, EventKind};
 use crate::clock::Clock;
 use crate::config::SessionConfig;
+use crate::metrics::Metrics;
 use crate::store::{RememberRecord, Revoked, SessionRecord, Store, StoreResult, UnixTime, User};
 use crate::token::{RememberToken, SessionHash, SessionToken};
 
@@ -147,6 +148,31 @@ pub struct Sessions {
     audit: Audit,
     clock: Arc<dyn Clock>,
     cache: Cache<SessionHash, Arc<LiveSession>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Why a session ended here, for `portcullis_sessions_ended_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Signed out, or replaced by a new sign-in in the same browser.
+    Logout,
+    Expired(Expiry),
+    /// Ended with all of its user's sessions (a replayed remember-me token).
+    Revoked,
+    Dismissed,
+    IpRestricted,
+}
+
+impl Ended {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ended::Logout => "logout",
+            Ended::Expired(why) => why.as_str(),
+            Ended::Revoked => "revoked",
+            Ended::Dismissed => "dismissed",
+            Ended::IpRestricted => "ip_restricted",
+        }
+    }
 }
 
 impl Sessions {
@@ -155,11 +181,13 @@ impl Sessions {
         audit: Audit,
         clock: Arc<dyn Clock>,
         idle_timeout: Duration,
+        metrics: Arc<Metrics>,
     ) -> Sessions {
         Sessions {
             store,
             audit,
             clock,
+            metrics,
             cache: Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_idle(idle_timeout)
@@ -175,7 +203,9 @@ impl Sessions {
     pub async fn lookup(&self, token: &SessionToken, cfg: &SessionConfig) -> StoreResult<Lookup> {
         let now = self.clock.now();
         let hash = token.hash();
-        if let Some(live) = self.cache.get(&hash) {
+        let cached = self.cache.get(&hash);
+        self.metrics.session_cache(cached.is_some());
+        if let Some(live) = cached {
             match expiry(now, live.created_at, live.last_seen(), cfg) {
                 None => {
                     self.slide(&live, now, cfg);
@@ -191,6 +221,7 @@ impl Sessions {
         };
         if let Some(why) = expiry(now, rec.created_at, rec.last_seen, cfg) {
             self.store.end_session(&hash, now).await?;
+            self.metrics.sessions_ended(Ended::Expired(why).as_str(), 1);
             let login = match self.store.get_user(rec.user_id).await? {
                 Some(u) => u.login,
                 None => String::new(),
@@ -209,6 +240,7 @@ impl Sessions {
         };
         if user.dismissed {
             self.store.end_session(&hash, now).await?;
+            self.metrics.sessions_ended(Ended::Dismissed.as_str(), 1);
             return Ok(Lookup::Unknown);
         }
         let live = Arc::new(LiveSession::from_record(
@@ -342,7 +374,8 @@ impl Sessions {
         };
         if !presented.matches(&rec.validator_hash) {
             // The selector is known but the validator is old: someone replayed a stolen token.
-            self.end_user(user.id).await?;
+            let ended = self.end_user(user.id).await?;
+            self.metrics.sessions_ended(Ended::Revoked.as_str(), ended);
             self.audit.record(
                 Event::new(EventKind::SessionsRevoked, now)
                     .login(&user.login)
@@ -378,12 +411,14 @@ impl Sessions {
     }
 
     /// Ends one session and the remember-me token it came with.
-    pub async fn end(&self, live: &LiveSession) -> StoreResult<()> {
+    pub async fn end(&self, live: &LiveSession, why: Ended) -> StoreResult<()> {
         self.cache.invalidate(&live.hash);
         if let Some(selector) = &live.remember_selector {
             self.store.delete_remember(selector).await?;
         }
-        self.store.end_session(&live.hash, self.clock.now()).await?;
+        if self.store.end_session(&live.hash, self.clock.now()).await? {
+            self.metrics.sessions_ended(why.as_str(), 1);
+        }
         Ok(())
     }
 
@@ -506,6 +541,7 @@ mod tests {
             Audit::new(store.clone()),
             clock,
             Duration::from_secs(240),
+            Arc::new(Metrics::new()),
         );
         (dir, store, sessions, user)
     }
