@@ -1,7 +1,14 @@
 //! One sign-in attempt, in the order of SPEC §6: the address's attempt rate, the login's lock,
-//! the CAPTCHA, and only then the password (on the hashing pool; a dummy hash for unknown
+//! the CAPTCHA (attempts from one address and for one account take turns from here until a
+//! failure is counted), and only then the password (on the hashing pool; a dummy hash for unknown
 //! logins, so both cost the same), dismissal, and the IP restriction last, so that its refusal
 //! reveals nothing without the password. A refusal before the password never hashes it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::allowlist::ClientAddr;
 use crate::audit::{Event, EventKind};
@@ -130,7 +137,7 @@ impl Ctx<'_> {
 
 async fn run(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcome, LoginError> {
     let typed = attempt.login.trim();
-    let too_long = typed.len() > MAX_LOGIN;
+    let too_long = typed.chars().count() > MAX_LOGIN;
     let ctx = Ctx {
         app,
         cfg,
@@ -139,11 +146,23 @@ async fn run(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcome, Login
         addr_key: throttle::addr_key(&attempt.addr),
         attempt: &attempt,
     };
-    let addr = match take_from_budget(&ctx).await? {
-        Ok(addr) => addr,
-        Err(refused) => return Ok(refused),
+    if let Err(refused) = take_from_budget(&ctx).await? {
+        return Ok(refused);
+    }
+    // A lookup, not a hash: it lets failures count against the account whichever of its
+    // identifiers (login or email) was typed. Unknown logins count under what was typed.
+    let user = if ctx.login.is_empty() || too_long {
+        None
+    } else {
+        app.store.find_user(&ctx.login).await?
     };
-    let login_key = throttle::login_key(&ctx.login);
+    let login_key = throttle::login_key(user.as_ref().map_or(&ctx.login, |u| &u.login));
+    // From here to the counting of a failure, attempts from one address and for one account
+    // run one at a time, so parallel requests cannot all pass a check before any is counted.
+    let Some(_turn) = app.login_gates.enter(&ctx.addr_key, &login_key).await else {
+        return Ok(Outcome::Throttled { retry_after: 1 });
+    };
+    let addr = app.store.counter(&ctx.addr_key).await?.unwrap_or_default();
     let login = app.store.counter(&login_key).await?.unwrap_or_default();
     if let Some(until) = throttle::locked_until(&login, ctx.now) {
         app.audit
@@ -155,12 +174,6 @@ async fn run(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcome, Login
     if let Some(refused) = check_captcha(&ctx, &login, &addr).await? {
         return Ok(refused);
     }
-
-    let user = if ctx.login.is_empty() || too_long {
-        None
-    } else {
-        app.store.find_user(&ctx.login).await?
-    };
     let password = if attempt.password.expose().len() > MAX_PASSWORD {
         Password::new("")
     } else {
@@ -225,12 +238,12 @@ async fn run(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcome, Login
     Ok(Outcome::Success { issued })
 }
 
-/// Takes one attempt from the address's per-minute budget. `Ok` holds the address's counter
-/// as it was; `Err` the refusal when the budget is spent.
-async fn take_from_budget(ctx: &Ctx<'_>) -> Result<Result<Counter, Outcome>, StoreError> {
-    let (before, spent) = spend(ctx.app, ctx.cfg, &ctx.addr_key, ctx.now).await?;
+/// Takes one attempt from the address's per-minute budget; `Err` holds the refusal when the
+/// budget is spent.
+async fn take_from_budget(ctx: &Ctx<'_>) -> Result<Result<(), Outcome>, StoreError> {
+    let (_, spent) = spend(ctx.app, ctx.cfg, &ctx.addr_key, ctx.now).await?;
     match spent {
-        Ok(()) => Ok(Ok(before)),
+        Ok(()) => Ok(Ok(())),
         Err(at) => {
             // A flood of refused attempts leaves one event per address and minute.
             ctx.app.audit.record_once_per_minute(
@@ -241,6 +254,40 @@ async fn take_from_budget(ctx: &Ctx<'_>) -> Result<Result<Counter, Outcome>, Sto
                 retry_after: throttle::seconds_until(at, ctx.now),
             }))
         }
+    }
+}
+
+/// Turns at the password check: one attempt at a time per address and per account. A turn
+/// not given within `WAIT` is refused as throttled.
+pub struct Gates {
+    locks: Cache<String, Arc<Mutex<()>>>,
+}
+
+impl Gates {
+    const WAIT: Duration = Duration::from_secs(2);
+
+    pub fn new() -> Gates {
+        Gates {
+            locks: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(60))
+                .build(),
+        }
+    }
+
+    /// Waits for the address's turn, then the account's (always in this order, so two
+    /// attempts can never wait for each other).
+    async fn enter(&self, addr_key: &str, login_key: &str) -> Option<[OwnedMutexGuard<()>; 2]> {
+        let addr = self.locks.get_with(addr_key.to_string(), Default::default);
+        let login = self.locks.get_with(login_key.to_string(), Default::default);
+        let both = async { [addr.lock_owned().await, login.lock_owned().await] };
+        tokio::time::timeout(Self::WAIT, both).await.ok()
+    }
+}
+
+impl Default for Gates {
+    fn default() -> Gates {
+        Gates::new()
     }
 }
 

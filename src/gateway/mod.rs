@@ -37,6 +37,7 @@ pub struct App {
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    pub login_gates: crate::login::Gates,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,7 @@ impl App {
             audit,
             metrics,
             clock,
+            login_gates: crate::login::Gates::new(),
         })
     }
 }
