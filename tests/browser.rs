@@ -93,19 +93,15 @@ fn the_demo_shows_the_identity_the_portal_receives() {
     );
 }
 
-#[test]
-fn chromium_signs_in_through_the_login_page_and_lands_on_the_portal() {
-    let demo = start_demo();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/login.mjs");
+/// Runs a Playwright script from `tests/e2e/` with `args` and the screenshot directory
+/// (`PORTCULLIS_SCREENSHOTS`, may be empty) last; returns what it printed once it succeeded.
+fn run_e2e(script: &str, args: &[&str]) -> String {
+    let path = format!("{}/tests/e2e/{script}", env!("CARGO_MANIFEST_DIR"));
     let shots = std::env::var("PORTCULLIS_SCREENSHOTS").unwrap_or_default();
     let out = Command::new("node")
-        .args([
-            script,
-            &format!("http://127.0.0.1:{}", demo.port),
-            "demo",
-            &demo.password,
-            &shots,
-        ])
+        .arg(path)
+        .args(args)
+        .arg(shots)
         .output()
         .expect("node is needed for the browser test (make test installs it)");
     let (stdout, stderr) = (
@@ -116,6 +112,14 @@ fn chromium_signs_in_through_the_login_page_and_lands_on_the_portal() {
         out.status.success(),
         "browser test failed:\n{stdout}\n{stderr}"
     );
+    stdout.into_owned()
+}
+
+#[test]
+fn chromium_signs_in_through_the_login_page_and_lands_on_the_portal() {
+    let demo = start_demo();
+    let base = format!("http://127.0.0.1:{}", demo.port);
+    let stdout = run_e2e("login.mjs", &[&base, "demo", &demo.password]);
     assert!(stdout.contains("ok: signed in"), "{stdout}");
 }
 
@@ -124,28 +128,10 @@ fn chromium_shows_the_captcha_picture_and_signs_in_with_the_answer() {
     let up = Upstream::start();
     let gw = Gateway::start(up.addr, "throttle:\n  captcha_after: 1\n");
     let known = gw.mint_captcha("K7WXAP");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/captcha.mjs");
-    let shots = std::env::var("PORTCULLIS_SCREENSHOTS").unwrap_or_default();
     let base = format!("http://{}", gw.addr);
-    let out = Command::new("node")
-        .args([
-            script,
-            &base,
-            "alice@example.com",
-            PASSWORD,
-            &known,
-            "K7WXAP",
-            &shots,
-        ])
-        .output()
-        .expect("node is needed for the browser test (make test installs it)");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{stdout}\n{stderr}"
+    let stdout = run_e2e(
+        "captcha.mjs",
+        &[&base, "alice@example.com", PASSWORD, &known, "K7WXAP"],
     );
     assert!(
         stdout.contains("ok: signed in through the CAPTCHA step"),
