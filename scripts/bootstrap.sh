@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Portcullis needs and is missing on a fresh Debian machine:
 # cmake (Pingora builds C code with it), and for the test suite Chromium and the Playwright
-# driver for it, and tesseract (a test checks that off-the-shelf OCR cannot read the CAPTCHA).
+# driver for it, tesseract (a test checks that off-the-shelf OCR cannot read the CAPTCHA) and
+# promtool, from Debian's `prometheus` package (tests check the metrics and the alert rules).
 # Safe to run again: it only installs what is not there.
 set -euo pipefail
 need_tests=${1:-}
@@ -23,6 +24,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# promtool alone: installing the `prometheus` package would also start a Prometheus server
+# (on 9090, the gateway's default admin port), so take the tool out of the package instead.
+if [ "$need_tests" = "--tests" ] && ! command -v promtool >/dev/null; then
+  echo "bootstrap: installing promtool (from Debian's prometheus package)"
+  unpack=$(mktemp -d)
+  as_root apt-get update -qq
+  (cd "$unpack" && apt-get download -qq prometheus >/dev/null && dpkg-deb -x prometheus_*.deb root)
+  as_root install -m 0755 "$unpack/root/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$unpack"
 fi
 
 if [ "$need_tests" = "--tests" ] && [ ! -d tests/e2e/node_modules/playwright-core ]; then

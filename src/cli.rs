@@ -1,13 +1,13 @@
 //! The command line (SPEC §1): parses arguments, runs one command, and turns every failure into
 //! one clear line on stderr and an exit code (0 ok, 1 runtime failure, 2 bad usage or input).
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::audit::{Audit, Event, EventKind};
+use crate::audit::{Event, EventKind, Filters, Query};
 use crate::config::{Argon2Params, Config};
 use crate::password::{self, Password};
 use crate::store::{self, NewUser, Store, User};
@@ -29,6 +29,9 @@ enum Command {
     Serve {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// How the gateway's own log lines (on stderr) are written.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// A one-command tour: the gateway in front of a built-in demo portal.
     Demo {
@@ -46,6 +49,26 @@ enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Query the event log, oldest first.
+    Audit {
+        /// Events of this login (case-insensitive).
+        #[arg(long, value_name = "LOGIN")]
+        user: Option<String>,
+        /// Events from this address, CIDR block or FIRST-LAST range.
+        #[arg(long, value_name = "CIDR")]
+        ip: Option<String>,
+        /// Events of this kind, e.g. login_failure.
+        #[arg(long, value_name = "EVENT")]
+        event: Option<String>,
+        /// Events of the last DURATION, e.g. 90s, 24m, 12h, 30d.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
     },
 }
 
@@ -158,13 +181,13 @@ pub fn run() -> i32 {
 
 fn dispatch(command: Command) -> Result<(), CliError> {
     match command {
-        Command::Serve { config } => {
+        Command::Serve { config, log_format } => {
             let config = load(&config)?;
-            init_logging();
+            init_logging(log_format);
             crate::gateway::serve(config, Vec::new()).map_err(CliError::runtime)
         }
         Command::Demo { port } => {
-            init_logging();
+            init_logging(LogFormat::Text);
             crate::demo::run(port)
         }
         Command::CheckConfig { config } => {
@@ -180,16 +203,70 @@ fn dispatch(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::User { command } => user(command),
+        Command::Audit {
+            user,
+            ip,
+            event,
+            since,
+            json,
+            config,
+        } => {
+            let filters = Filters {
+                user: user.as_deref(),
+                ip: ip.as_deref(),
+                event: event.as_deref(),
+                since: since.as_deref(),
+            };
+            audit(&filters, json, &config)
+        }
     }
 }
 
-fn init_logging() {
+/// `portcullis audit`: filters are checked before the config and the store are touched.
+fn audit(filters: &Filters<'_>, json: bool, config: &Path) -> Result<(), CliError> {
+    let query = Query::parse(filters, now()).map_err(CliError::usage)?;
+    let config = load(config)?;
+    let mut events = runtime()?.block_on(async {
+        let store = store::open(&config.store).await?;
+        store.events(&query.filter).await
+    })?;
+    events.retain(|e| query.keeps(e));
+    events.reverse();
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        events
+            .iter()
+            .try_for_each(|e| writeln!(out, "{}", e.to_json()))
+    } else {
+        out.write_all(crate::audit::table(&events).as_bytes())
+    };
+    // A closed pipe (`| head`) is the reader's choice, not a failure.
+    match written.and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::runtime(e)),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One readable line per record.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Log lines go to stderr (stdout may carry `audit.file: "-"`); `RUST_LOG` picks the level,
+/// `info` by default. Pingora's own `log` records come through the same way.
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 pub fn load(path: &Path) -> Result<Config, CliError> {
@@ -278,10 +355,8 @@ fn user(command: UserCommand) -> Result<(), CliError> {
     let config = load(&config_path)?;
     runtime()?.block_on(async {
         let store = store::open(&config.store).await?;
-        let audit = Audit::new(store.clone());
         let admin = Admin {
             store: store.as_ref(),
-            audit: &audit,
             config: &config,
         };
         admin.run(command).await
@@ -290,7 +365,6 @@ fn user(command: UserCommand) -> Result<(), CliError> {
 
 struct Admin<'a> {
     store: &'a dyn Store,
-    audit: &'a Audit,
     config: &'a Config,
 }
 
@@ -307,10 +381,14 @@ impl Admin<'_> {
             .ok_or_else(|| CliError::usage(format!("there is no user `{login}`")))
     }
 
+    /// Records what an administrator did. The change itself is made already, so a failure
+    /// here is reported but does not fail the command.
     async fn event(&self, kind: EventKind, login: &str, detail: &str) {
-        self.audit
-            .record_now(Event::new(kind, now()).login(login).detail(detail))
-            .await;
+        let event = Event::new(kind, now()).login(login).detail(detail);
+        let file = self.config.audit.file.as_ref();
+        if let Err(e) = crate::audit::record_directly(self.store, file, event).await {
+            eprintln!("portcullis: warning: {e}");
+        }
     }
 
     async fn end_sessions(&self, user: &User, why: &str) -> Result<u64, CliError> {

@@ -19,3 +19,4 @@ pub mod session;
 pub mod store;
 pub mod throttle;
 pub mod token;
+pub mod useragent;

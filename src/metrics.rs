@@ -7,6 +7,9 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+/// The Prometheus text exposition format, version 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// `result` values of `portcullis_login_attempts_total`, in SPEC order.
 pub const LOGIN_RESULTS: &[&str] = &[
     "success",
@@ -50,6 +53,7 @@ pub struct Metrics {
     login_attempts: IntCounterVec,
     pub password_hash_seconds: Histogram,
     config_reloads: IntCounterVec,
+    events_dropped: IntCounterVec,
 }
 
 /// Building fixed, valid metric definitions cannot fail; if it did, it would fail on every start.
@@ -138,6 +142,13 @@ impl Metrics {
             "result",
             &["ok", "error"],
         );
+        let events_dropped = counter_vec(
+            &registry,
+            "portcullis_events_dropped_total",
+            "Events not written to the store or to audit.file because the writer fell behind or failed.",
+            "sink",
+            &["store", "file"],
+        );
         #[cfg(target_os = "linux")]
         fixed(registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -152,6 +163,7 @@ impl Metrics {
             login_attempts,
             password_hash_seconds,
             config_reloads,
+            events_dropped,
         }
     }
 
@@ -186,6 +198,11 @@ impl Metrics {
     pub fn config_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.config_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// `n` events lost on the way to `sink` (`store` or `file`).
+    pub fn events_dropped(&self, sink: &'static str, n: u64) {
+        self.events_dropped.with_label_values(&[sink]).inc_by(n);
     }
 
     /// The Prometheus text format.

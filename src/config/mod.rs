@@ -13,6 +13,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use crate::allowlist::AddrSet;
+use crate::audit::EventFile;
 use crate::network::Restriction;
 
 use locate::Locator;
@@ -139,6 +140,7 @@ pub struct Argon2Params {
 
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
+    pub file: Option<EventFile>,
     pub retention: Duration,
 }
 
@@ -262,7 +264,7 @@ impl Validator<'_> {
             throttle: self.throttle(raw.throttle),
             identity_headers: self.identity_headers(raw.identity_headers),
             passwords: self.passwords(raw.passwords),
-            audit: self.audit(raw.audit),
+            audit: self.audit(raw.audit, base),
             watch: raw.watch.unwrap_or(false),
             source: None,
         }
@@ -584,14 +586,14 @@ impl Validator<'_> {
         PasswordPolicy { min_length, argon2 }
     }
 
-    fn audit(&mut self, raw: raw::RawAudit) -> AuditConfig {
-        if raw.file.as_deref().is_some_and(|f| !f.is_empty()) {
-            self.error(
-                "audit.file",
-                "copying events to a file is not supported by this version yet; events are kept in the store",
-            );
-        }
+    fn audit(&mut self, raw: raw::RawAudit, base: &Path) -> AuditConfig {
+        let file = match raw.file.as_deref() {
+            None | Some("") => None,
+            Some("-") => Some(EventFile::Stdout),
+            Some(path) => Some(EventFile::Path(base.join(path))),
+        };
         AuditConfig {
+            file,
             retention: self.duration(
                 "audit.retention",
                 raw.retention,

@@ -38,9 +38,13 @@ impl Admin {
 }
 
 fn text(status: u16, body: String) -> Response<Vec<u8>> {
+    reply(status, "text/plain; charset=utf-8", body)
+}
+
+fn reply(status: u16, content_type: &str, body: String) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
-        .header("Content-Type", "text/plain; charset=utf-8")
+        .header("Content-Type", content_type)
         .header("Content-Length", body.len())
         .header("Cache-Control", "no-store")
         .body(body.into_bytes())
@@ -59,11 +63,12 @@ impl ServeHttp for Admin {
             "/metrics" => {
                 // The gauge is read from the store at scrape time, so it counts sessions
                 // started on every gateway of a cluster, once.
-                match self.app.store.count_sessions().await {
+                let cfg = self.app.config.load();
+                match self.app.sessions.count_live(&cfg.session).await {
                     Ok(n) => self.app.metrics.set_sessions_active(n),
                     Err(e) => tracing::warn!(error = %e, "cannot count sessions for /metrics"),
                 }
-                text(200, self.app.metrics.render())
+                reply(200, crate::metrics::CONTENT_TYPE, self.app.metrics.render())
             }
             _ => text(404, "not found\n".into()),
         }

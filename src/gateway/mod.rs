@@ -20,7 +20,7 @@ use pingora::services::ServiceWithDependents;
 use pingora::services::background::{BackgroundService, background_service};
 use pingora::services::listening::Service;
 
-use crate::audit::Audit;
+use crate::audit::{Audit, EventWriter};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -63,10 +63,16 @@ fn hash_threads() -> usize {
 const HASH_QUEUE_PER_THREAD: usize = 32;
 
 impl App {
-    pub async fn new(config: Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
+    /// The application state, and the event writer that must run beside it.
+    pub async fn new(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(App, EventWriter), StartError> {
         let store = store::open(&config.store).await?;
-        let audit = Audit::new(store.clone());
         let metrics = Arc::new(Metrics::new());
+        let (audit, events) =
+            Audit::start(store.clone(), config.audit.file.as_ref(), metrics.clone())
+                .map_err(|e| StartError::Runtime(e.to_string()))?;
         let sessions = Sessions::new(
             store.clone(),
             audit.clone(),
@@ -80,7 +86,7 @@ impl App {
             HASH_QUEUE_PER_THREAD * hash_threads(),
             metrics.password_hash_seconds.clone(),
         )?;
-        Ok(App {
+        let app = App {
             config: ArcSwap::from_pointee(config),
             store,
             sessions,
@@ -89,7 +95,8 @@ impl App {
             metrics,
             clock,
             login_gates: crate::login::Gates::new(),
-        })
+        };
+        Ok((app, events))
     }
 }
 
@@ -107,7 +114,8 @@ pub fn serve(config: Config, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resu
         .enable_all()
         .build()
         .map_err(|e| StartError::Runtime(e.to_string()))?;
-    let app = Arc::new(setup.block_on(App::new(config.clone(), Arc::new(SystemClock)))?);
+    let (app, events) = setup.block_on(App::new(config.clone(), Arc::new(SystemClock)))?;
+    let app = Arc::new(app);
     setup
         .block_on(async { reload::claim_sighup() })
         .map_err(|e| StartError::Runtime(format!("cannot handle SIGHUP: {e}")))?;
@@ -147,6 +155,10 @@ pub fn serve(config: Config, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resu
         server.add_service(background_service("portcullis reload", reloader));
     }
     server.add_service(background_service("portcullis upkeep", Upkeep { app }));
+    server.add_service(background_service(
+        "portcullis events",
+        Events(std::sync::Mutex::new(Some(events))),
+    ));
     server.add_services(extra);
     tracing::info!(
         listen = ?config.listen,
@@ -164,9 +176,26 @@ fn store_dir(config: &Config) -> Option<std::path::PathBuf> {
     }
 }
 
+/// Runs the event writer on a runtime of its own.
+struct Events(std::sync::Mutex<Option<EventWriter>>);
+
+#[async_trait]
+impl BackgroundService for Events {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        // Runs until the process ends: events of requests still finishing after a stop signal
+        // are written too.
+        let writer = self.0.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            writer.run().await;
+        }
+    }
+}
+
 /// How often revocations made elsewhere (the CLI, another gateway) are picked up.
 const REVOCATION_POLL: Duration = Duration::from_millis(500);
 const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// Events deleted per store call when the retention purge runs.
+const EVENT_PURGE_SLICE: u32 = 10_000;
 
 /// Background work: apply revocations to the cache; purge dead sessions, spent CAPTCHA
 /// challenges and forgotten throttle counters from the store.
@@ -213,6 +242,19 @@ impl Upkeep {
         }
         if let Err(e) = store.purge_captchas(now.div_euclid(1000)).await {
             tracing::warn!(error = %e, "cannot purge CAPTCHA challenges");
+        }
+        let retention = i64::try_from(cfg.audit.retention.as_secs()).unwrap_or(i64::MAX);
+        let before = now.div_euclid(1000).saturating_sub(retention);
+        // In slices, so that a first purge of a large log never holds the store for long.
+        loop {
+            match store.purge_events(before, EVENT_PURGE_SLICE).await {
+                Ok(n) if n == u64::from(EVENT_PURGE_SLICE) => tokio::task::yield_now().await,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot purge old events");
+                    break;
+                }
+            }
         }
     }
 }

@@ -33,6 +33,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.store != new.store {
         keys.push("store");
     }
+    if old.audit.file != new.audit.file {
+        keys.push("audit.file");
+    }
     keys
 }
 
@@ -95,6 +98,8 @@ impl BackgroundService for Reloader {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = hup.recv() => {
+                    // SIGHUP is also what log rotation sends: let go of a rotated event file.
+                    self.app.audit.reopen_file();
                     reload(&self.app, &self.path, "SIGHUP");
                     seen = modified(&self.path);
                 }

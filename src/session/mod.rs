@@ -14,7 +14,10 @@ use crate::audit::{Audit, Event, EventKind};
 use crate::clock::Clock;
 use crate::config::SessionConfig;
 use crate::metrics::Metrics;
-use crate::store::{RememberRecord, Revoked, SessionRecord, Store, StoreResult, UnixTime, User};
+use crate::store::{
+    Purged, RememberRecord, Revoked, SessionBounds, SessionRecord, Store, StoreResult, UnixTime,
+    User,
+};
 use crate::token::{RememberToken, SessionHash, SessionToken};
 
 /// Who a session belongs to, as the portal will see it.
@@ -464,16 +467,32 @@ impl Sessions {
         Ok(high)
     }
 
-    /// Deletes sessions from the store that can no longer be valid, leaving a margin for the
-    /// lazily written `last_seen` of sessions still hot in some cache.
-    pub async fn purge(&self, cfg: &SessionConfig) -> StoreResult<u64> {
+    /// Where sessions in the store stop being live, leaving a margin for the lazily written
+    /// `last_seen` of sessions still hot in some cache, and for clocks a little apart.
+    fn bounds(&self, cfg: &SessionConfig) -> SessionBounds {
         let now = self.clock.now();
         let idle = cfg.idle_timeout.as_secs() as i64;
         let margin = touch_interval(cfg) + 60;
-        let created_before = cfg.absolute_timeout.map(|a| now - a.as_secs() as i64);
-        self.store
-            .purge_sessions(now - idle - margin, created_before)
-            .await
+        SessionBounds {
+            idle_before: now - idle - margin,
+            created_before: cfg.absolute_timeout.map(|a| now - a.as_secs() as i64),
+        }
+    }
+
+    /// Deletes sessions from the store that can no longer be valid. Whichever gateway deletes
+    /// a session counts it, so a cluster counts each once.
+    pub async fn purge(&self, cfg: &SessionConfig) -> StoreResult<Purged> {
+        let purged = self.store.purge_sessions(self.bounds(cfg)).await?;
+        self.metrics
+            .sessions_ended(Ended::Expired(Expiry::Idle).as_str(), purged.idle);
+        self.metrics
+            .sessions_ended(Ended::Expired(Expiry::Absolute).as_str(), purged.absolute);
+        Ok(purged)
+    }
+
+    /// Sessions in the store, from every gateway, that are not past their expiry.
+    pub async fn count_live(&self, cfg: &SessionConfig) -> StoreResult<u64> {
+        self.store.count_sessions(self.bounds(cfg)).await
     }
 
     pub fn cached(&self) -> u64 {
@@ -536,12 +555,15 @@ mod tests {
             )
             .await
             .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (audit, events) = Audit::start(store.clone(), None, metrics.clone()).unwrap();
+        tokio::spawn(events.run());
         let sessions = Sessions::new(
             store.clone(),
-            Audit::new(store.clone()),
+            audit,
             clock,
             Duration::from_secs(240),
-            Arc::new(Metrics::new()),
+            metrics,
         );
         (dir, store, sessions, user)
     }

@@ -102,6 +102,20 @@ pub struct CaptchaRecord {
 /// out: delete the row.
 pub type CounterUpdate = Box<dyn FnOnce(Option<Counter>) -> Option<Counter> + Send>;
 
+/// Where live sessions end: older than either bound, a session has expired.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionBounds {
+    pub idle_before: UnixTime,
+    pub created_before: Option<UnixTime>,
+}
+
+/// Sessions deleted by a purge, by why they had expired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub idle: u64,
+    pub absolute: u64,
+}
+
 /// Filters for reading the event log back.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
@@ -133,13 +147,11 @@ pub trait Store: Send + Sync {
     /// Deletes every session and remember-me token of a user and publishes the revocation.
     /// Returns the number of sessions ended.
     async fn end_user_sessions(&self, user_id: i64, now: UnixTime) -> StoreResult<u64>;
-    /// Deletes sessions idle since before `idle_before`, or created before `created_before`.
-    async fn purge_sessions(
-        &self,
-        idle_before: UnixTime,
-        created_before: Option<UnixTime>,
-    ) -> StoreResult<u64>;
-    async fn count_sessions(&self) -> StoreResult<u64>;
+    /// Deletes sessions created before `created_before` (counted as `absolute`), then those
+    /// idle since before `idle_before` (counted as `idle`).
+    async fn purge_sessions(&self, bounds: SessionBounds) -> StoreResult<Purged>;
+    /// Sessions seen since `idle_before` and created since `created_before`.
+    async fn count_sessions(&self, bounds: SessionBounds) -> StoreResult<u64>;
 
     async fn insert_remember(&self, token: &RememberRecord) -> StoreResult<()>;
     async fn get_remember(&self, selector: &str) -> StoreResult<Option<RememberRecord>>;
@@ -168,7 +180,10 @@ pub trait Store: Send + Sync {
     async fn take_captcha(&self, id: &str) -> StoreResult<Option<CaptchaRecord>>;
     async fn purge_captchas(&self, now: UnixTime) -> StoreResult<u64>;
 
-    async fn record_event(&self, event: &Event) -> StoreResult<()>;
+    /// Stores `events` in one transaction: all or none.
+    async fn record_events(&self, events: &[Event]) -> StoreResult<()>;
+    /// Oldest first: deletes at most `limit` events older than `before`; returns how many.
+    async fn purge_events(&self, before: UnixTime, limit: u32) -> StoreResult<u64>;
     async fn events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>>;
 }
 

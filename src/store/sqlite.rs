@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    CaptchaRecord, CounterUpdate, EventFilter, NewUser, RememberRecord, Revocation, Revoked,
-    SessionRecord, Store, StoreError, StoreResult, UnixTime, User,
+    CaptchaRecord, CounterUpdate, EventFilter, NewUser, Purged, RememberRecord, Revocation,
+    Revoked, SessionBounds, SessionRecord, Store, StoreError, StoreResult, UnixTime, User,
 };
 use crate::audit::Event;
 use crate::throttle::Counter;
@@ -420,24 +420,28 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn purge_sessions(
-        &self,
-        idle_before: UnixTime,
-        created_before: Option<UnixTime>,
-    ) -> StoreResult<u64> {
+    async fn purge_sessions(&self, b: SessionBounds) -> StoreResult<Purged> {
         self.with(move |c| {
-            let n = c.execute(
-                "DELETE FROM sessions WHERE last_seen < ?1 OR created_at < ?2",
-                params![idle_before, created_before.unwrap_or(i64::MIN)],
-            )?;
-            Ok(n as u64)
+            let tx = c.transaction()?;
+            let absolute = tx.execute(
+                "DELETE FROM sessions WHERE created_at < ?1",
+                [b.created_before.unwrap_or(i64::MIN)],
+            )? as u64;
+            let idle =
+                tx.execute("DELETE FROM sessions WHERE last_seen < ?1", [b.idle_before])? as u64;
+            tx.commit()?;
+            Ok(Purged { idle, absolute })
         })
         .await
     }
 
-    async fn count_sessions(&self) -> StoreResult<u64> {
-        self.with(|c| {
-            Ok(c.query_row("SELECT COUNT(*) FROM sessions", [], |r| r.get::<_, i64>(0))? as u64)
+    async fn count_sessions(&self, b: SessionBounds) -> StoreResult<u64> {
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM sessions WHERE last_seen >= ?1 AND created_at >= ?2",
+                params![b.idle_before, b.created_before.unwrap_or(i64::MIN)],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
         })
         .await
     }
@@ -638,14 +642,39 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_event(&self, e: &Event) -> StoreResult<()> {
-        let e = e.clone();
+    async fn record_events(&self, events: &[Event]) -> StoreResult<()> {
+        let events = events.to_vec();
         self.with(move |c| {
-            c.execute(
-                "INSERT INTO events (ts, event, login, ip, user_agent, session, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![e.ts, e.event, e.login, e.ip, e.user_agent, e.session, e.detail],
-            )?;
+            let tx = c.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO events (ts, event, login, ip, user_agent, session, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for e in &events {
+                    insert.execute(params![
+                        e.ts,
+                        e.event,
+                        e.login,
+                        e.ip,
+                        e.user_agent,
+                        e.session,
+                        e.detail
+                    ])?;
+                }
+            }
+            tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn purge_events(&self, before: UnixTime, limit: u32) -> StoreResult<u64> {
+        self.with(move |c| {
+            Ok(c.execute(
+                "DELETE FROM events WHERE id IN
+                   (SELECT id FROM events WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
+                params![before, limit],
+            )? as u64)
         })
         .await
     }

@@ -1,0 +1,417 @@
+//! The event log: what happened, to whom, from where. Events go to the store; nothing secret
+//! (password, token, CAPTCHA answer) is ever part of one, and writing one never blocks the proxy.
+
+mod query;
+
+pub use query::{Filters, Query, table};
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::clock::{Clock, SystemClock};
+use crate::metrics::Metrics;
+use crate::store::{Store, UnixTime};
+
+/// Every kind of event of SPEC §10.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    LoginSuccess,
+    LoginFailure,
+    CaptchaRequired,
+    AccountLocked,
+    Logout,
+    SessionExpired,
+    SessionRenewed,
+    IpDenied,
+    IpRestricted,
+    UserCreated,
+    UserDismissed,
+    UserRestored,
+    PasswordChanged,
+    SessionsRevoked,
+    ConfigReloaded,
+    ConfigRejected,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 16] = [
+        EventKind::LoginSuccess,
+        EventKind::LoginFailure,
+        EventKind::CaptchaRequired,
+        EventKind::AccountLocked,
+        EventKind::Logout,
+        EventKind::SessionExpired,
+        EventKind::SessionRenewed,
+        EventKind::IpDenied,
+        EventKind::IpRestricted,
+        EventKind::UserCreated,
+        EventKind::UserDismissed,
+        EventKind::UserRestored,
+        EventKind::PasswordChanged,
+        EventKind::SessionsRevoked,
+        EventKind::ConfigReloaded,
+        EventKind::ConfigRejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::LoginSuccess => "login_success",
+            EventKind::LoginFailure => "login_failure",
+            EventKind::CaptchaRequired => "captcha_required",
+            EventKind::AccountLocked => "account_locked",
+            EventKind::Logout => "logout",
+            EventKind::SessionExpired => "session_expired",
+            EventKind::SessionRenewed => "session_renewed",
+            EventKind::IpDenied => "ip_denied",
+            EventKind::IpRestricted => "ip_restricted",
+            EventKind::UserCreated => "user_created",
+            EventKind::UserDismissed => "user_dismissed",
+            EventKind::UserRestored => "user_restored",
+            EventKind::PasswordChanged => "password_changed",
+            EventKind::SessionsRevoked => "sessions_revoked",
+            EventKind::ConfigReloaded => "config_reloaded",
+            EventKind::ConfigRejected => "config_rejected",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// One line of the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub ts: UnixTime,
+    pub event: String,
+    pub login: String,
+    pub ip: String,
+    pub user_agent: String,
+    /// First 8 hex characters of the session hash, or empty.
+    pub session: String,
+    pub detail: String,
+}
+
+impl Event {
+    pub fn new(kind: EventKind, ts: UnixTime) -> Event {
+        Event {
+            ts,
+            event: kind.as_str().to_string(),
+            login: String::new(),
+            ip: String::new(),
+            user_agent: String::new(),
+            session: String::new(),
+            detail: String::new(),
+        }
+    }
+
+    pub fn login(mut self, login: &str) -> Event {
+        self.login = login.to_string();
+        self
+    }
+
+    pub fn client(mut self, ip: &str, user_agent: &str) -> Event {
+        self.ip = ip.to_string();
+        // A user agent is client-chosen text: bound it so it cannot bloat the log.
+        self.user_agent = user_agent.chars().take(256).collect();
+        self
+    }
+
+    pub fn session(mut self, short_hash: String) -> Event {
+        self.session = short_hash;
+        self
+    }
+
+    pub fn detail(mut self, detail: &str) -> Event {
+        self.detail = detail.to_string();
+        self
+    }
+
+    /// One line of `audit.file` and of `portcullis audit --json`: the SPEC §10 fields, `ts` in
+    /// RFC 3339 UTC.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "ts": crate::clock::rfc3339(self.ts),
+            "event": self.event,
+            "login": self.login,
+            "ip": self.ip,
+            "user_agent": self.user_agent,
+            "session": self.session,
+            "detail": self.detail,
+        })
+        .to_string()
+    }
+}
+
+/// Where `audit.file` copies events to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventFile {
+    Stdout,
+    Path(PathBuf),
+}
+
+impl EventFile {
+    fn open(&self) -> std::io::Result<Box<dyn Write + Send>> {
+        Ok(match self {
+            EventFile::Stdout => Box::new(std::io::stdout()),
+            EventFile::Path(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+        })
+    }
+}
+
+impl std::fmt::Display for EventFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventFile::Stdout => f.write_str("standard output"),
+            EventFile::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// Events that may wait for the store, and for the file; beyond, an event is dropped, and the
+/// drop is logged and counted in `portcullis_events_dropped_total`.
+const STORE_QUEUE: usize = 8192;
+const FILE_QUEUE: usize = 8192;
+/// Most events written in one store transaction or one write to the file.
+const BATCH: usize = 512;
+/// A store write that fails is tried again this many times, a second apart, before its events
+/// are counted as dropped.
+const STORE_RETRIES: u32 = 3;
+
+/// Counts dropped events and says so in the log, at most once every 10 s per sink, so that a
+/// stuck sink cannot flood the log as well.
+struct Drops {
+    metrics: Arc<Metrics>,
+    last_logged: [AtomicI64; 2],
+}
+
+impl Drops {
+    fn count(&self, sink: &'static str, n: u64, why: &dyn std::fmt::Display) {
+        self.metrics.events_dropped(sink, n);
+        let slot = &self.last_logged[usize::from(sink == "file")];
+        let now = SystemClock.now();
+        if now - slot.load(Ordering::Relaxed) >= 10 && slot.swap(now, Ordering::Relaxed) != now {
+            tracing::error!(
+                sink,
+                dropped = n,
+                reason = %why,
+                "events were not written to the event log; portcullis_events_dropped_total counts every one"
+            );
+        }
+    }
+}
+
+enum ToFile {
+    Event(Event),
+    /// Open the file again (after log rotation), on SIGHUP.
+    Reopen,
+}
+
+/// Hands events to the store writer and the file writer without ever waiting: the proxy path
+/// calls it.
+#[derive(Clone)]
+pub struct Audit {
+    to_store: mpsc::Sender<Event>,
+    to_file: Option<std::sync::mpsc::SyncSender<ToFile>>,
+    drops: Arc<Drops>,
+    /// Keys of events recorded in the last minute, for events a scanner could repeat at will.
+    recent: moka::sync::Cache<String, ()>,
+}
+
+/// Writes queued events to the store in batches; run it on a runtime that lives as long as the
+/// gateway.
+pub struct EventWriter {
+    store: Arc<dyn Store>,
+    queue: mpsc::Receiver<Event>,
+    drops: Arc<Drops>,
+}
+
+impl Audit {
+    /// The event log of a running gateway. With `file`, it is opened now (an error is a start
+    /// failure) and written by a thread of its own.
+    pub fn start(
+        store: Arc<dyn Store>,
+        file: Option<&EventFile>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Audit, EventWriter)> {
+        let drops = Arc::new(Drops {
+            metrics,
+            last_logged: [AtomicI64::new(0), AtomicI64::new(0)],
+        });
+        let to_file = match file {
+            Some(target) => {
+                let out = target.open().map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot open audit.file {target}: {e}"))
+                })?;
+                let (tx, rx) = std::sync::mpsc::sync_channel(FILE_QUEUE);
+                let (target, drops) = (target.clone(), drops.clone());
+                std::thread::Builder::new()
+                    .name("portcullis-events-file".into())
+                    .spawn(move || write_file(&target, out, &rx, &drops))?;
+                Some(tx)
+            }
+            None => None,
+        };
+        let (to_store, queue) = mpsc::channel(STORE_QUEUE);
+        let audit = Audit {
+            to_store,
+            to_file,
+            drops: drops.clone(),
+            recent: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
+        };
+        Ok((
+            audit,
+            EventWriter {
+                store,
+                queue,
+                drops,
+            },
+        ))
+    }
+
+    /// Records `event` unless one with the same `key` was recorded in the last minute, so that
+    /// a flood of refused requests cannot flood the store.
+    pub fn record_once_per_minute(&self, key: String, event: Event) {
+        // One atomic check-and-insert: two refused requests at once record one event.
+        if self.recent.entry(key).or_insert(()).is_fresh() {
+            self.record(event);
+        }
+    }
+
+    /// Queues `event` for the store and the file; never waits. An event that finds a queue
+    /// full is dropped, logged and counted.
+    pub fn record(&self, event: Event) {
+        if let Some(file) = &self.to_file
+            && let Err(e) = file.try_send(ToFile::Event(event.clone()))
+        {
+            self.drops.count("file", 1, &e);
+        }
+        if let Err(e) = self.to_store.try_send(event) {
+            self.drops.count("store", 1, &e);
+        }
+    }
+
+    /// Opens the event file again, so that a rotated file is let go of.
+    pub fn reopen_file(&self) {
+        if let Some(file) = &self.to_file
+            && file.try_send(ToFile::Reopen).is_err()
+        {
+            tracing::warn!("the event file writer is busy; the file is not reopened");
+        }
+    }
+}
+
+impl EventWriter {
+    /// Runs until every `Audit` handle is gone.
+    pub async fn run(mut self) {
+        let mut batch = Vec::with_capacity(BATCH);
+        while self.queue.recv_many(&mut batch, BATCH).await > 0 {
+            self.write(&batch).await;
+            batch.clear();
+        }
+    }
+
+    async fn write(&self, batch: &[Event]) {
+        let mut tries = 0;
+        loop {
+            match self.store.record_events(batch).await {
+                Ok(()) => return,
+                Err(e) if tries == STORE_RETRIES => {
+                    self.drops.count("store", batch.len() as u64, &e);
+                    return;
+                }
+                Err(e) => {
+                    tries += 1;
+                    tracing::warn!(error = %e, events = batch.len(), "cannot store events; trying again");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+/// The file writer's loop: whatever is queued goes out in one write, so lines are whole and a
+/// storm costs few system calls.
+fn write_file(
+    target: &EventFile,
+    mut out: Box<dyn Write + Send>,
+    queue: &std::sync::mpsc::Receiver<ToFile>,
+    drops: &Drops,
+) {
+    let mut text = String::new();
+    while let Ok(first) = queue.recv() {
+        let mut lines = 0u64;
+        for message in std::iter::once(first).chain(queue.try_iter().take(BATCH)) {
+            match message {
+                ToFile::Event(e) => {
+                    text.push_str(&e.to_json());
+                    text.push('\n');
+                    lines += 1;
+                }
+                ToFile::Reopen => match target.open() {
+                    Ok(reopened) => {
+                        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                            drops.count("file", lines, &e);
+                        }
+                        text.clear();
+                        lines = 0;
+                        out = reopened;
+                    }
+                    Err(e) => {
+                        tracing::error!(file = %target, error = %e, "cannot reopen the event file; writing on to the old one")
+                    }
+                },
+            }
+        }
+        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            drops.count("file", lines, &e);
+        }
+        text.clear();
+    }
+}
+
+/// For commands, which exit right after: stores `event` and waits for it, and appends it to
+/// the event file unless that is standard output (the command's own output).
+pub async fn record_directly(
+    store: &dyn Store,
+    file: Option<&EventFile>,
+    event: Event,
+) -> Result<(), String> {
+    store
+        .record_events(std::slice::from_ref(&event))
+        .await
+        .map_err(|e| format!("could not store the event: {e}"))?;
+    if let Some(target @ EventFile::Path(_)) = file {
+        let line = event.to_json() + "\n";
+        target
+            .open()
+            .and_then(|mut out| out.write_all(line.as_bytes()))
+            .map_err(|e| format!("could not append the event to {target}: {e}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_round_trip() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(EventKind::parse("nope"), None);
+    }
+}
