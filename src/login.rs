@@ -350,7 +350,8 @@ async fn check_captcha(
     }))
 }
 
-/// Counts a wrong password against the login and the address; records a lock it causes.
+/// Counts a wrong password against the login and the address; records the CAPTCHA escalation
+/// or the lock it causes.
 /// Returns the challenge the next attempt will need, if this failure made one necessary.
 async fn count_failure(ctx: &Ctx<'_>, login_key: &str) -> Result<Option<String>, StoreError> {
     let (now, policy) = (ctx.now, ctx.cfg.throttle);
@@ -374,10 +375,17 @@ async fn count_failure(ctx: &Ctx<'_>, login_key: &str) -> Result<Option<String>,
                 .detail(&format!("{} failures", login.failures)),
         );
     }
-    if throttle::captcha_needed(&login, &addr, now, &policy).is_some() {
-        return Ok(Some(ctx.challenge().await?));
+    let Some(escalation) = throttle::captcha_needed(&login, &addr, now, &policy) else {
+        return Ok(None);
+    };
+    if throttle::captcha_needed(&login_before, &addr_before, now, &policy).is_none() {
+        // This failure is the one that brings the CAPTCHA: the audit trail shows when, and why.
+        ctx.app.audit.record(
+            ctx.event(EventKind::CaptchaRequired)
+                .detail(escalation.reason()),
+        );
     }
-    Ok(None)
+    Ok(Some(ctx.challenge().await?))
 }
 
 /// The challenge the login page shows before anyone types a login: when the address itself has

@@ -407,6 +407,36 @@ pub async fn record_directly(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_waiting_and_the_writer_stores_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            crate::store::SqliteStore::open(&dir.path().join("s.db"))
+                .await
+                .unwrap(),
+        );
+        let metrics = Arc::new(Metrics::new());
+        let (audit, writer) = Audit::start(store.clone(), None, metrics.clone()).unwrap();
+        // No writer runs yet: the store queue fills, and the next event is dropped at once.
+        for n in 0..=STORE_QUEUE {
+            audit.record(Event::new(EventKind::LoginFailure, n as i64).login("x"));
+        }
+        let dropped = "portcullis_events_dropped_total{sink=\"store\"} 1";
+        assert!(metrics.render().contains(dropped));
+        drop(audit);
+        writer.run().await;
+        let stored = store
+            .events(&crate::store::EventFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), STORE_QUEUE);
+        assert_eq!(
+            stored.last().map(|e| e.ts),
+            Some(0),
+            "newest first, from the first"
+        );
+    }
+
     #[test]
     fn event_names_round_trip() {
         for kind in EventKind::ALL {

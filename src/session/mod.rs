@@ -569,6 +569,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sessions_that_end_unseen_are_counted_when_purged_and_no_longer_live() {
+        let clock = ManualClock::at(1_000_000);
+        let (_dir, _store, sessions, user) = setup(clock.clone()).await;
+        let (idle, absolute) = (cfg(240, None), cfg(240, Some(600)));
+        let client = Client::default();
+        sessions.issue(&user, None, &client).await.unwrap();
+        clock.advance(500);
+        sessions.issue(&user, None, &client).await.unwrap();
+        assert_eq!(sessions.count_live(&idle).await.unwrap(), 1);
+        // 240 s idle, plus the margin (10 s lazy writes + 60 s), have passed for the first.
+        assert_eq!(
+            sessions.purge(&idle).await.unwrap(),
+            Purged {
+                idle: 1,
+                absolute: 0
+            }
+        );
+        clock.advance(200);
+        assert_eq!(sessions.count_live(&absolute).await.unwrap(), 1);
+        clock.advance(401);
+        // Created 601 s ago: past the absolute lifetime, though seen recently enough.
+        sessions.issue(&user, None, &client).await.unwrap();
+        assert_eq!(sessions.count_live(&absolute).await.unwrap(), 1);
+        assert_eq!(
+            sessions.purge(&absolute).await.unwrap(),
+            Purged {
+                idle: 0,
+                absolute: 1
+            }
+        );
+        let text = sessions.metrics.render();
+        assert!(text.contains("portcullis_sessions_ended_total{reason=\"idle\"} 1"));
+        assert!(text.contains("portcullis_sessions_ended_total{reason=\"absolute\"} 1"));
+    }
+
+    #[tokio::test]
     async fn last_seen_reaches_the_store_lazily_and_the_cache_slides_exactly() {
         let clock = ManualClock::at(1_000_000);
         let (_dir, store, sessions, user) = setup(clock.clone()).await;

@@ -61,7 +61,12 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Upstream::start_at(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// An upstream on a given address, e.g. the one a stopped upstream had.
+    pub fn start_at(addr: SocketAddr) -> Upstream {
+        let listener = TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -170,6 +175,7 @@ pub struct Gateway {
     child: Option<Child>,
     restarts: usize,
     base: String,
+    serve_args: Vec<String>,
 }
 
 impl Gateway {
@@ -181,6 +187,11 @@ impl Gateway {
     /// Like `start`, listening on `host` (e.g. `"[::]"` for a dual-stack listener); clients
     /// still connect to 127.0.0.1.
     pub fn start_on(host: &str, upstream: SocketAddr, extra: &str) -> Gateway {
+        Gateway::start_with(host, upstream, extra, &[])
+    }
+
+    /// Like `start_on`, with more arguments for `serve`, e.g. `--log-format json`.
+    pub fn start_with(host: &str, upstream: SocketAddr, extra: &str, args: &[&str]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -198,6 +209,7 @@ impl Gateway {
             child: None,
             restarts: 0,
             base,
+            serve_args: args.iter().map(|a| a.to_string()).collect(),
         };
         gw.add_user(
             "alice@example.com",
@@ -225,6 +237,7 @@ impl Gateway {
         let child = Command::new(BIN)
             .args(["serve", "-c"])
             .arg(&self.config)
+            .args(&self.serve_args)
             .env("RUST_LOG", "debug")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -338,14 +351,28 @@ impl Gateway {
     /// One series from the admin listener's `/metrics`, e.g.
     /// `portcullis_login_attempts_total{result="success"}`.
     pub fn metric(&self, series: &str) -> f64 {
-        let text = reqwest::blocking::get(format!("http://{}/metrics", self.admin))
+        let all = self.scrape();
+        *all.get(series)
+            .unwrap_or_else(|| panic!("no {series} in:\n{all:#?}"))
+    }
+
+    /// The admin listener's `/metrics` as text.
+    pub fn metrics_text(&self) -> String {
+        reqwest::blocking::get(format!("http://{}/metrics", self.admin))
             .and_then(|r| r.text())
-            .expect("metrics");
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-            .parse()
-            .expect("a number")
+            .expect("metrics")
+    }
+
+    /// Every series of `/metrics` and its value.
+    pub fn scrape(&self) -> std::collections::BTreeMap<String, f64> {
+        self.metrics_text()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let (series, value) = l.rsplit_once(' ').expect("series and value");
+                (series.to_string(), value.parse().expect("a number"))
+            })
+            .collect()
     }
 
     /// Puts a CAPTCHA challenge whose answer the test knows into the gateway's store, through
