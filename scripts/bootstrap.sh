@@ -31,9 +31,8 @@ fi
 if [ "$need_tests" = "--tests" ] && ! command -v promtool >/dev/null; then
   echo "bootstrap: installing promtool (from Debian's prometheus package)"
   unpack=$(mktemp -d)
-  chmod 755 "$unpack"   # apt downloads as its own user, _apt
   as_root apt-get update -qq
-  (cd "$unpack" && apt-get download -qq prometheus >/dev/null && dpkg-deb -x prometheus_*.deb root)
+  (cd "$unpack" && apt-get -o APT::Sandbox::User=root download -qq prometheus >/dev/null && dpkg-deb -x prometheus_*.deb root)
   as_root install -m 0755 "$unpack/root/usr/bin/promtool" /usr/local/bin/promtool
   rm -rf "$unpack"
 fi
