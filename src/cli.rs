@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::audit::{Event, EventKind, Filters, Query};
 use crate::config::{Argon2Params, Config};
 use crate::password::{self, Password};
+use crate::session::Ended;
 use crate::store::{self, NewUser, Store, User};
 
 #[derive(Parser)]
@@ -393,8 +394,12 @@ impl Admin<'_> {
         }
     }
 
-    async fn end_sessions(&self, user: &User, why: &str) -> Result<u64, CliError> {
-        let n = self.store.end_user_sessions(user.id, now()).await?;
+    /// Ends the user's sessions on every gateway; the gateways count them under `reason`.
+    async fn end_sessions(&self, user: &User, reason: Ended, why: &str) -> Result<u64, CliError> {
+        let n = self
+            .store
+            .end_user_sessions(user.id, now(), reason.as_str())
+            .await?;
         self.event(EventKind::SessionsRevoked, &user.login, why)
             .await;
         Ok(n)
@@ -453,7 +458,9 @@ impl Admin<'_> {
                 self.store.set_password_hash(u.id, &phc).await?;
                 self.event(EventKind::PasswordChanged, &u.login, "by administrator")
                     .await;
-                let n = self.end_sessions(&u, "password changed").await?;
+                let n = self
+                    .end_sessions(&u, Ended::Revoked, "password changed")
+                    .await?;
                 println!("Password changed for {}; {n} session(s) ended", u.login);
                 Ok(())
             }
@@ -461,7 +468,7 @@ impl Admin<'_> {
                 let u = self.find(&login).await?;
                 self.store.set_dismissed(u.id, true).await?;
                 self.event(EventKind::UserDismissed, &u.login, "").await;
-                let n = self.end_sessions(&u, "dismissed").await?;
+                let n = self.end_sessions(&u, Ended::Dismissed, "dismissed").await?;
                 println!("Dismissed {}; {n} session(s) ended", u.login);
                 Ok(())
             }
@@ -474,7 +481,7 @@ impl Admin<'_> {
             }
             UserCommand::LogoutAll { login, .. } => {
                 let u = self.find(&login).await?;
-                let n = self.end_sessions(&u, "logout-all").await?;
+                let n = self.end_sessions(&u, Ended::Revoked, "logout-all").await?;
                 println!("Ended {n} session(s) of {}", u.login);
                 Ok(())
             }

@@ -138,7 +138,7 @@ impl Ctx<'_> {
 async fn run(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcome, LoginError> {
     let typed = attempt.login.trim();
     let too_long = typed.chars().count() > MAX_LOGIN;
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         app,
         cfg,
         now: app.clock.now_millis(),
@@ -156,11 +156,15 @@ async fn run(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcome, Login
     } else {
         app.store.find_user(&ctx.login).await?
     };
-    let login_key = throttle::login_key(user.as_ref().map_or(&ctx.login, |u| &u.login));
+    if let Some(u) = &user {
+        // Events name the account, so `audit --user` finds them whichever identifier was typed.
+        ctx.login = u.login.clone();
+    }
+    let login_key = throttle::login_key(&ctx.login);
     // From here to the counting of a failure, attempts from one address and for one account
     // run one at a time, so parallel requests cannot all pass a check before any is counted.
     let Some(_turn) = app.login_gates.enter(&ctx.addr_key, &login_key).await else {
-        return Ok(Outcome::Throttled { retry_after: 1 });
+        return Ok(busy(&ctx));
     };
     let addr = app.store.counter(&ctx.addr_key).await?.unwrap_or_default();
     let login = app.store.counter(&login_key).await?.unwrap_or_default();
@@ -185,7 +189,7 @@ async fn run(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcome, Login
         .await
     {
         Ok(ok) => ok,
-        Err(HashError::Busy) => return Ok(Outcome::Throttled { retry_after: 1 }),
+        Err(HashError::Busy) => return Ok(busy(&ctx)),
         Err(e) => return Err(LoginError::Hash(e)),
     };
     let user = match user {
@@ -236,6 +240,16 @@ async fn run(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcome, Login
             }),
     );
     Ok(Outcome::Success { issued })
+}
+
+/// The refusal when the gateway cannot take the attempt now (its turn or a hashing thread did
+/// not come in time): recorded like a spent budget, once per address and minute.
+fn busy(ctx: &Ctx<'_>) -> Outcome {
+    ctx.app.audit.record_once_per_minute(
+        format!("busy {}", ctx.addr_key),
+        ctx.event(EventKind::LoginFailure).detail("busy"),
+    );
+    Outcome::Throttled { retry_after: 1 }
 }
 
 /// Takes one attempt from the address's per-minute budget; `Err` holds the refusal when the

@@ -97,7 +97,7 @@ impl Metrics {
         );
         let sessions_active = fixed(IntGauge::new(
             "portcullis_sessions_active",
-            "Sessions in the store that have not been ended or purged.",
+            "Sessions in the store, from every gateway, not past their expiry.",
         ));
         fixed(registry.register(Box::new(sessions_active.clone())));
         let sessions_ended = counter_vec(

@@ -182,8 +182,9 @@ fn compose(name: &str, version: Option<&str>, os: Option<&str>) -> String {
     out
 }
 
-/// Drops control characters and the bidi overrides that could reorder a terminal table.
-fn strip_unsafe_chars(text: &str) -> String {
+/// Drops control characters and the bidi overrides that could reorder a terminal table: for
+/// any client-sent text shown to an admin (the audit table uses it for every cell).
+pub fn strip_unsafe_chars(text: &str) -> String {
     text.chars()
         .filter(|&c| !c.is_control() && !is_bidi_control(c))
         .collect()

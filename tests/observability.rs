@@ -168,10 +168,40 @@ fn a_replayed_remember_token_counts_the_sessions_it_revokes() {
     thief
         .jar
         .insert("portcullis_session_remember".into(), stolen);
-    // Both sessions of the victim end: the renewed one and the first, still in the store.
+    // Both sessions of the victim end: the renewed one and the first, still in the store. The
+    // revocation feed counts them (so a cluster counts them once), within its 500 ms poll.
     exactly(&gw, &[(UNAUTH, 1.0), (&ended("revoked"), 2.0)], || {
         assert_eq!(thief.api_get(&gw.url("/")).status, 401);
+        assert!(
+            within(Duration::from_secs(2), || gw.metric(&ended("revoked"))
+                == 2.0)
+            .is_some()
+        );
     });
+}
+
+#[test]
+fn sessions_ended_by_commands_are_counted_once_by_the_gateway() {
+    let up = Upstream::start();
+    let gw = Gateway::start(up.addr, "");
+    let (mut laptop, mut phone) = (Browser::new(), Browser::new());
+    laptop.sign_in(&gw, false);
+    phone.sign_in(&gw, false);
+    for (command, reason, n) in [
+        ("logout-all", "revoked", 2.0),
+        ("dismiss", "dismissed", 1.0),
+    ] {
+        if command == "dismiss" {
+            laptop.sign_in(&gw, false);
+        }
+        exactly(&gw, &[(&ended(reason), n)], || {
+            let out = gw.cli(&["user", command, "alice@example.com"], None);
+            assert!(out.status.success());
+            assert!(within(Duration::from_secs(2), || gw.metric(&ended(reason)) == n).is_some());
+            // Later polls of the feed do not count them again.
+            std::thread::sleep(Duration::from_millis(1100));
+        });
+    }
 }
 
 #[test]
@@ -653,6 +683,8 @@ fn old_events_are_pruned_after_the_retention() {
         restored(&gw),
         ["eight-days@example.com", "six-days@example.com"]
     );
+    let since = |d: &str| audit_json(&gw, &["--event", "user_restored", "--since", d]).len();
+    assert_eq!((since("9d"), since("7d"), since("5d")), (2, 1, 0));
     // The purge runs when the gateway starts and every minute after.
     gw.restart();
     let pruned = within(Duration::from_secs(5), || {
@@ -776,4 +808,40 @@ fn json_logs_and_events_on_stdout_never_carry_a_secret() {
             "logs or events hold {secret}"
         );
     }
+}
+
+#[test]
+fn a_graceful_stop_writes_every_queued_event_to_the_store_and_the_file() {
+    let up = Upstream::start();
+    let mut gw = Gateway::start(
+        up.addr,
+        "audit:\n  file: events.jsonl\nthrottle:\n  captcha_after: 0\n  ip_attempts_per_minute: 0\n",
+    );
+    // Thirty wrong passwords at once, each from an address of its own, then a stop at once.
+    let addrs: Vec<String> = (100..130).map(|n| format!("127.0.0.{n}")).collect();
+    let handles: Vec<_> = addrs
+        .iter()
+        .cloned()
+        .map(|ip| {
+            let url = gw.url("/_portcullis/api/login");
+            std::thread::spawn(move || {
+                let mut b = Browser::from_ip(&ip);
+                let r = b.post_json(
+                    &url,
+                    &json!({"login": "alice@example.com", "password": "wrong-guess-6"}),
+                );
+                assert_eq!(r.status, 401);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let status = gw.terminate();
+    assert!(status.success(), "{status:?}\n{}", gw.logs());
+    let file = std::fs::read_to_string(gw.dir.path().join("events.jsonl")).unwrap();
+    let failures = |text: &str| text.matches("\"event\":\"login_failure\"").count();
+    assert_eq!(failures(&file), 30, "{file}");
+    assert_eq!(audit_json(&gw, &["--event", "login_failure"]).len(), 30);
+    assert!(file.ends_with('\n'));
 }

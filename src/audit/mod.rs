@@ -233,6 +233,8 @@ pub struct EventWriter {
     store: Arc<dyn Store>,
     queue: mpsc::Receiver<Event>,
     drops: Arc<Drops>,
+    /// Joined at the end, so the last lines are in the file before the process exits.
+    file_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Audit {
@@ -247,19 +249,24 @@ impl Audit {
             metrics,
             last_logged: [AtomicI64::new(0), AtomicI64::new(0)],
         });
-        let to_file = match file {
+        let (to_file, file_thread) = match file {
             Some(target) => {
                 let out = target.open().map_err(|e| {
                     std::io::Error::new(e.kind(), format!("cannot open audit.file {target}: {e}"))
                 })?;
                 let (tx, rx) = std::sync::mpsc::sync_channel(FILE_QUEUE);
-                let (target, drops) = (target.clone(), drops.clone());
-                std::thread::Builder::new()
+                let writer = FileWriter {
+                    target: target.clone(),
+                    out,
+                    torn: false,
+                    drops: drops.clone(),
+                };
+                let thread = std::thread::Builder::new()
                     .name("portcullis-events-file".into())
-                    .spawn(move || write_file(&target, out, &rx, &drops))?;
-                Some(tx)
+                    .spawn(move || writer.run(&rx))?;
+                (Some(tx), Some(thread))
             }
-            None => None,
+            None => (None, None),
         };
         let (to_store, queue) = mpsc::channel(STORE_QUEUE);
         let audit = Audit {
@@ -277,6 +284,7 @@ impl Audit {
                 store,
                 queue,
                 drops,
+                file_thread,
             },
         ))
     }
@@ -314,12 +322,17 @@ impl Audit {
 }
 
 impl EventWriter {
-    /// Runs until every `Audit` handle is gone.
+    /// Runs until every `Audit` handle is gone and all they queued is written, to the store
+    /// and to the file.
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(BATCH);
         while self.queue.recv_many(&mut batch, BATCH).await > 0 {
             self.write(&batch).await;
             batch.clear();
+        }
+        if let Some(thread) = self.file_thread.take() {
+            // The file's queue closed with the last `Audit`: the thread is finishing.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 
@@ -342,43 +355,79 @@ impl EventWriter {
     }
 }
 
-/// The file writer's loop: whatever is queued goes out in one write, so lines are whole and a
-/// storm costs few system calls.
-fn write_file(
-    target: &EventFile,
-    mut out: Box<dyn Write + Send>,
-    queue: &std::sync::mpsc::Receiver<ToFile>,
-    drops: &Drops,
-) {
-    let mut text = String::new();
-    while let Ok(first) = queue.recv() {
-        let mut lines = 0u64;
-        for message in std::iter::once(first).chain(queue.try_iter().take(BATCH)) {
-            match message {
-                ToFile::Event(e) => {
-                    text.push_str(&e.to_json());
-                    text.push('\n');
-                    lines += 1;
-                }
-                ToFile::Reopen => match target.open() {
-                    Ok(reopened) => {
-                        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-                            drops.count("file", lines, &e);
+/// The file writer's thread: whatever is queued goes out in one write, so a storm costs few
+/// system calls.
+struct FileWriter {
+    target: EventFile,
+    out: Box<dyn Write + Send>,
+    /// A failed write left a line without its end: the next write ends it first, so the cut
+    /// line never swallows the next event.
+    torn: bool,
+    drops: Arc<Drops>,
+}
+
+impl FileWriter {
+    fn run(mut self, queue: &std::sync::mpsc::Receiver<ToFile>) {
+        let mut text = String::new();
+        while let Ok(first) = queue.recv() {
+            let mut lines = 0u64;
+            for message in std::iter::once(first).chain(queue.try_iter().take(BATCH)) {
+                match message {
+                    ToFile::Event(e) => {
+                        text.push_str(&e.to_json());
+                        text.push('\n');
+                        lines += 1;
+                    }
+                    ToFile::Reopen => match self.target.open() {
+                        Ok(reopened) => {
+                            self.put(&text, lines);
+                            text.clear();
+                            lines = 0;
+                            self.out = reopened;
+                            self.torn = false;
                         }
-                        text.clear();
-                        lines = 0;
-                        out = reopened;
-                    }
-                    Err(e) => {
-                        tracing::error!(file = %target, error = %e, "cannot reopen the event file; writing on to the old one")
-                    }
-                },
+                        Err(e) => tracing::error!(
+                            file = %self.target,
+                            error = %e,
+                            "cannot reopen the event file; writing on to the old one"
+                        ),
+                    },
+                }
             }
+            self.put(&text, lines);
+            text.clear();
         }
-        if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-            drops.count("file", lines, &e);
+    }
+
+    /// Writes `text`, `lines` whole lines; the lines that did not make it whole are dropped
+    /// and counted.
+    fn put(&mut self, text: &str, lines: u64) {
+        if text.is_empty() {
+            return;
         }
-        text.clear();
+        let bytes = text.as_bytes();
+        let mut written = 0;
+        let mut attempt = || -> std::io::Result<()> {
+            if self.torn {
+                self.out.write_all(b"\n")?;
+                self.torn = false;
+            }
+            while written < bytes.len() {
+                match self.out.write(&bytes[written..]) {
+                    Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.out.flush()
+        };
+        if let Err(e) = attempt() {
+            let done = &bytes[..written];
+            let whole = done.iter().filter(|&&b| b == b'\n').count() as u64;
+            self.torn |= !done.is_empty() && !done.ends_with(b"\n");
+            self.drops.count("file", lines - whole, &e);
+        }
     }
 }
 
@@ -434,6 +483,65 @@ mod tests {
             stored.last().map(|e| e.ts),
             Some(0),
             "newest first, from the first"
+        );
+    }
+
+    /// A file that takes `room` more bytes, then fails as a full disk does.
+    #[derive(Clone, Default)]
+    struct Disk {
+        data: Arc<std::sync::Mutex<Vec<u8>>>,
+        room: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.room.load(Ordering::SeqCst));
+            if n == 0 {
+                return Err(std::io::Error::other("no space left"));
+            }
+            self.room.fetch_sub(n, Ordering::SeqCst);
+            self.data.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_line_cut_by_a_full_disk_is_counted_and_never_swallows_the_next() {
+        let disk = Disk::default();
+        let metrics = Arc::new(Metrics::new());
+        let mut writer = FileWriter {
+            target: EventFile::Stdout,
+            out: Box::new(disk.clone()),
+            torn: false,
+            drops: Arc::new(Drops {
+                metrics: metrics.clone(),
+                last_logged: [AtomicI64::new(0), AtomicI64::new(0)],
+            }),
+        };
+        let line = |login: &str| Event::new(EventKind::Logout, 0).login(login).to_json() + "\n";
+        let (first, second) = (line("first"), line("second"));
+        // Room for the first line and part of the second.
+        disk.room.store(first.len() + 10, Ordering::SeqCst);
+        writer.put(&(first.clone() + &second), 2);
+        assert!(
+            metrics
+                .render()
+                .contains("portcullis_events_dropped_total{sink=\"file\"} 1")
+        );
+        disk.room.store(usize::MAX, Ordering::SeqCst);
+        let third = line("third");
+        writer.put(&third, 1);
+        let text = String::from_utf8(disk.data.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines, [first.trim_end(), &second[..10], third.trim_end()]);
+        assert!(
+            metrics
+                .render()
+                .contains("portcullis_events_dropped_total{sink=\"file\"} 1")
         );
     }
 

@@ -12,6 +12,8 @@ use crate::store::{EventFilter, UnixTime};
 #[derive(Debug)]
 pub struct Query {
     pub filter: EventFilter,
+    /// Matched here, not in the store: folded the way the store folds logins, Unicode and all.
+    login: Option<String>,
     addresses: Option<AddrSet>,
 }
 
@@ -29,7 +31,7 @@ impl Query {
     pub fn parse(filters: &Filters<'_>, now: UnixTime) -> Result<Query, String> {
         let login = match filters.user.map(str::trim) {
             Some("") => return Err("--user must not be empty".into()),
-            other => other.map(str::to_string),
+            other => other.map(str::to_lowercase),
         };
         let event = match filters.event {
             None => None,
@@ -67,18 +69,24 @@ impl Query {
         };
         Ok(Query {
             filter: EventFilter {
-                login,
+                login: None,
                 event,
                 since,
                 limit: None,
             },
+            login,
             addresses,
         })
     }
 
-    /// The address filter, which the store cannot apply: an event matches when its address is
-    /// in the block. Events without an address (commands run by an admin) never match.
+    /// The filters the store does not apply. An event matches `--ip` when its address is in
+    /// the block; events without an address (commands run by an admin) never do.
     pub fn keeps(&self, event: &Event) -> bool {
+        if let Some(login) = &self.login
+            && event.login.to_lowercase() != *login
+        {
+            return false;
+        }
         match &self.addresses {
             None => true,
             Some(set) => event
@@ -106,11 +114,11 @@ pub fn table(events: &[Event]) -> String {
                 crate::clock::rfc3339(e.ts)
                     .replace('T', " ")
                     .replace('Z', ""),
-                e.event.clone(),
-                or_dash(&e.login),
-                or_dash(&e.ip),
+                cell(&e.event),
+                cell(&e.login),
+                cell(&e.ip),
                 crate::useragent::summary(&e.user_agent),
-                or_dash(&printable(&e.detail)),
+                cell(&e.detail),
             ]
         })
         .collect();
@@ -133,19 +141,10 @@ pub fn table(events: &[Event]) -> String {
     out
 }
 
-fn or_dash(text: &str) -> String {
-    if text.is_empty() {
-        "-".into()
-    } else {
-        text.to_string()
-    }
-}
-
-/// Stored text came partly from clients (a typed login): never let it move the terminal.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+/// Stored text came partly from clients (a typed login): nothing in it may move the terminal.
+fn cell(text: &str) -> String {
+    let safe = crate::useragent::strip_unsafe_chars(text);
+    if safe.is_empty() { "-".into() } else { safe }
 }
 
 #[cfg(test)]
@@ -212,14 +211,34 @@ mod tests {
             since: Some("2h"),
         })
         .unwrap();
-        assert_eq!(q.filter.login.as_deref(), Some("Alice@Example.com"));
+        assert_eq!(q.login.as_deref(), Some("alice@example.com"));
         assert_eq!(q.filter.event.as_deref(), Some("login_failure"));
         assert_eq!(q.filter.since, Some(NOW - 7200));
-        let at = |ip: &str| Event::new(EventKind::LoginFailure, NOW).client(ip, "");
+        let at = |ip: &str| {
+            Event::new(EventKind::LoginFailure, NOW)
+                .login("ALICE@example.COM")
+                .client(ip, "")
+        };
         assert!(q.keeps(&at("10.1.255.255")));
         assert!(q.keeps(&at("::ffff:10.1.0.1")));
         assert!(!q.keeps(&at("10.2.0.1")));
         assert!(!q.keeps(&at("")));
+        let bob = Event::new(EventKind::LoginFailure, NOW)
+            .login("bob")
+            .client("10.1.0.1", "");
+        assert!(!q.keeps(&bob));
+        let unicode = Query::parse(
+            &Filters {
+                user: Some("ÉLODIE"),
+                ..Filters::default()
+            },
+            NOW,
+        );
+        assert!(
+            unicode
+                .unwrap()
+                .keeps(&Event::new(EventKind::Logout, NOW).login("élodie"))
+        );
         let any = parse(Filters::default()).unwrap();
         assert!(any.keeps(&at("")));
         assert_eq!(any.filter.since, None);
@@ -235,7 +254,7 @@ mod tests {
                     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
                 ),
             Event::new(EventKind::LoginFailure, NOW + 61)
-                .login("bob")
+                .login("bob\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{202e}")
                 .client("2001:db8::1", "curl/8.5.0")
                 .detail("unknown_login\u{1b}[2J"),
             Event::new(EventKind::UserCreated, NOW + 3600).login("carol"),
@@ -244,18 +263,27 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
         assert!(lines[0].starts_with("TIME (UTC)           EVENT"), "{text}");
-        assert!(
-            lines[1].starts_with("2026-11-18 11:06:40  login_success  alice@example.com  10.1.2.3"),
+        let words: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            words[..5],
+            [
+                "2026-11-18",
+                "11:06:40",
+                "login_success",
+                "alice@example.com",
+                "10.1.2.3"
+            ],
             "{text}"
         );
         assert!(lines[1].contains("Chrome 120 on Linux"), "{text}");
         assert!(lines[2].contains("curl 8.5"), "{text}");
-        assert!(lines[2].ends_with("unknown_login?[2J"), "{text}");
+        assert!(lines[2].contains(" bob]52;c;cm0gLXJmIH4= "), "{text}");
+        assert!(lines[2].ends_with("unknown_login[2J"), "{text}");
         assert!(
             lines[3].starts_with("2026-11-18 12:06:40  user_created   carol"),
             "{text}"
         );
-        assert!(!text.contains('\u{1b}'));
+        assert!(!text.contains(['\u{1b}', '\u{7}', '\u{202e}']), "{text}");
         // Columns line up: ADDRESS starts at the same place on every line.
         let col = lines[0].find("ADDRESS").unwrap();
         assert_eq!(&lines[1][col..col + 8], "10.1.2.3");

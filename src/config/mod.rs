@@ -141,7 +141,8 @@ pub struct Argon2Params {
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
     pub file: Option<EventFile>,
-    pub retention: Duration,
+    /// `None`: events are kept for ever.
+    pub retention: Option<Duration>,
 }
 
 impl Config {
@@ -594,11 +595,11 @@ impl Validator<'_> {
         };
         AuditConfig {
             file,
-            retention: self.duration(
+            retention: non_zero(self.duration(
                 "audit.retention",
                 raw.retention,
                 Duration::from_secs(180 * 86400),
-            ),
+            )),
         }
     }
 }

@@ -154,6 +154,10 @@ pub fn serve(config: Config, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resu
         };
         server.add_service(background_service("portcullis reload", reloader));
     }
+    server.add_service(background_service(
+        "portcullis retention",
+        Retention { app: app.clone() },
+    ));
     server.add_service(background_service("portcullis upkeep", Upkeep { app }));
     server.add_service(background_service(
         "portcullis events",
@@ -182,8 +186,8 @@ struct Events(std::sync::Mutex<Option<EventWriter>>);
 #[async_trait]
 impl BackgroundService for Events {
     async fn start(&self, _shutdown: ShutdownWatch) {
-        // Runs until the process ends: events of requests still finishing after a stop signal
-        // are written too.
+        // Runs until the other services have stopped and let go of the application state:
+        // the events of requests still finishing after a stop signal are written too.
         let writer = self.0.lock().ok().and_then(|mut w| w.take());
         if let Some(writer) = writer {
             writer.run().await;
@@ -194,8 +198,9 @@ impl BackgroundService for Events {
 /// How often revocations made elsewhere (the CLI, another gateway) are picked up.
 const REVOCATION_POLL: Duration = Duration::from_millis(500);
 const PURGE_EVERY: Duration = Duration::from_secs(60);
-/// Events deleted per store call when the retention purge runs.
+/// Events deleted per store call when the retention purge runs, and the pause between calls.
 const EVENT_PURGE_SLICE: u32 = 10_000;
+const EVENT_PURGE_PAUSE: Duration = Duration::from_millis(100);
 
 /// Background work: apply revocations to the cache; purge dead sessions, spent CAPTCHA
 /// challenges and forgotten throttle counters from the store.
@@ -243,16 +248,45 @@ impl Upkeep {
         if let Err(e) = store.purge_captchas(now.div_euclid(1000)).await {
             tracing::warn!(error = %e, "cannot purge CAPTCHA challenges");
         }
-        let retention = i64::try_from(cfg.audit.retention.as_secs()).unwrap_or(i64::MAX);
-        let before = now.div_euclid(1000).saturating_sub(retention);
-        // In slices, so that a first purge of a large log never holds the store for long.
+    }
+}
+
+/// Deletes events older than `audit.retention`, at start and every minute after: in slices
+/// with pauses between, on a task of its own, so that a first purge of a large log neither
+/// holds the store for long nor delays revocations.
+struct Retention {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for Retention {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut purge = tokio::time::interval(PURGE_EVERY);
         loop {
-            match store.purge_events(before, EVENT_PURGE_SLICE).await {
-                Ok(n) if n == u64::from(EVENT_PURGE_SLICE) => tokio::task::yield_now().await,
-                Ok(_) => break,
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = purge.tick() => self.purge().await,
+            }
+        }
+    }
+}
+
+impl Retention {
+    async fn purge(&self) {
+        let Some(retention) = self.app.config.load().audit.retention else {
+            return;
+        };
+        let retention = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+        let before = self.app.clock.now().saturating_sub(retention);
+        loop {
+            match self.app.store.purge_events(before, EVENT_PURGE_SLICE).await {
+                Ok(n) if n == u64::from(EVENT_PURGE_SLICE) => {
+                    tokio::time::sleep(EVENT_PURGE_PAUSE).await;
+                }
+                Ok(_) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot purge old events");
-                    break;
+                    return;
                 }
             }
         }

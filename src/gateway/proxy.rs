@@ -245,7 +245,7 @@ impl ProxyHttp for Gateway {
         let facts = Facts::of(session, &cfg.network.trusted_proxies);
         if !network::globally_allowed(&cfg.network.allow, &facts.addr) {
             self.app.audit.record_once_per_minute(
-                format!("ip_denied {}", facts.addr),
+                format!("ip_denied {}", crate::throttle::addr_key(&facts.addr)),
                 Event::new(EventKind::IpDenied, self.app.sessions.now())
                     .client(&facts.client.ip, &facts.client.user_agent),
             );

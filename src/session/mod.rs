@@ -223,7 +223,11 @@ impl Sessions {
             return Ok(Lookup::Unknown);
         };
         if let Some(why) = expiry(now, rec.created_at, rec.last_seen, cfg) {
-            self.store.end_session(&hash, now).await?;
+            // Parallel requests of one browser may all get here: the one that ends the session
+            // counts and records it.
+            if !self.store.end_session(&hash, now).await? {
+                return Ok(Lookup::Expired(why));
+            }
             self.metrics.sessions_ended(Ended::Expired(why).as_str(), 1);
             let login = match self.store.get_user(rec.user_id).await? {
                 Some(u) => u.login,
@@ -242,8 +246,9 @@ impl Sessions {
             return Ok(Lookup::Unknown);
         };
         if user.dismissed {
-            self.store.end_session(&hash, now).await?;
-            self.metrics.sessions_ended(Ended::Dismissed.as_str(), 1);
+            if self.store.end_session(&hash, now).await? {
+                self.metrics.sessions_ended(Ended::Dismissed.as_str(), 1);
+            }
             return Ok(Lookup::Unknown);
         }
         let live = Arc::new(LiveSession::from_record(
@@ -377,8 +382,7 @@ impl Sessions {
         };
         if !presented.matches(&rec.validator_hash) {
             // The selector is known but the validator is old: someone replayed a stolen token.
-            let ended = self.end_user(user.id).await?;
-            self.metrics.sessions_ended(Ended::Revoked.as_str(), ended);
+            self.end_user(user.id, Ended::Revoked).await?;
             self.audit.record(
                 Event::new(EventKind::SessionsRevoked, now)
                     .login(&user.login)
@@ -436,11 +440,11 @@ impl Sessions {
     }
 
     /// Ends every session and remember-me token of a user, here and (through the store's
-    /// revocation feed) on every gateway.
-    pub async fn end_user(&self, user_id: i64) -> StoreResult<u64> {
+    /// revocation feed, which also counts them) on every gateway.
+    pub async fn end_user(&self, user_id: i64, why: Ended) -> StoreResult<u64> {
         let n = self
             .store
-            .end_user_sessions(user_id, self.clock.now())
+            .end_user_sessions(user_id, self.clock.now(), why.as_str())
             .await?;
         self.forget_user(user_id);
         Ok(n)
@@ -455,6 +459,8 @@ impl Sessions {
     }
 
     /// Applies revocations published after `seq` to the cache; returns the new high mark.
+    /// Sessions ended wholesale (by a command, or on any gateway) are counted here, by the one
+    /// gateway that claims them.
     pub async fn apply_revocations(&self, seq: i64) -> StoreResult<i64> {
         let mut high = seq;
         for r in self.store.revocations_since(seq).await? {
@@ -462,17 +468,26 @@ impl Sessions {
                 Revoked::User(id) => self.forget_user(id),
                 Revoked::Session(hash) => self.cache.invalidate(&hash),
             }
+            let reason = crate::metrics::END_REASONS
+                .iter()
+                .find(|known| **known == r.reason);
+            if let Some(reason) = reason
+                && r.uncounted > 0
+            {
+                let n = self.store.claim_ended(r.seq).await?;
+                self.metrics.sessions_ended(reason, n);
+            }
             high = high.max(r.seq);
         }
         Ok(high)
     }
 
-    /// Where sessions in the store stop being live, leaving a margin for the lazily written
-    /// `last_seen` of sessions still hot in some cache, and for clocks a little apart.
-    fn bounds(&self, cfg: &SessionConfig) -> SessionBounds {
+    /// Where sessions in the store stop being live: `idle_timeout` after their `last_seen`,
+    /// which the store may have up to `touch_interval` late, plus `slack`.
+    fn bounds(&self, cfg: &SessionConfig, slack: i64) -> SessionBounds {
         let now = self.clock.now();
         let idle = cfg.idle_timeout.as_secs() as i64;
-        let margin = touch_interval(cfg) + 60;
+        let margin = touch_interval(cfg) + slack;
         SessionBounds {
             idle_before: now - idle - margin,
             created_before: cfg.absolute_timeout.map(|a| now - a.as_secs() as i64),
@@ -482,7 +497,8 @@ impl Sessions {
     /// Deletes sessions from the store that can no longer be valid. Whichever gateway deletes
     /// a session counts it, so a cluster counts each once.
     pub async fn purge(&self, cfg: &SessionConfig) -> StoreResult<Purged> {
-        let purged = self.store.purge_sessions(self.bounds(cfg)).await?;
+        // A minute of slack for clocks of a cluster a little apart.
+        let purged = self.store.purge_sessions(self.bounds(cfg, 60)).await?;
         self.metrics
             .sessions_ended(Ended::Expired(Expiry::Idle).as_str(), purged.idle);
         self.metrics
@@ -492,7 +508,7 @@ impl Sessions {
 
     /// Sessions in the store, from every gateway, that are not past their expiry.
     pub async fn count_live(&self, cfg: &SessionConfig) -> StoreResult<u64> {
-        self.store.count_sessions(self.bounds(cfg)).await
+        self.store.count_sessions(self.bounds(cfg, 0)).await
     }
 
     pub fn cached(&self) -> u64 {
@@ -669,7 +685,10 @@ mod tests {
             .unwrap();
         let seq = store.last_revocation().await.unwrap();
         // Another process (the CLI) ends the user's sessions in the store.
-        store.end_user_sessions(user.id, clock.now()).await.unwrap();
+        store
+            .end_user_sessions(user.id, clock.now(), "revoked")
+            .await
+            .unwrap();
         assert!(
             matches!(
                 sessions.lookup(&issued.token, &cfg).await.unwrap(),

@@ -86,6 +86,10 @@ pub enum Revoked {
 pub struct Revocation {
     pub seq: i64,
     pub what: Revoked,
+    /// Why sessions were ended, as a `portcullis_sessions_ended_total` reason.
+    pub reason: String,
+    /// Sessions it ended that no gateway has counted yet.
+    pub uncounted: u64,
 }
 
 /// A CAPTCHA challenge: its picture and the hash of its answer (never the answer).
@@ -144,9 +148,14 @@ pub trait Store: Send + Sync {
     async fn touch_session(&self, hash: &SessionHash, last_seen: UnixTime) -> StoreResult<()>;
     /// Deletes one session and publishes its revocation; true if it existed.
     async fn end_session(&self, hash: &SessionHash, now: UnixTime) -> StoreResult<bool>;
-    /// Deletes every session and remember-me token of a user and publishes the revocation.
-    /// Returns the number of sessions ended.
-    async fn end_user_sessions(&self, user_id: i64, now: UnixTime) -> StoreResult<u64>;
+    /// Deletes every session and remember-me token of a user and publishes the revocation,
+    /// with `reason` and the number of sessions ended, which it returns.
+    async fn end_user_sessions(
+        &self,
+        user_id: i64,
+        now: UnixTime,
+        reason: &str,
+    ) -> StoreResult<u64>;
     /// Deletes sessions created before `created_before` (counted as `absolute`), then those
     /// idle since before `idle_before` (counted as `idle`).
     async fn purge_sessions(&self, bounds: SessionBounds) -> StoreResult<Purged>;
@@ -161,6 +170,9 @@ pub trait Store: Send + Sync {
 
     /// Revocations published after `seq`, oldest first.
     async fn revocations_since(&self, seq: i64) -> StoreResult<Vec<Revocation>>;
+    /// Takes the count of sessions revocation `seq` ended, leaving 0: of several gateways
+    /// reading the feed, exactly one gets it.
+    async fn claim_ended(&self, seq: i64) -> StoreResult<u64>;
     async fn last_revocation(&self) -> StoreResult<i64>;
 
     async fn counter(&self, key: &str) -> StoreResult<Option<Counter>>;

@@ -81,6 +81,10 @@ CREATE TABLE captchas (
     expires_at INTEGER NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE revocations ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+ALTER TABLE revocations ADD COLUMN uncounted INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub struct SqliteStore {
@@ -400,14 +404,20 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn end_user_sessions(&self, user_id: i64, now: UnixTime) -> StoreResult<u64> {
+    async fn end_user_sessions(
+        &self,
+        user_id: i64,
+        now: UnixTime,
+        reason: &str,
+    ) -> StoreResult<u64> {
+        let reason = reason.to_string();
         self.with(move |c| {
             let tx = c.transaction()?;
             let n = tx.execute("DELETE FROM sessions WHERE user_id = ?1", [user_id])?;
             tx.execute("DELETE FROM remember_tokens WHERE user_id = ?1", [user_id])?;
             tx.execute(
-                "INSERT INTO revocations (user_id, created_at) VALUES (?1, ?2)",
-                params![user_id, now],
+                "INSERT INTO revocations (user_id, created_at, reason, uncounted) VALUES (?1, ?2, ?3, ?4)",
+                params![user_id, now, reason, n as i64],
             )?;
             // Revocations only need to outlive the gateways' polling interval.
             tx.execute(
@@ -505,7 +515,8 @@ impl Store for SqliteStore {
     async fn revocations_since(&self, seq: i64) -> StoreResult<Vec<Revocation>> {
         self.with(move |c| {
             let mut stmt = c.prepare(
-                "SELECT seq, user_id, session_hash FROM revocations WHERE seq > ?1 ORDER BY seq",
+                "SELECT seq, user_id, session_hash, reason, uncounted FROM revocations
+                 WHERE seq > ?1 ORDER BY seq",
             )?;
             let rows = stmt
                 .query_map([seq], |r| {
@@ -513,11 +524,13 @@ impl Store for SqliteStore {
                         r.get::<_, i64>(0)?,
                         r.get::<_, Option<i64>>(1)?,
                         r.get::<_, Option<Vec<u8>>>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, i64>(4)?,
                     ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             rows.into_iter()
-                .map(|(seq, user, hash)| {
+                .map(|(seq, user, hash, reason, uncounted)| {
                     let what = match (user, hash) {
                         (Some(u), _) => Revoked::User(u),
                         (None, Some(h)) => Revoked::Session(hash_from(h)?),
@@ -525,9 +538,34 @@ impl Store for SqliteStore {
                             return Err(StoreError::Corrupt("an empty revocation".into()));
                         }
                     };
-                    Ok(Revocation { seq, what })
+                    Ok(Revocation {
+                        seq,
+                        what,
+                        reason,
+                        uncounted: uncounted.max(0) as u64,
+                    })
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn claim_ended(&self, seq: i64) -> StoreResult<u64> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n: i64 = tx
+                .query_row(
+                    "SELECT uncounted FROM revocations WHERE seq = ?1",
+                    [seq],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            if n > 0 {
+                tx.execute("UPDATE revocations SET uncounted = 0 WHERE seq = ?1", [seq])?;
+            }
+            tx.commit()?;
+            Ok(n.max(0) as u64)
         })
         .await
     }
@@ -687,7 +725,7 @@ impl Store for SqliteStore {
                  WHERE (?1 IS NULL OR lower(login) = lower(?1))
                    AND (?2 IS NULL OR event = ?2)
                    AND (?3 IS NULL OR ts >= ?3)
-                 ORDER BY id DESC LIMIT ?4",
+                 ORDER BY ts DESC, id DESC LIMIT ?4",
             )?;
             let rows = stmt
                 .query_map(

@@ -300,6 +300,31 @@ impl Gateway {
         }
     }
 
+    /// Asks the process to stop (SIGTERM, a graceful shutdown) and waits, at most 15 s, for it
+    /// to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("not running");
+        let pid = child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the gateway did not stop within 15 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the process (no graceful shutdown) and starts it again on the same config.
     pub fn restart(&mut self) {
         self.kill();
