@@ -181,6 +181,32 @@ fn a_replayed_remember_token_counts_the_sessions_it_revokes() {
 }
 
 #[test]
+fn two_gateways_on_one_store_count_a_command_s_revocation_once() {
+    let up = Upstream::start();
+    let first = Gateway::start(up.addr, "");
+    let second = Gateway::start_sharing(&first, up.addr);
+    let mut laptop = Browser::new();
+    laptop.sign_in(&first, false);
+    let mut phone = Browser::new();
+    phone.sign_in(&second, false);
+    assert_eq!(
+        phone.get(&first.url("/")).status,
+        200,
+        "one store, one session"
+    );
+    let revoked = ended("revoked");
+    let out = first.cli(&["user", "logout-all", "alice@example.com"], None);
+    assert!(out.status.success());
+    let both = || first.metric(&revoked) + second.metric(&revoked);
+    assert!(within(Duration::from_secs(2), || both() == 2.0).is_some());
+    // Both have read the revocation by now (they poll every 500 ms); still 2 in all.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(both(), 2.0);
+    assert_eq!(phone.api_get(&second.url("/")).status, 401);
+    assert_eq!(laptop.api_get(&second.url("/")).status, 401);
+}
+
+#[test]
 fn sessions_ended_by_commands_are_counted_once_by_the_gateway() {
     let up = Upstream::start();
     let gw = Gateway::start(up.addr, "");

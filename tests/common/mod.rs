@@ -192,25 +192,7 @@ impl Gateway {
 
     /// Like `start_on`, with more arguments for `serve`, e.g. `--log-format json`.
     pub fn start_with(host: &str, upstream: SocketAddr, extra: &str, args: &[&str]) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let config = dir.path().join("portcullis.yaml");
-        let base = format!(
-            "listen: \"{host}:{port}\"\nadmin_listen: {admin}\nupstream: http://{upstream}\nstore:\n  path: data/portcullis.db\n"
-        );
-        std::fs::write(&config, format!("{base}{extra}")).unwrap();
-        let mut gw = Gateway {
-            dir,
-            config,
-            addr,
-            admin,
-            child: None,
-            restarts: 0,
-            base,
-            serve_args: args.iter().map(|a| a.to_string()).collect(),
-        };
+        let mut gw = Gateway::configure(host, upstream, extra, args, "data/portcullis.db");
         gw.add_user(
             "alice@example.com",
             "alice@example.com",
@@ -219,6 +201,43 @@ impl Gateway {
         );
         gw.spawn();
         gw
+    }
+
+    /// A second gateway on `other`'s SQLite file: two gateways sharing one store.
+    pub fn start_sharing(other: &Gateway, upstream: SocketAddr) -> Gateway {
+        let store = other.dir.path().join("data/portcullis.db");
+        let mut gw =
+            Gateway::configure("127.0.0.1", upstream, "", &[], &store.display().to_string());
+        gw.spawn();
+        gw
+    }
+
+    fn configure(
+        host: &str,
+        upstream: SocketAddr,
+        extra: &str,
+        args: &[&str],
+        store: &str,
+    ) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = dir.path().join("portcullis.yaml");
+        let base = format!(
+            "listen: \"{host}:{port}\"\nadmin_listen: {admin}\nupstream: http://{upstream}\nstore:\n  path: {store}\n"
+        );
+        std::fs::write(&config, format!("{base}{extra}")).unwrap();
+        Gateway {
+            dir,
+            config,
+            addr,
+            admin,
+            child: None,
+            restarts: 0,
+            base,
+            serve_args: args.iter().map(|a| a.to_string()).collect(),
+        }
     }
 
     pub fn log_path(&self, n: usize) -> PathBuf {
