@@ -296,14 +296,13 @@ impl Gateway {
     }
 
     pub fn sighup(&self) {
+        self.signal("-HUP");
+    }
+
+    fn signal(&self, which: &str) {
         let pid = self.child.as_ref().expect("not running").id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        let sent = Command::new("kill").args([which, &pid]).status().unwrap();
+        assert!(sent.success(), "kill {which} {pid}");
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -322,15 +321,8 @@ impl Gateway {
     /// Asks the process to stop (SIGTERM, a graceful shutdown) and waits, at most 15 s, for it
     /// to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
         let mut child = self.child.take().expect("not running");
-        let pid = child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
