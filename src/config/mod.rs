@@ -8,6 +8,7 @@ mod raw;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -80,10 +81,20 @@ pub struct Upstream {
     pub sni: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreConfig {
     Sqlite { path: PathBuf },
     Postgres { url: String },
+}
+
+/// By hand: a PostgreSQL URL may hold a password, and configs end up in debug output.
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreConfig::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            StoreConfig::Postgres { .. } => f.debug_struct("Postgres").finish_non_exhaustive(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -370,13 +381,17 @@ impl Validator<'_> {
                 }
             }
             "postgres" => {
-                self.error(
-                    "store.kind",
-                    "postgres is not available in this version; use sqlite",
-                );
-                StoreConfig::Postgres {
-                    url: raw.url.unwrap_or_default(),
+                if raw.path.is_some() {
+                    self.error("store.path", "is for kind: sqlite; postgres uses `url`");
                 }
+                let url = raw.url.unwrap_or_default();
+                if url.is_empty() {
+                    self.error("store.url", "is required for kind: postgres, e.g. postgres://portcullis@db.internal/portcullis");
+                } else if let Err(e) = tokio_postgres::Config::from_str(&url) {
+                    // The URL itself is never repeated: it may hold a password.
+                    self.error("store.url", format!("is not a PostgreSQL URL: {e}"));
+                }
+                StoreConfig::Postgres { url }
             }
             other => {
                 self.error(

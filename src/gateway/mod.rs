@@ -197,6 +197,8 @@ impl BackgroundService for Events {
 
 /// How often revocations made elsewhere (the CLI, another gateway) are picked up.
 const REVOCATION_POLL: Duration = Duration::from_millis(500);
+/// The same, for a store that announces revocations as they happen.
+const REVOCATION_CATCH_UP: Duration = Duration::from_secs(1);
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// Events deleted per store call when the retention purge runs, and the pause between calls.
 const EVENT_PURGE_SLICE: u32 = 10_000;
@@ -218,22 +220,46 @@ impl BackgroundService for Upkeep {
                 0
             }
         };
-        let mut poll = tokio::time::interval(REVOCATION_POLL);
+        // A store that announces revocations is read at once when it does, and on a slower
+        // timer too, so that a lost announcement delays a revocation by a second at most.
+        let mut changes = self.app.store.changes();
+        let every = if changes.is_some() {
+            REVOCATION_CATCH_UP
+        } else {
+            REVOCATION_POLL
+        };
+        let mut poll = tokio::time::interval(every);
         let mut purge = tokio::time::interval(PURGE_EVERY);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = poll.tick() => match self.app.sessions.apply_revocations(seq).await {
-                    Ok(next) => seq = next,
-                    Err(e) => tracing::warn!(error = %e, "cannot read revocations"),
-                },
+                _ = poll.tick() => self.apply_revocations(&mut seq).await,
+                () = announced(&mut changes) => self.apply_revocations(&mut seq).await,
                 _ = purge.tick() => self.purge().await,
             }
         }
     }
 }
 
+/// Resolves when the store announces a change; never, for a store that does not.
+async fn announced(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    let announced = match changes {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => false,
+    };
+    if !announced {
+        std::future::pending::<()>().await;
+    }
+}
+
 impl Upkeep {
+    async fn apply_revocations(&self, seq: &mut i64) {
+        match self.app.sessions.apply_revocations(*seq).await {
+            Ok(next) => *seq = next,
+            Err(e) => tracing::warn!(error = %e, "cannot read revocations"),
+        }
+    }
+
     async fn purge(&self) {
         let cfg = self.app.config.load();
         if let Err(e) = self.app.sessions.purge(&cfg.session).await {

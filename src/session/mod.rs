@@ -152,7 +152,12 @@ pub struct Sessions {
     clock: Arc<dyn Clock>,
     cache: Cache<SessionHash, Arc<LiveSession>>,
     metrics: Arc<Metrics>,
+    /// Revocations applied lately, so that one read again is not applied again.
+    applied: std::sync::Mutex<std::collections::BTreeSet<i64>>,
 }
+
+/// How many applied revocations `Sessions` remembers.
+const APPLIED_MEMORY: usize = 10_000;
 
 /// Why a session ended here, for `portcullis_sessions_ended_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +196,7 @@ impl Sessions {
             audit,
             clock,
             metrics,
+            applied: std::sync::Mutex::default(),
             cache: Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_idle(idle_timeout)
@@ -464,6 +470,10 @@ impl Sessions {
     pub async fn apply_revocations(&self, seq: i64) -> StoreResult<i64> {
         let mut high = seq;
         for r in self.store.revocations_since(seq).await? {
+            high = high.max(r.seq);
+            if self.applied(r.seq, false) {
+                continue;
+            }
             match r.what {
                 Revoked::User(id) => self.forget_user(id),
                 Revoked::Session(hash) => self.cache.invalidate(&hash),
@@ -477,9 +487,24 @@ impl Sessions {
                 let n = self.store.claim_ended(r.seq).await?;
                 self.metrics.sessions_ended(reason, n);
             }
-            high = high.max(r.seq);
+            self.applied(r.seq, true);
         }
         Ok(high)
+    }
+
+    /// Whether revocation `seq` was applied here already; with `mark`, it is now.
+    fn applied(&self, seq: i64, mark: bool) -> bool {
+        let Ok(mut applied) = self.applied.lock() else {
+            return false;
+        };
+        let known = applied.contains(&seq);
+        if mark && !known {
+            applied.insert(seq);
+            while applied.len() > APPLIED_MEMORY {
+                applied.pop_first();
+            }
+        }
+        known
     }
 
     /// Where sessions in the store stop being live: `idle_timeout` after their `last_seen`,

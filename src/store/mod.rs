@@ -3,12 +3,14 @@
 //! async trait, so that callers never know which database is underneath (SQLite now, PostgreSQL
 //! later). It keeps hashes of secrets only, never the secrets.
 
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::audit::Event;
@@ -168,7 +170,9 @@ pub trait Store: Send + Sync {
     async fn rotate_remember(&self, selector: &str, old: &[u8], new: &[u8]) -> StoreResult<bool>;
     async fn delete_remember(&self, selector: &str) -> StoreResult<()>;
 
-    /// Revocations published after `seq`, oldest first.
+    /// Revocations published after `seq`, oldest first. A store whose sequence numbers can
+    /// become visible out of order also returns recent ones again; applying one twice is
+    /// harmless.
     async fn revocations_since(&self, seq: i64) -> StoreResult<Vec<Revocation>>;
     /// Takes the count of sessions revocation `seq` ended, leaving 0: of several gateways
     /// reading the feed, exactly one gets it.
@@ -197,14 +201,18 @@ pub trait Store: Send + Sync {
     /// Oldest first: deletes at most `limit` events older than `before`; returns how many.
     async fn purge_events(&self, before: UnixTime, limit: u32) -> StoreResult<u64>;
     async fn events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>>;
+
+    /// Bumped whenever revocations may have been published, for stores that can say so
+    /// (PostgreSQL's LISTEN/NOTIFY); the feed is also read on a timer either way.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Opens (creating and migrating when needed) the configured store.
 pub async fn open(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
     match config {
         StoreConfig::Sqlite { path } => Ok(Arc::new(SqliteStore::open(path).await?)),
-        StoreConfig::Postgres { .. } => Err(StoreError::Unavailable(
-            "postgres is not available in this version".into(),
-        )),
+        StoreConfig::Postgres { url } => Ok(Arc::new(PostgresStore::open(url).await?)),
     }
 }
