@@ -1,6 +1,10 @@
 # The two quick-start commands: `make demo` and `make test`. Both install what is missing.
 .PHONY: demo test bootstrap bench
 
+# The PostgreSQL tests use this server (this machine's, trust auth); each makes and drops a
+# database of its own.
+export PORTCULLIS_TEST_POSTGRES ?= postgres://postgres@127.0.0.1:5432/test
+
 demo:
 	./scripts/bootstrap.sh
 	cargo run --release -- demo

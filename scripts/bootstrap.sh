@@ -2,7 +2,8 @@
 # Installs what building and testing Portcullis needs and is missing on a fresh Debian machine:
 # cmake (Pingora builds C code with it), and for the test suite Chromium and the Playwright
 # driver for it, tesseract (a test checks that off-the-shelf OCR cannot read the CAPTCHA) and
-# promtool, from Debian's `prometheus` package (tests check the metrics and the alert rules).
+# promtool, from Debian's `prometheus` package (tests check the metrics and the alert rules),
+# and PostgreSQL's client and server programs (cluster tests).
 # Safe to run again: it only installs what is not there.
 set -euo pipefail
 need_tests=${1:-}
@@ -19,6 +20,9 @@ if [ "$need_tests" = "--tests" ]; then
   command -v chromium >/dev/null || missing+=(chromium)
   command -v node >/dev/null || missing+=(nodejs npm)
   command -v tesseract >/dev/null || missing+=(tesseract-ocr)
+  # The cluster tests: psql, and initdb/pg_ctl for a private server they stop and start.
+  command -v psql >/dev/null || missing+=(postgresql-client)
+  ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"

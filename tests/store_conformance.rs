@@ -47,9 +47,21 @@ async fn users(store: Arc<dyn Store>) {
     assert!(!ann.dismissed);
     // One case-insensitive namespace for logins and emails.
     for (login, email, message) in [
-        ("ANN", "other@example.com", "A user with this login already exists"),
-        ("bob", "ann@EXAMPLE.com", "A user with this email already exists"),
-        ("ann@example.com", "x@example.com", "A user with this email already exists"),
+        (
+            "ANN",
+            "other@example.com",
+            "A user with this login already exists",
+        ),
+        (
+            "bob",
+            "ann@EXAMPLE.com",
+            "A user with this email already exists",
+        ),
+        (
+            "ann@example.com",
+            "x@example.com",
+            "A user with this email already exists",
+        ),
     ] {
         match store.create_user(new_user(login, email), 1).await {
             Err(StoreError::Duplicate(m)) => assert_eq!(m, message, "{login} {email}"),
@@ -61,7 +73,11 @@ async fn users(store: Arc<dyn Store>) {
         .await
         .unwrap();
     for typed in ["ANN", " ann ", "ann@example.COM"] {
-        assert_eq!(store.find_user(typed).await.unwrap(), Some(ann.clone()), "{typed}");
+        assert_eq!(
+            store.find_user(typed).await.unwrap(),
+            Some(ann.clone()),
+            "{typed}"
+        );
     }
     assert_eq!(store.find_user("nobody").await.unwrap(), None);
     assert_eq!(store.get_user(bob.id).await.unwrap(), Some(bob.clone()));
@@ -69,13 +85,23 @@ async fn users(store: Arc<dyn Store>) {
     store.set_password_hash(ann.id, "new-hash").await.unwrap();
     store.set_dismissed(ann.id, true).await.unwrap();
     let listed = store.list_users().await.unwrap();
-    assert_eq!(listed.iter().map(|u| u.login.as_str()).collect::<Vec<_>>(), ["ann", "bob"]);
-    assert_eq!((listed[0].password_hash.as_str(), listed[0].dismissed), ("new-hash", true));
+    assert_eq!(
+        listed.iter().map(|u| u.login.as_str()).collect::<Vec<_>>(),
+        ["ann", "bob"]
+    );
+    assert_eq!(
+        (listed[0].password_hash.as_str(), listed[0].dismissed),
+        ("new-hash", true)
+    );
     assert_eq!(listed[1], bob);
     // Parallel creations of one name: exactly one wins.
     let attempts = (0..8).map(|_| {
         let store = store.clone();
-        tokio::spawn(async move { store.create_user(new_user("carol", "carol@example.com"), 1).await })
+        tokio::spawn(async move {
+            store
+                .create_user(new_user("carol", "carol@example.com"), 1)
+                .await
+        })
     });
     let mut won = 0;
     for a in attempts {
@@ -89,27 +115,73 @@ async fn users(store: Arc<dyn Store>) {
 }
 
 async fn sessions(store: Arc<dyn Store>) {
-    let ann = store.create_user(new_user("ann", "ann@example.com"), 0).await.unwrap();
-    let bob = store.create_user(new_user("bob", "bob@example.com"), 0).await.unwrap();
+    let ann = store
+        .create_user(new_user("ann", "ann@example.com"), 0)
+        .await
+        .unwrap();
+    let bob = store
+        .create_user(new_user("bob", "bob@example.com"), 0)
+        .await
+        .unwrap();
     let mut first = session(1, ann.id, 1000);
     first.remember_selector = Some("sel".into());
     store.insert_session(&first).await.unwrap();
-    store.insert_session(&session(2, ann.id, 1100)).await.unwrap();
-    store.insert_session(&session(3, bob.id, 1200)).await.unwrap();
-    assert_eq!(store.get_session(&first.hash).await.unwrap(), Some(first.clone()));
-    assert_eq!(store.get_session(&SessionHash([9; 32])).await.unwrap(), None);
+    store
+        .insert_session(&session(2, ann.id, 1100))
+        .await
+        .unwrap();
+    store
+        .insert_session(&session(3, bob.id, 1200))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_session(&first.hash).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store.get_session(&SessionHash([9; 32])).await.unwrap(),
+        None
+    );
     // last_seen moves forward only.
     store.touch_session(&first.hash, 1500).await.unwrap();
     store.touch_session(&first.hash, 1400).await.unwrap();
-    assert_eq!(store.get_session(&first.hash).await.unwrap().unwrap().last_seen, 1500);
-    let all = SessionBounds { idle_before: 0, created_before: None };
+    assert_eq!(
+        store
+            .get_session(&first.hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen,
+        1500
+    );
+    let all = SessionBounds {
+        idle_before: 0,
+        created_before: None,
+    };
     assert_eq!(store.count_sessions(all).await.unwrap(), 3);
-    let live = SessionBounds { idle_before: 1150, created_before: Some(1050) };
-    assert_eq!(store.count_sessions(live).await.unwrap(), 1, "only the third: seen at 1200, made at 1200");
+    let live = SessionBounds {
+        idle_before: 1150,
+        created_before: Some(1050),
+    };
+    assert_eq!(
+        store.count_sessions(live).await.unwrap(),
+        1,
+        "only the third: seen at 1200, made at 1200"
+    );
     // Ending one session publishes it; a second end finds nothing.
     let seq = store.last_revocation().await.unwrap();
-    assert!(store.end_session(&SessionHash([2; 32]), 2000).await.unwrap());
-    assert!(!store.end_session(&SessionHash([2; 32]), 2001).await.unwrap());
+    assert!(
+        store
+            .end_session(&SessionHash([2; 32]), 2000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .end_session(&SessionHash([2; 32]), 2001)
+            .await
+            .unwrap()
+    );
     // Everything of bob, his remember-me token too, with a reason and a count to claim.
     store
         .insert_remember(&RememberRecord {
@@ -120,11 +192,23 @@ async fn sessions(store: Arc<dyn Store>) {
         })
         .await
         .unwrap();
-    store.insert_session(&session(4, bob.id, 1300)).await.unwrap();
-    assert_eq!(store.end_user_sessions(bob.id, 2002, "dismissed").await.unwrap(), 2);
+    store
+        .insert_session(&session(4, bob.id, 1300))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .end_user_sessions(bob.id, 2002, "dismissed")
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(store.get_remember("bobs").await.unwrap(), None);
     let feed = store.revocations_since(seq).await.unwrap();
-    let what: Vec<_> = feed.iter().map(|r| (r.what.clone(), r.reason.as_str(), r.uncounted)).collect();
+    let what: Vec<_> = feed
+        .iter()
+        .map(|r| (r.what.clone(), r.reason.as_str(), r.uncounted))
+        .collect();
     assert_eq!(
         what,
         [
@@ -135,7 +219,14 @@ async fn sessions(store: Arc<dyn Store>) {
     );
     let last = feed.last().unwrap().seq;
     assert_eq!(store.last_revocation().await.unwrap(), last);
-    assert!(store.revocations_since(last).await.unwrap().iter().all(|r| r.seq <= last));
+    assert!(
+        store
+            .revocations_since(last)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.seq <= last)
+    );
     // Claimed once, by whoever asks first.
     let claims = (0..6).map(|_| {
         let store = store.clone();
@@ -147,22 +238,46 @@ async fn sessions(store: Arc<dyn Store>) {
     }
     assert_eq!(total, 2);
     // Purge: made before 1050 (absolute), then seen before 1600 (idle).
-    store.insert_session(&session(5, ann.id, 1700)).await.unwrap();
-    let purged = store
-        .purge_sessions(SessionBounds { idle_before: 1600, created_before: Some(1050) })
+    store
+        .insert_session(&session(5, ann.id, 1700))
         .await
         .unwrap();
-    assert_eq!(purged, Purged { idle: 0, absolute: 1 });
     let purged = store
-        .purge_sessions(SessionBounds { idle_before: 1800, created_before: None })
+        .purge_sessions(SessionBounds {
+            idle_before: 1600,
+            created_before: Some(1050),
+        })
         .await
         .unwrap();
-    assert_eq!(purged, Purged { idle: 1, absolute: 0 });
+    assert_eq!(
+        purged,
+        Purged {
+            idle: 0,
+            absolute: 1
+        }
+    );
+    let purged = store
+        .purge_sessions(SessionBounds {
+            idle_before: 1800,
+            created_before: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        purged,
+        Purged {
+            idle: 1,
+            absolute: 0
+        }
+    );
     assert_eq!(store.count_sessions(all).await.unwrap(), 0);
 }
 
 async fn remember_tokens(store: Arc<dyn Store>) {
-    let ann = store.create_user(new_user("ann", "ann@example.com"), 0).await.unwrap();
+    let ann = store
+        .create_user(new_user("ann", "ann@example.com"), 0)
+        .await
+        .unwrap();
     let token = RememberRecord {
         selector: "s1".into(),
         validator_hash: vec![1; 32],
@@ -172,9 +287,27 @@ async fn remember_tokens(store: Arc<dyn Store>) {
     store.insert_remember(&token).await.unwrap();
     assert_eq!(store.get_remember("s1").await.unwrap(), Some(token.clone()));
     // Only a rotation from the current validator wins.
-    assert!(store.rotate_remember("s1", &[1; 32], &[2; 32]).await.unwrap());
-    assert!(!store.rotate_remember("s1", &[1; 32], &[3; 32]).await.unwrap());
-    assert_eq!(store.get_remember("s1").await.unwrap().unwrap().validator_hash, vec![2; 32]);
+    assert!(
+        store
+            .rotate_remember("s1", &[1; 32], &[2; 32])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .rotate_remember("s1", &[1; 32], &[3; 32])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .get_remember("s1")
+            .await
+            .unwrap()
+            .unwrap()
+            .validator_hash,
+        vec![2; 32]
+    );
     store.delete_remember("s1").await.unwrap();
     assert_eq!(store.get_remember("s1").await.unwrap(), None);
 }
@@ -189,27 +322,68 @@ async fn counters(store: Arc<dyn Store>) {
             Some(c)
         })
     };
-    assert_eq!(store.update_counter("login:ann", bump(10)).await.unwrap(), None);
-    let before = store.update_counter("login:ann", bump(20)).await.unwrap().unwrap();
+    assert_eq!(
+        store.update_counter("login:ann", bump(10)).await.unwrap(),
+        None
+    );
+    let before = store
+        .update_counter("login:ann", bump(20))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((before.failures, before.last_failure), (1, 10));
     // Forty increments at once, from as many tasks: none is lost.
     let tasks = (0..40).map(|i| {
         let store = store.clone();
-        tokio::spawn(async move { store.update_counter("addr:10.0.0.1", bump(100 + i)).await.unwrap() })
+        tokio::spawn(async move {
+            store
+                .update_counter("addr:10.0.0.1", bump(100 + i))
+                .await
+                .unwrap()
+        })
     });
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(store.counter("addr:10.0.0.1").await.unwrap().unwrap().failures, 40);
+    assert_eq!(
+        store
+            .counter("addr:10.0.0.1")
+            .await
+            .unwrap()
+            .unwrap()
+            .failures,
+        40
+    );
     // An update that changes nothing writes nothing; None deletes.
     let same = store.counter("login:ann").await.unwrap();
-    assert_eq!(store.update_counter("login:ann", Box::new(|c| c)).await.unwrap(), same);
-    store.update_counter("login:ann", Box::new(|_| None)).await.unwrap();
+    assert_eq!(
+        store
+            .update_counter("login:ann", Box::new(|c| c))
+            .await
+            .unwrap(),
+        same
+    );
+    store
+        .update_counter("login:ann", Box::new(|_| None))
+        .await
+        .unwrap();
     assert_eq!(store.counter("login:ann").await.unwrap(), None);
     // Purge: no failure since 1000 and nothing pending at 2000.
-    let pending = Counter { failures: 1, last_failure: 500, locked_until: 3000, budget_full_at: 0 };
-    store.update_counter("login:locked", Box::new(move |_| Some(pending))).await.unwrap();
-    assert_eq!(store.purge_counters(1000, 2000).await.unwrap(), 1, "the 40-failure address");
+    let pending = Counter {
+        failures: 1,
+        last_failure: 500,
+        locked_until: 3000,
+        budget_full_at: 0,
+    };
+    store
+        .update_counter("login:locked", Box::new(move |_| Some(pending)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.purge_counters(1000, 2000).await.unwrap(),
+        1,
+        "the 40-failure address"
+    );
     assert_eq!(store.counter("login:locked").await.unwrap(), Some(pending));
 }
 
@@ -222,11 +396,22 @@ async fn captchas(store: Arc<dyn Store>) {
     };
     store.insert_captcha(&challenge).await.unwrap();
     store
-        .insert_captcha(&CaptchaRecord { id: "c2".into(), expires_at: 500, ..challenge.clone() })
+        .insert_captcha(&CaptchaRecord {
+            id: "c2".into(),
+            expires_at: 500,
+            ..challenge.clone()
+        })
         .await
         .unwrap();
-    assert_eq!(store.captcha_image("c1", 999).await.unwrap(), Some(challenge.png.clone()));
-    assert_eq!(store.captcha_image("c1", 1000).await.unwrap(), None, "expired");
+    assert_eq!(
+        store.captcha_image("c1", 999).await.unwrap(),
+        Some(challenge.png.clone())
+    );
+    assert_eq!(
+        store.captcha_image("c1", 1000).await.unwrap(),
+        None,
+        "expired"
+    );
     // Each can be answered once, even when asked twice at once.
     let takes = (0..4).map(|_| {
         let store = store.clone();
@@ -242,7 +427,12 @@ async fn captchas(store: Arc<dyn Store>) {
 }
 
 async fn events(store: Arc<dyn Store>) {
-    let e = |kind, ts, login: &str| Event::new(kind, ts).login(login).client("10.1.2.3", "UA").detail("d");
+    let e = |kind, ts, login: &str| {
+        Event::new(kind, ts)
+            .login(login)
+            .client("10.1.2.3", "UA")
+            .detail("d")
+    };
     store
         .record_events(&[
             e(EventKind::LoginFailure, 100, "ann"),
@@ -251,7 +441,10 @@ async fn events(store: Arc<dyn Store>) {
         ])
         .await
         .unwrap();
-    store.record_events(&[e(EventKind::LoginFailure, 150, "bob")]).await.unwrap();
+    store
+        .record_events(&[e(EventKind::LoginFailure, 150, "bob")])
+        .await
+        .unwrap();
     let all = store.events(&EventFilter::default()).await.unwrap();
     let ts: Vec<i64> = all.iter().map(|e| e.ts).collect();
     assert_eq!(ts, [300, 200, 150, 100], "newest first, by time");
@@ -262,13 +455,25 @@ async fn events(store: Arc<dyn Store>) {
         since: Some(200),
         limit: None,
     };
-    assert_eq!(store.events(&filter).await.unwrap(), [e(EventKind::LoginSuccess, 200, "Ann")]);
-    let limited = EventFilter { limit: Some(2), ..EventFilter::default() };
+    assert_eq!(
+        store.events(&filter).await.unwrap(),
+        [e(EventKind::LoginSuccess, 200, "Ann")]
+    );
+    let limited = EventFilter {
+        limit: Some(2),
+        ..EventFilter::default()
+    };
     assert_eq!(store.events(&limited).await.unwrap().len(), 2);
     // Oldest first, at most `limit` a call.
     assert_eq!(store.purge_events(250, 2).await.unwrap(), 2);
     assert_eq!(store.purge_events(250, 2).await.unwrap(), 1);
-    let left: Vec<i64> = store.events(&EventFilter::default()).await.unwrap().iter().map(|e| e.ts).collect();
+    let left: Vec<i64> = store
+        .events(&EventFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.ts)
+        .collect();
     assert_eq!(left, [300]);
     assert!(store.ping().await.is_ok());
 }
@@ -276,12 +481,19 @@ async fn events(store: Arc<dyn Store>) {
 /// Opening the same store from two places at once (two gateways starting together) migrates
 /// it once and leaves both working.
 async fn opened_twice_at_once(first: Arc<dyn Store>, second: Arc<dyn Store>) {
-    first.create_user(new_user("ann", "ann@example.com"), 0).await.unwrap();
+    first
+        .create_user(new_user("ann", "ann@example.com"), 0)
+        .await
+        .unwrap();
     assert_eq!(second.find_user("ann").await.unwrap().unwrap().login, "ann");
 }
 
 async fn sqlite_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
-    Arc::new(SqliteStore::open(&dir.path().join("store.db")).await.unwrap())
+    Arc::new(
+        SqliteStore::open(&dir.path().join("store.db"))
+            .await
+            .unwrap(),
+    )
 }
 
 macro_rules! conformance {
@@ -337,7 +549,11 @@ async fn an_unreachable_postgres_is_an_error_within_seconds_and_never_shows_the_
         Ok(_) => panic!("nothing listens on port 1"),
         Err(e) => e.to_string(),
     };
-    assert!(started.elapsed() < std::time::Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(err.starts_with("the store is unavailable"), "{err}");
     assert!(!err.contains("s3cret-pw"), "{err}");
 }

@@ -51,10 +51,15 @@ pub struct LiveSession {
     pub remember_selector: Option<String>,
     last_seen: AtomicI64,
     stored_last_seen: AtomicI64,
+    /// When the store last confirmed the session (read it, or took its `last_seen`). A cached
+    /// session unconfirmed for longer than the idle timeout is asked about again: during a
+    /// store outage it keeps working that long at most.
+    confirmed: AtomicI64,
 }
 
 impl LiveSession {
-    fn from_record(rec: &SessionRecord, identity: Arc<Identity>) -> LiveSession {
+    /// A session as the store had it at `now`.
+    fn from_record(rec: &SessionRecord, identity: Arc<Identity>, now: UnixTime) -> LiveSession {
         LiveSession {
             hash: rec.hash,
             identity,
@@ -62,6 +67,7 @@ impl LiveSession {
             remember_selector: rec.remember_selector.clone(),
             last_seen: AtomicI64::new(rec.last_seen),
             stored_last_seen: AtomicI64::new(rec.last_seen),
+            confirmed: AtomicI64::new(now),
         }
     }
 
@@ -215,12 +221,13 @@ impl Sessions {
         let cached = self.cache.get(&hash);
         self.metrics.session_cache(cached.is_some());
         if let Some(live) = cached {
+            let unconfirmed = now - live.confirmed.load(Ordering::Relaxed);
             match expiry(now, live.created_at, live.last_seen(), cfg) {
-                None => {
+                None if unconfirmed <= cfg.idle_timeout.as_secs() as i64 => {
                     self.slide(&live, now, cfg);
                     return Ok(Lookup::Live(live));
                 }
-                Some(_) => self.cache.invalidate(&hash),
+                _ => self.cache.invalidate(&hash),
             }
         }
         // Not cached, or expired here: the store is the judge (another gateway may have seen
@@ -260,6 +267,7 @@ impl Sessions {
         let live = Arc::new(LiveSession::from_record(
             &rec,
             Arc::new(Identity::of(&user)),
+            now,
         ));
         self.slide(&live, now, cfg);
         self.cache.insert(hash, live.clone());
@@ -295,6 +303,7 @@ impl Sessions {
         Ok(Some(Arc::new(LiveSession::from_record(
             &rec,
             Arc::new(Identity::of(&user)),
+            now,
         ))))
     }
 
@@ -309,10 +318,13 @@ impl Sessions {
                 .is_ok()
         {
             let store = self.store.clone();
-            let hash = live.hash;
+            let live = live.clone();
             tokio::spawn(async move {
-                if let Err(e) = store.touch_session(&hash, now).await {
-                    tracing::warn!(error = %e, "could not record session activity");
+                match store.touch_session(&live.hash, now).await {
+                    Ok(()) => {
+                        live.confirmed.fetch_max(now, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not record session activity"),
                 }
             });
         }
@@ -368,7 +380,11 @@ impl Sessions {
             user_agent: client.user_agent.chars().take(256).collect(),
         };
         self.store.insert_session(&rec).await?;
-        let live = Arc::new(LiveSession::from_record(&rec, Arc::new(Identity::of(user))));
+        let live = Arc::new(LiveSession::from_record(
+            &rec,
+            Arc::new(Identity::of(user)),
+            now,
+        ));
         self.cache.insert(rec.hash, live.clone());
         Ok((token, live))
     }

@@ -111,7 +111,9 @@ impl From<tokio_postgres::Error> for StoreError {
         // source says why.
         match e.as_db_error() {
             Some(db) => unavailable(db.message()),
-            None => unavailable(std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string())),
+            None => {
+                unavailable(std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string()))
+            }
         }
     }
 }
@@ -611,7 +613,10 @@ impl Store for PostgresStore {
                 )
                 .await?;
             let idle = tx
-                .execute("DELETE FROM sessions WHERE last_seen < $1", &[&b.idle_before])
+                .execute(
+                    "DELETE FROM sessions WHERE last_seen < $1",
+                    &[&b.idle_before],
+                )
                 .await?;
             tx.commit().await?;
             Ok(Purged { idle, absolute })
@@ -682,8 +687,11 @@ impl Store for PostgresStore {
     async fn delete_remember(&self, selector: &str) -> StoreResult<()> {
         let selector = selector.to_string();
         self.run(move |c| async move {
-            c.execute("DELETE FROM remember_tokens WHERE selector = $1", &[&selector])
-                .await?;
+            c.execute(
+                "DELETE FROM remember_tokens WHERE selector = $1",
+                &[&selector],
+            )
+            .await?;
             Ok(())
         })
         .await
@@ -738,9 +746,11 @@ impl Store for PostgresStore {
 
     async fn last_revocation(&self) -> StoreResult<i64> {
         self.run(|c| async move {
-            Ok(c.query_one("SELECT COALESCE(MAX(seq), 0) FROM revocations", &[])
-                .await?
-                .get(0))
+            Ok(
+                c.query_one("SELECT COALESCE(MAX(seq), 0) FROM revocations", &[])
+                    .await?
+                    .get(0),
+            )
         })
         .await
     }
@@ -867,8 +877,10 @@ impl Store for PostgresStore {
 
     async fn purge_captchas(&self, now: UnixTime) -> StoreResult<u64> {
         self.run(move |c| async move {
-            Ok(c.execute("DELETE FROM captchas WHERE expires_at <= $1", &[&now])
-                .await?)
+            Ok(
+                c.execute("DELETE FROM captchas WHERE expires_at <= $1", &[&now])
+                    .await?,
+            )
         })
         .await
     }
@@ -886,7 +898,15 @@ impl Store for PostgresStore {
             for e in &events {
                 tx.execute(
                     &insert,
-                    &[&e.ts, &e.event, &e.login, &e.ip, &e.user_agent, &e.session, &e.detail],
+                    &[
+                        &e.ts,
+                        &e.event,
+                        &e.login,
+                        &e.ip,
+                        &e.user_agent,
+                        &e.session,
+                        &e.detail,
+                    ],
                 )
                 .await?;
             }

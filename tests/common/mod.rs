@@ -194,7 +194,8 @@ impl Gateway {
 
     /// Like `start_on`, with more arguments for `serve`, e.g. `--log-format json`.
     pub fn start_with(host: &str, upstream: SocketAddr, extra: &str, args: &[&str]) -> Gateway {
-        let mut gw = Gateway::configure(host, upstream, extra, args, "data/portcullis.db");
+        let store = "store:\n  path: data/portcullis.db\n";
+        let mut gw = Gateway::configure(host, upstream, extra, args, store);
         gw.add_user(
             "alice@example.com",
             "alice@example.com",
@@ -207,9 +208,28 @@ impl Gateway {
 
     /// A second gateway on `other`'s SQLite file: two gateways sharing one store.
     pub fn start_sharing(other: &Gateway, upstream: SocketAddr) -> Gateway {
-        let store = other.dir.path().join("data/portcullis.db");
-        let mut gw =
-            Gateway::configure("127.0.0.1", upstream, "", &[], &store.display().to_string());
+        let path = other.dir.path().join("data/portcullis.db");
+        let store = format!("store:\n  path: {}\n", path.display());
+        Gateway::start_on_store(upstream, &store, "", false)
+    }
+
+    /// A gateway on the store `store` (its YAML, e.g. a PostgreSQL `url`), with `extra` YAML;
+    /// `add_alice` creates the usual user first (the first gateway of a cluster does).
+    pub fn start_on_store(
+        upstream: SocketAddr,
+        store: &str,
+        extra: &str,
+        add_alice: bool,
+    ) -> Gateway {
+        let mut gw = Gateway::configure("127.0.0.1", upstream, extra, &[], store);
+        if add_alice {
+            gw.add_user(
+                "alice@example.com",
+                "alice@example.com",
+                "Alice Liddell",
+                &["staff", "ops"],
+            );
+        }
         gw.spawn();
         gw
     }
@@ -227,7 +247,7 @@ impl Gateway {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = dir.path().join("portcullis.yaml");
         let base = format!(
-            "listen: \"{host}:{port}\"\nadmin_listen: {admin}\nupstream: http://{upstream}\nstore:\n  path: {store}\n"
+            "listen: \"{host}:{port}\"\nadmin_listen: {admin}\nupstream: http://{upstream}\n{store}"
         );
         std::fs::write(&config, format!("{base}{extra}")).unwrap();
         Gateway {

@@ -79,7 +79,11 @@ fn bin(program: &str) -> PathBuf {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     versions.sort();
-    versions.pop().expect("a PostgreSQL version").join("bin").join(program)
+    versions
+        .pop()
+        .expect("a PostgreSQL version")
+        .join("bin")
+        .join(program)
 }
 
 /// A private PostgreSQL server on 127.0.0.1:`port`, with trust auth, that the test can stop
@@ -157,7 +161,14 @@ impl Server {
         let data = self.dir.path().join("data");
         run_as_postgres(
             bin("pg_ctl"),
-            &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"],
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
         );
     }
 }
@@ -193,9 +204,7 @@ fn command_as_postgres(program: PathBuf, args: &[&str]) -> Command {
 }
 
 fn run_as_postgres(program: PathBuf, args: &[&str]) {
-    let out = command_as_postgres(program.clone(), args)
-        .output()
-        .unwrap();
+    let out = command_as_postgres(program.clone(), args).output().unwrap();
     assert!(
         out.status.success(),
         "{} {args:?}: {}{}",
