@@ -792,6 +792,37 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_store_needs_a_url_that_parses_and_never_echoes_it() {
+        let cfg = |store: &str| parse(&format!("upstream: http://127.0.0.1:1\nstore:\n{store}"));
+        let ok = cfg("  kind: postgres\n  url: postgres://gw:pw@db.internal/portcullis\n").unwrap();
+        assert_eq!(
+            ok.store,
+            StoreConfig::Postgres {
+                url: "postgres://gw:pw@db.internal/portcullis".into()
+            }
+        );
+        assert!(!format!("{ok:?}").contains("pw@"), "Debug shows no URL");
+        for (store, message) in [
+            (
+                "  kind: postgres\n",
+                "store.url: is required for kind: postgres",
+            ),
+            (
+                "  kind: postgres\n  url: postgres://u:pw@h/db\n  path: x.db\n",
+                "store.path: is for kind: sqlite",
+            ),
+            (
+                "  kind: postgres\n  url: \"host=h password=pw2 sslmode=nonsense\"\n",
+                "store.url: is not a PostgreSQL URL",
+            ),
+        ] {
+            let e = cfg(store).unwrap_err().to_string();
+            assert!(e.contains(message), "{e}");
+            assert!(!e.contains("pw2") && !e.contains("u:pw"), "{e}");
+        }
+    }
+
+    #[test]
     fn admin_listener_must_not_be_public() {
         let e = parse("upstream: http://127.0.0.1:1\nlisten: 127.0.0.1:9090\n").unwrap_err();
         assert!(e.to_string().contains("admin_listen: must differ"), "{e}");

@@ -1,7 +1,7 @@
 //! The store interface: users, sessions, remember-me tokens, revocations, throttle counters,
 //! CAPTCHA challenges and events behind one
-//! async trait, so that callers never know which database is underneath (SQLite now, PostgreSQL
-//! later). It keeps hashes of secrets only, never the secrets.
+//! async trait, so that callers never know which database is underneath (SQLite, embedded, or
+//! PostgreSQL, shared by a cluster). It keeps hashes of secrets only, never the secrets.
 
 mod postgres;
 mod sqlite;
