@@ -557,3 +557,38 @@ async fn an_unreachable_postgres_is_an_error_within_seconds_and_never_shows_the_
     assert!(err.starts_with("the store is unavailable"), "{err}");
     assert!(!err.contains("s3cret-pw"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_announces_revocations_to_every_listening_store() {
+    let Some(server) = common::pg::server() else {
+        return;
+    };
+    let db = common::pg::Database::create(&server);
+    let (here, there) = (
+        PostgresStore::open(&db.url).await.unwrap(),
+        PostgresStore::open(&db.url).await.unwrap(),
+    );
+    let mut changes = there.changes().expect("PostgreSQL announces changes");
+    // The listener says so once it is listening; wait for that, then for the announcement.
+    let wait = |changes: &mut tokio::sync::watch::Receiver<u64>| {
+        let mut changes = changes.clone();
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(2), changes.changed())
+                .await
+                .is_ok()
+        }
+    };
+    assert!(wait(&mut changes).await, "the listener never started");
+    changes.borrow_and_update();
+    let before = *changes.borrow();
+    here.end_session(&SessionHash([1; 32]), 10).await.unwrap();
+    assert!(wait(&mut changes).await, "no announcement within 2 s");
+    assert!(*changes.borrow() > before);
+    assert!(
+        SqliteStore::open(&tempfile::tempdir().unwrap().path().join("s.db"))
+            .await
+            .unwrap()
+            .changes()
+            .is_none()
+    );
+}
