@@ -209,6 +209,27 @@ pub trait Store: Send + Sync {
     }
 }
 
+/// The case-insensitive form under which logins and emails are unique and looked up.
+fn key(s: &str) -> String {
+    s.trim().to_lowercase()
+}
+
+fn hash_from(bytes: Vec<u8>) -> StoreResult<SessionHash> {
+    bytes
+        .try_into()
+        .map(SessionHash)
+        .map_err(|_| StoreError::Corrupt("a session hash is not 32 bytes".into()))
+}
+
+/// For a name taken in the shared login/email namespace.
+fn duplicate_message(value: &str) -> String {
+    if value.contains('@') {
+        "A user with this email already exists".into()
+    } else {
+        "A user with this login already exists".into()
+    }
+}
+
 /// Opens (creating and migrating when needed) the configured store.
 pub async fn open(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
     match config {

@@ -17,6 +17,7 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use super::{
     CaptchaRecord, CounterUpdate, EventFilter, NewUser, Purged, RememberRecord, Revocation,
     Revoked, SessionBounds, SessionRecord, Store, StoreError, StoreResult, UnixTime, User,
+    duplicate_message, hash_from, key,
 };
 use crate::audit::Event;
 use crate::throttle::Counter;
@@ -299,10 +300,6 @@ async fn listen(config: tokio_postgres::Config, notify: watch::Sender<u64>) {
     }
 }
 
-fn key(s: &str) -> String {
-    s.trim().to_lowercase()
-}
-
 const USER_COLUMNS: &str =
     "id, login, email, name, phone, groups, password_hash, dismissed, created_at";
 
@@ -327,21 +324,6 @@ fn counter_from_row(r: &Row) -> Counter {
         last_failure: r.get(1),
         locked_until: r.get(2),
         budget_full_at: r.get(3),
-    }
-}
-
-fn hash_from(bytes: Vec<u8>) -> StoreResult<SessionHash> {
-    bytes
-        .try_into()
-        .map(SessionHash)
-        .map_err(|_| StoreError::Corrupt("a session hash is not 32 bytes".into()))
-}
-
-fn duplicate_message(value: &str) -> String {
-    if value.contains('@') {
-        "A user with this email already exists".into()
-    } else {
-        "A user with this login already exists".into()
     }
 }
 

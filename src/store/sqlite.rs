@@ -10,6 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{
     CaptchaRecord, CounterUpdate, EventFilter, NewUser, Purged, RememberRecord, Revocation,
     Revoked, SessionBounds, SessionRecord, Store, StoreError, StoreResult, UnixTime, User,
+    duplicate_message, hash_from, key,
 };
 use crate::audit::Event;
 use crate::throttle::Counter;
@@ -160,10 +161,6 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
-fn key(s: &str) -> String {
-    s.trim().to_lowercase()
-}
-
 const USER_COLUMNS: &str =
     "id, login, email, name, phone, groups, password_hash, dismissed, created_at";
 
@@ -198,21 +195,6 @@ fn read_counter(c: &Connection, key: &str) -> rusqlite::Result<Option<Counter>> 
         counter_from_row,
     )
     .optional()
-}
-
-fn hash_from(bytes: Vec<u8>) -> StoreResult<SessionHash> {
-    bytes
-        .try_into()
-        .map(SessionHash)
-        .map_err(|_| StoreError::Corrupt("a session hash is not 32 bytes".into()))
-}
-
-fn duplicate_message(value: &str) -> String {
-    if value.contains('@') {
-        "A user with this email already exists".into()
-    } else {
-        "A user with this login already exists".into()
-    }
 }
 
 #[async_trait]
