@@ -11,7 +11,7 @@ use crate::audit::{Event, EventKind, Filters, Query};
 use crate::config::{Argon2Params, Config};
 use crate::password::{self, Password};
 use crate::session::Ended;
-use crate::store::{self, NewUser, Store, User};
+use crate::store::{self, NewUser, Store, User, UserChange};
 
 #[derive(Parser)]
 #[command(
@@ -394,11 +394,22 @@ impl Admin<'_> {
         }
     }
 
-    /// Ends the user's sessions on every gateway; the gateways count them under `reason`.
-    async fn end_sessions(&self, user: &User, reason: Ended, why: &str) -> Result<u64, CliError> {
+    /// Makes `change` and ends the user's sessions on every gateway, at once; the gateways
+    /// count them as dismissed or revoked.
+    async fn end_sessions(
+        &self,
+        user: &User,
+        change: UserChange,
+        why: &str,
+    ) -> Result<u64, CliError> {
+        let reason = if change == UserChange::Dismissed {
+            Ended::Dismissed
+        } else {
+            Ended::Revoked
+        };
         let n = self
             .store
-            .end_user_sessions(user.id, now(), reason.as_str())
+            .end_user_sessions(user.id, now(), reason.as_str(), change)
             .await?;
         self.event(EventKind::SessionsRevoked, &user.login, why)
             .await;
@@ -455,20 +466,20 @@ impl Admin<'_> {
                 let pw = read_password()?;
                 check_policy(&pw, self.config)?;
                 let phc = hash(&pw, self.config.passwords.argon2)?;
-                self.store.set_password_hash(u.id, &phc).await?;
+                let n = self
+                    .end_sessions(&u, UserChange::Password(phc), "password changed")
+                    .await?;
                 self.event(EventKind::PasswordChanged, &u.login, "by administrator")
                     .await;
-                let n = self
-                    .end_sessions(&u, Ended::Revoked, "password changed")
-                    .await?;
                 println!("Password changed for {}; {n} session(s) ended", u.login);
                 Ok(())
             }
             UserCommand::Dismiss { login, .. } => {
                 let u = self.find(&login).await?;
-                self.store.set_dismissed(u.id, true).await?;
+                let n = self
+                    .end_sessions(&u, UserChange::Dismissed, "dismissed")
+                    .await?;
                 self.event(EventKind::UserDismissed, &u.login, "").await;
-                let n = self.end_sessions(&u, Ended::Dismissed, "dismissed").await?;
                 println!("Dismissed {}; {n} session(s) ended", u.login);
                 Ok(())
             }
@@ -481,7 +492,9 @@ impl Admin<'_> {
             }
             UserCommand::LogoutAll { login, .. } => {
                 let u = self.find(&login).await?;
-                let n = self.end_sessions(&u, Ended::Revoked, "logout-all").await?;
+                let n = self
+                    .end_sessions(&u, UserChange::Nothing, "logout-all")
+                    .await?;
                 println!("Ended {n} session(s) of {}", u.login);
                 Ok(())
             }

@@ -29,25 +29,25 @@ fn sign_in_json(b: &mut Browser, gw: &Gateway, password: &str) -> Resp {
 #[test]
 fn a_session_made_on_one_gateway_works_on_the_other_and_slides_across_both() {
     let up = Upstream::start();
-    let Some((_db, a, b)) = pair(&up, "session:\n  idle_timeout: 4s\n") else {
+    let Some((_db, a, b)) = pair(&up, "session:\n  idle_timeout: 5s\n") else {
         return;
     };
     let mut browser = Browser::new();
     browser.sign_in(&a, false);
     assert_eq!(browser.get(&b.url("/reports")).echo()["path"], "/reports");
     assert_eq!(up.last().header("x-remote-user"), Some("alice@example.com"));
-    // Each gateway sees the browser only every 5 s, longer than the 4 s idle timeout; the
+    // Each gateway sees the browser only every 5.6 s, longer than the 5 s idle timeout; the
     // session lives on because each use reaches the store and the other gateway reads it there.
-    // (2.5 s between uses leaves room for whole-second clocks and a slow machine.)
+    // (2.8 s between uses leaves over a second for whole-second clocks and a slow machine.)
     let mut on = [&a, &b].into_iter().cycle();
     for _ in 0..4 {
-        std::thread::sleep(Duration::from_millis(2500));
+        std::thread::sleep(Duration::from_millis(2800));
         let gw = on.next().unwrap();
         let r = browser.api_get(&gw.url("/"));
         assert_eq!(r.status, 200, "{}", r.body);
     }
     // Left alone past the idle timeout, it is over on both.
-    std::thread::sleep(Duration::from_millis(5100));
+    std::thread::sleep(Duration::from_millis(6100));
     assert_eq!(browser.api_get(&a.url("/")).status, 401);
     assert_eq!(browser.api_get(&b.url("/")).status, 401);
 }
@@ -170,7 +170,9 @@ fn a_database_outage_is_ridden_out_and_recovered_from() {
         "store:\n  kind: postgres\n  url: {}\n",
         server.url("portcullis")
     );
-    let gw = Gateway::start_on_store(up.addr, &store, "session:\n  idle_timeout: 4s\n", true);
+    let extra = "session:\n  idle_timeout: 4s\n";
+    let gw = Gateway::start_on_store(up.addr, &store, extra, true);
+    let other = Gateway::start_on_store(up.addr, &store, extra, false);
     let ready = || {
         let r = reqwest::blocking::get(format!("http://{}/readyz", gw.admin)).unwrap();
         (r.status().as_u16(), r.text().unwrap())
@@ -224,4 +226,11 @@ fn a_database_outage_is_ridden_out_and_recovered_from() {
     let r = sign_in_json(&mut fresh, &gw, PASSWORD);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(fresh.api_get(&gw.url("/")).status, 200);
+    // And the two gateways tell each other of revocations again.
+    assert_eq!(fresh.api_get(&other.url("/")).status, 200);
+    let mut copy = Browser::new();
+    copy.jar = fresh.jar.clone();
+    let out = fresh.post_json(&gw.url("/_portcullis/api/logout"), &json!({}));
+    assert_eq!(out.status, 200);
+    refused_within(&mut copy, &other, Duration::from_secs(2));
 }

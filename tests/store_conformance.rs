@@ -9,7 +9,7 @@ use std::sync::Arc;
 use portcullis::audit::{Event, EventKind};
 use portcullis::store::{
     CaptchaRecord, EventFilter, NewUser, PostgresStore, Purged, RememberRecord, Revoked,
-    SessionBounds, SessionRecord, SqliteStore, Store, StoreError,
+    SessionBounds, SessionRecord, SqliteStore, Store, StoreError, UserChange,
 };
 use portcullis::throttle::Counter;
 use portcullis::token::SessionHash;
@@ -83,7 +83,21 @@ async fn users(store: Arc<dyn Store>) {
     assert_eq!(store.get_user(bob.id).await.unwrap(), Some(bob.clone()));
     assert_eq!(store.get_user(-1).await.unwrap(), None);
     store.set_password_hash(ann.id, "new-hash").await.unwrap();
+    store.insert_session(&session(1, ann.id, 50)).await.unwrap();
+    assert!(
+        store
+            .touch_session(&SessionHash([1; 32]), 60)
+            .await
+            .unwrap()
+    );
     store.set_dismissed(ann.id, true).await.unwrap();
+    assert!(
+        !store
+            .touch_session(&SessionHash([1; 32]), 70)
+            .await
+            .unwrap(),
+        "a dismissed user's"
+    );
     let listed = store.list_users().await.unwrap();
     assert_eq!(
         listed.iter().map(|u| u.login.as_str()).collect::<Vec<_>>(),
@@ -143,8 +157,15 @@ async fn sessions(store: Arc<dyn Store>) {
         None
     );
     // last_seen moves forward only.
-    store.touch_session(&first.hash, 1500).await.unwrap();
-    store.touch_session(&first.hash, 1400).await.unwrap();
+    assert!(store.touch_session(&first.hash, 1500).await.unwrap());
+    assert!(store.touch_session(&first.hash, 1400).await.unwrap());
+    assert!(
+        !store
+            .touch_session(&SessionHash([9; 32]), 1500)
+            .await
+            .unwrap(),
+        "gone"
+    );
     assert_eq!(
         store
             .get_session(&first.hash)
@@ -198,7 +219,7 @@ async fn sessions(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(
         store
-            .end_user_sessions(bob.id, 2002, "dismissed")
+            .end_user_sessions(bob.id, 2002, "dismissed", UserChange::Dismissed)
             .await
             .unwrap(),
         2

@@ -387,9 +387,18 @@ impl Validator<'_> {
                 let url = raw.url.unwrap_or_default();
                 if url.is_empty() {
                     self.error("store.url", "is required for kind: postgres, e.g. postgres://portcullis@db.internal/portcullis");
-                } else if let Err(e) = tokio_postgres::Config::from_str(&url) {
+                } else {
                     // The URL itself is never repeated: it may hold a password.
-                    self.error("store.url", format!("is not a PostgreSQL URL: {e}"));
+                    match tokio_postgres::Config::from_str(&url) {
+                        Err(e) => self.error("store.url", format!("is not a PostgreSQL URL: {e}")),
+                        Ok(c) if c.get_ssl_mode() == tokio_postgres::config::SslMode::Require => {
+                            self.error(
+                                "store.url",
+                                "sslmode=require: TLS to PostgreSQL is not supported by this version; reach the database over a private network (sslmode=disable or prefer)",
+                            )
+                        }
+                        Ok(_) => {}
+                    }
                 }
                 StoreConfig::Postgres { url }
             }
@@ -814,6 +823,10 @@ mod tests {
             (
                 "  kind: postgres\n  url: \"host=h password=pw2 sslmode=nonsense\"\n",
                 "store.url: is not a PostgreSQL URL",
+            ),
+            (
+                "  kind: postgres\n  url: postgres://u:pw@h/db?sslmode=require\n",
+                "store.url: sslmode=require: TLS to PostgreSQL is not supported",
             ),
         ] {
             let e = cfg(store).unwrap_err().to_string();

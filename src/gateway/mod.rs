@@ -155,8 +155,8 @@ pub fn serve(config: Config, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resu
         server.add_service(background_service("portcullis reload", reloader));
     }
     server.add_service(background_service(
-        "portcullis retention",
-        Retention { app: app.clone() },
+        "portcullis housekeeping",
+        Housekeeping { app: app.clone() },
     ));
     server.add_service(background_service("portcullis upkeep", Upkeep { app }));
     server.add_service(background_service(
@@ -200,12 +200,13 @@ const REVOCATION_POLL: Duration = Duration::from_millis(500);
 /// The same, for a store that announces revocations as they happen.
 const REVOCATION_CATCH_UP: Duration = Duration::from_secs(1);
 const PURGE_EVERY: Duration = Duration::from_secs(60);
+/// Revocations are kept an hour: far longer than any gateway takes to read them.
+const REVOCATION_KEPT: i64 = 3600;
 /// Events deleted per store call when the retention purge runs, and the pause between calls.
 const EVENT_PURGE_SLICE: u32 = 10_000;
 const EVENT_PURGE_PAUSE: Duration = Duration::from_millis(100);
 
-/// Background work: apply revocations to the cache; purge dead sessions, spent CAPTCHA
-/// challenges and forgotten throttle counters from the store.
+/// Applies revocations to the cache, and does nothing else, so that nothing slow delays them.
 struct Upkeep {
     app: Arc<App>,
 }
@@ -229,13 +230,11 @@ impl BackgroundService for Upkeep {
             REVOCATION_POLL
         };
         let mut poll = tokio::time::interval(every);
-        let mut purge = tokio::time::interval(PURGE_EVERY);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = poll.tick() => self.apply_revocations(&mut seq).await,
                 () = announced(&mut changes) => self.apply_revocations(&mut seq).await,
-                _ = purge.tick() => self.purge().await,
             }
         }
     }
@@ -259,33 +258,18 @@ impl Upkeep {
             Err(e) => tracing::warn!(error = %e, "cannot read revocations"),
         }
     }
-
-    async fn purge(&self) {
-        let cfg = self.app.config.load();
-        if let Err(e) = self.app.sessions.purge(&cfg.session).await {
-            tracing::warn!(error = %e, "cannot purge expired sessions");
-        }
-        let store = &self.app.store;
-        let now = self.app.clock.now_millis();
-        let forgotten = crate::throttle::forgotten_before(now, &cfg.throttle);
-        if let Err(e) = store.purge_counters(forgotten, now).await {
-            tracing::warn!(error = %e, "cannot purge throttle counters");
-        }
-        if let Err(e) = store.purge_captchas(now.div_euclid(1000)).await {
-            tracing::warn!(error = %e, "cannot purge CAPTCHA challenges");
-        }
-    }
 }
 
-/// Deletes events older than `audit.retention`, at start and every minute after: in slices
-/// with pauses between, on a task of its own, so that a first purge of a large log neither
-/// holds the store for long nor delays revocations.
-struct Retention {
+/// Deletes what can no longer matter, at start and every minute after, on a task of its own:
+/// dead sessions, spent CAPTCHA challenges, forgotten throttle counters, revocations every
+/// gateway has read, and events older than `audit.retention` (in slices with pauses between,
+/// so that a first purge of a large log never holds the store for long).
+struct Housekeeping {
     app: Arc<App>,
 }
 
 #[async_trait]
-impl BackgroundService for Retention {
+impl BackgroundService for Housekeeping {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut purge = tokio::time::interval(PURGE_EVERY);
         loop {
@@ -297,8 +281,29 @@ impl BackgroundService for Retention {
     }
 }
 
-impl Retention {
+impl Housekeeping {
     async fn purge(&self) {
+        let cfg = self.app.config.load();
+        if let Err(e) = self.app.sessions.purge(&cfg.session).await {
+            tracing::warn!(error = %e, "cannot purge expired sessions");
+        }
+        let store = &self.app.store;
+        let now = self.app.clock.now_millis();
+        let forgotten = crate::throttle::forgotten_before(now, &cfg.throttle);
+        if let Err(e) = store.purge_counters(forgotten, now).await {
+            tracing::warn!(error = %e, "cannot purge throttle counters");
+        }
+        let secs = now.div_euclid(1000);
+        if let Err(e) = store.purge_captchas(secs).await {
+            tracing::warn!(error = %e, "cannot purge CAPTCHA challenges");
+        }
+        if let Err(e) = store.purge_revocations(secs - REVOCATION_KEPT).await {
+            tracing::warn!(error = %e, "cannot purge old revocations");
+        }
+        self.purge_events().await;
+    }
+
+    async fn purge_events(&self) {
         let Some(retention) = self.app.config.load().audit.retention else {
             return;
         };

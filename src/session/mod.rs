@@ -16,7 +16,7 @@ use crate::config::SessionConfig;
 use crate::metrics::Metrics;
 use crate::store::{
     Purged, RememberRecord, Revoked, SessionBounds, SessionRecord, Store, StoreResult, UnixTime,
-    User,
+    User, UserChange,
 };
 use crate::token::{RememberToken, SessionHash, SessionToken};
 
@@ -73,6 +73,12 @@ impl LiveSession {
 
     pub fn last_seen(&self) -> UnixTime {
         self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Whether the cached copy may be trusted without asking the store: it was confirmed no
+    /// longer than an idle timeout ago.
+    fn recently_confirmed(&self, now: UnixTime, cfg: &SessionConfig) -> bool {
+        now - self.confirmed.load(Ordering::Relaxed) <= cfg.idle_timeout.as_secs() as i64
     }
 
     /// Seconds left before idle expiry (or the absolute limit, if sooner).
@@ -158,12 +164,7 @@ pub struct Sessions {
     clock: Arc<dyn Clock>,
     cache: Cache<SessionHash, Arc<LiveSession>>,
     metrics: Arc<Metrics>,
-    /// Revocations applied lately, so that one read again is not applied again.
-    applied: std::sync::Mutex<std::collections::BTreeSet<i64>>,
 }
-
-/// How many applied revocations `Sessions` remembers.
-const APPLIED_MEMORY: usize = 10_000;
 
 /// Why a session ended here, for `portcullis_sessions_ended_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,7 +203,6 @@ impl Sessions {
             audit,
             clock,
             metrics,
-            applied: std::sync::Mutex::default(),
             cache: Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_idle(idle_timeout)
@@ -221,9 +221,8 @@ impl Sessions {
         let cached = self.cache.get(&hash);
         self.metrics.session_cache(cached.is_some());
         if let Some(live) = cached {
-            let unconfirmed = now - live.confirmed.load(Ordering::Relaxed);
             match expiry(now, live.created_at, live.last_seen(), cfg) {
-                None if unconfirmed <= cfg.idle_timeout.as_secs() as i64 => {
+                None if live.recently_confirmed(now, cfg) => {
                     self.slide(&live, now, cfg);
                     return Ok(Lookup::Live(live));
                 }
@@ -281,7 +280,9 @@ impl Sessions {
         cfg: &SessionConfig,
     ) -> StoreResult<Option<Arc<LiveSession>>> {
         let now = self.clock.now();
-        if let Some(live) = self.cache.get(&token.hash()) {
+        if let Some(live) = self.cache.get(&token.hash())
+            && live.recently_confirmed(now, cfg)
+        {
             return Ok(expiry(now, live.created_at, live.last_seen(), cfg)
                 .is_none()
                 .then_some(live));
@@ -317,14 +318,24 @@ impl Sessions {
                 .compare_exchange(stored, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            let store = self.store.clone();
-            let live = live.clone();
+            let (store, cache, live) = (self.store.clone(), self.cache.clone(), live.clone());
             tokio::spawn(async move {
                 match store.touch_session(&live.hash, now).await {
-                    Ok(()) => {
+                    Ok(true) => {
                         live.confirmed.fetch_max(now, Ordering::Relaxed);
                     }
-                    Err(e) => tracing::warn!(error = %e, "could not record session activity"),
+                    // Ended or its user dismissed, and the revocation not seen here (yet).
+                    Ok(false) => cache.invalidate(&live.hash),
+                    Err(e) => {
+                        // Not written: the next request tries again.
+                        let _ = live.stored_last_seen.compare_exchange(
+                            now,
+                            stored,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                        tracing::warn!(error = %e, "could not record session activity");
+                    }
                 }
             });
         }
@@ -417,15 +428,24 @@ impl Sessions {
             return Ok(Renewal::Invalid);
         }
         let next = presented.rotate();
+        // The session first, the rotation second: if the rotation cannot be made, the browser's
+        // validator stays the valid one, and its next try is not taken for a stolen token.
+        let (token, live) = self
+            .start(&user, Some(rec.selector.clone()), client, now)
+            .await?;
         let rotated = self
             .store
             .rotate_remember(&rec.selector, &rec.validator_hash, &next.validator_hash())
-            .await?;
-        if !rotated {
-            // A concurrent request with the same cookie rotated it first.
-            return Ok(Renewal::Invalid);
+            .await;
+        if !matches!(rotated, Ok(true)) {
+            // A concurrent request with the same cookie rotated it first, or the store failed:
+            // the new session is never handed out.
+            self.cache.invalidate(&live.hash);
+            if let Err(e) = self.store.end_session(&live.hash, now).await {
+                tracing::warn!(error = %e, "could not remove a session that was not handed out");
+            }
+            return rotated.map(|_| Renewal::Invalid);
         }
-        let (token, live) = self.start(&user, Some(rec.selector), client, now).await?;
         self.audit.record(
             Event::new(EventKind::SessionRenewed, now)
                 .login(&user.login)
@@ -466,7 +486,7 @@ impl Sessions {
     pub async fn end_user(&self, user_id: i64, why: Ended) -> StoreResult<u64> {
         let n = self
             .store
-            .end_user_sessions(user_id, self.clock.now(), why.as_str())
+            .end_user_sessions(user_id, self.clock.now(), why.as_str(), UserChange::Nothing)
             .await?;
         self.forget_user(user_id);
         Ok(n)
@@ -486,10 +506,6 @@ impl Sessions {
     pub async fn apply_revocations(&self, seq: i64) -> StoreResult<i64> {
         let mut high = seq;
         for r in self.store.revocations_since(seq).await? {
-            high = high.max(r.seq);
-            if self.applied(r.seq, false) {
-                continue;
-            }
             match r.what {
                 Revoked::User(id) => self.forget_user(id),
                 Revoked::Session(hash) => self.cache.invalidate(&hash),
@@ -503,24 +519,9 @@ impl Sessions {
                 let n = self.store.claim_ended(r.seq).await?;
                 self.metrics.sessions_ended(reason, n);
             }
-            self.applied(r.seq, true);
+            high = high.max(r.seq);
         }
         Ok(high)
-    }
-
-    /// Whether revocation `seq` was applied here already; with `mark`, it is now.
-    fn applied(&self, seq: i64, mark: bool) -> bool {
-        let Ok(mut applied) = self.applied.lock() else {
-            return false;
-        };
-        let known = applied.contains(&seq);
-        if mark && !known {
-            applied.insert(seq);
-            while applied.len() > APPLIED_MEMORY {
-                applied.pop_first();
-            }
-        }
-        known
     }
 
     /// Where sessions in the store stop being live: `idle_timeout` after their `last_seen`,
@@ -727,7 +728,7 @@ mod tests {
         let seq = store.last_revocation().await.unwrap();
         // Another process (the CLI) ends the user's sessions in the store.
         store
-            .end_user_sessions(user.id, clock.now(), "revoked")
+            .end_user_sessions(user.id, clock.now(), "revoked", UserChange::Nothing)
             .await
             .unwrap();
         assert!(
@@ -738,6 +739,42 @@ mod tests {
             "still cached"
         );
         sessions.apply_revocations(seq).await.unwrap();
+        assert!(matches!(
+            sessions.lookup(&issued.token, &cfg).await.unwrap(),
+            Lookup::Unknown
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_session_the_store_no_longer_has_leaves_the_cache_at_its_next_write() {
+        let clock = ManualClock::at(3_000_000);
+        let (_dir, store, sessions, user) = setup(clock.clone()).await;
+        let cfg = cfg(240, None); // lazy interval: 10 s
+        let issued = sessions
+            .issue(&user, None, &Client::default())
+            .await
+            .unwrap();
+        // Gone from the store with no revocation to say so (as if the feed missed it).
+        let everything = SessionBounds {
+            idle_before: i64::MAX,
+            created_before: None,
+        };
+        store.purge_sessions(everything).await.unwrap();
+        clock.advance(11);
+        let lookup = sessions.lookup(&issued.token, &cfg).await.unwrap();
+        assert!(
+            matches!(lookup, Lookup::Live(_)),
+            "served from the cache once"
+        );
+        // That use wrote `last_seen`, which found no session: the copy is dropped.
+        let gone = async {
+            while sessions.cached() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), gone)
+            .await
+            .unwrap();
         assert!(matches!(
             sessions.lookup(&issued.token, &cfg).await.unwrap(),
             Lookup::Unknown

@@ -77,6 +77,15 @@ pub struct RememberRecord {
     pub expires_at: UnixTime,
 }
 
+/// What changes about a user together with the end of their sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserChange {
+    Nothing,
+    /// A new password hash.
+    Password(String),
+    Dismissed,
+}
+
 /// What a revocation ends: every session of a user, or one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revoked {
@@ -146,17 +155,20 @@ pub trait Store: Send + Sync {
 
     async fn insert_session(&self, session: &SessionRecord) -> StoreResult<()>;
     async fn get_session(&self, hash: &SessionHash) -> StoreResult<Option<SessionRecord>>;
-    /// Moves `last_seen` forward (never back).
-    async fn touch_session(&self, hash: &SessionHash, last_seen: UnixTime) -> StoreResult<()>;
+    /// Moves `last_seen` forward (never back). False when the session is gone or its user is
+    /// dismissed: the caller must stop trusting its copy.
+    async fn touch_session(&self, hash: &SessionHash, last_seen: UnixTime) -> StoreResult<bool>;
     /// Deletes one session and publishes its revocation; true if it existed.
     async fn end_session(&self, hash: &SessionHash, now: UnixTime) -> StoreResult<bool>;
-    /// Deletes every session and remember-me token of a user and publishes the revocation,
-    /// with `reason` and the number of sessions ended, which it returns.
+    /// Makes `change` to a user, deletes every session and remember-me token of theirs and
+    /// publishes the revocation, with `reason` and the number of sessions ended, which it
+    /// returns: all in one transaction.
     async fn end_user_sessions(
         &self,
         user_id: i64,
         now: UnixTime,
         reason: &str,
+        change: UserChange,
     ) -> StoreResult<u64>;
     /// Deletes sessions created before `created_before` (counted as `absolute`), then those
     /// idle since before `idle_before` (counted as `idle`).
@@ -170,14 +182,15 @@ pub trait Store: Send + Sync {
     async fn rotate_remember(&self, selector: &str, old: &[u8], new: &[u8]) -> StoreResult<bool>;
     async fn delete_remember(&self, selector: &str) -> StoreResult<()>;
 
-    /// Revocations published after `seq`, oldest first. A store whose sequence numbers can
-    /// become visible out of order also returns recent ones again; applying one twice is
-    /// harmless.
+    /// Revocations published after `seq`, oldest first. Sequence numbers become visible in
+    /// order: none can appear later below one already read.
     async fn revocations_since(&self, seq: i64) -> StoreResult<Vec<Revocation>>;
     /// Takes the count of sessions revocation `seq` ended, leaving 0: of several gateways
     /// reading the feed, exactly one gets it.
     async fn claim_ended(&self, seq: i64) -> StoreResult<u64>;
     async fn last_revocation(&self) -> StoreResult<i64>;
+    /// Deletes revocations made before `before`: they only need to outlive the gateways' reads.
+    async fn purge_revocations(&self, before: UnixTime) -> StoreResult<u64>;
 
     async fn counter(&self, key: &str) -> StoreResult<Option<Counter>>;
     /// Applies `update` atomically and returns the counter as it was before.

@@ -17,14 +17,14 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use super::{
     CaptchaRecord, CounterUpdate, EventFilter, NewUser, Purged, RememberRecord, Revocation,
     Revoked, SessionBounds, SessionRecord, Store, StoreError, StoreResult, UnixTime, User,
-    duplicate_message, hash_from, key,
+    UserChange, duplicate_message, hash_from, key,
 };
 use crate::audit::Event;
 use crate::throttle::Counter;
 use crate::token::SessionHash;
 
-/// Schema versions, applied in order, each in the transaction that records it. A session-wide
-/// advisory lock makes two gateways starting at once apply them one after the other.
+/// Schema versions, applied in the transaction that records them. An advisory lock held by
+/// that transaction makes two gateways starting at once apply them one after the other.
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE users (
     id BIGSERIAL PRIMARY KEY,
@@ -92,15 +92,16 @@ CREATE TABLE captchas (
 );
 "#];
 
-/// Any number will do, as long as it is this one on every gateway.
-const MIGRATION_LOCK: i64 = 0x706f_7274_6375;
+/// Advisory locks of Portcullis are (this class, a key); the class keeps them apart from other
+/// applications' in the same database.
+const LOCK_CLASS: i32 = 0x7063_6c73;
+/// Keys within the class (counters use the hash of their own key).
+const MIGRATION_LOCK: i32 = 1;
+const REVOCATION_LOCK: i32 = 2;
 /// The NOTIFY channel for revocations.
 const CHANNEL: &str = "portcullis_revocations";
 /// The longest any store call may take, connecting included.
 const CALL_LIMIT: Duration = Duration::from_secs(5);
-/// Revocations are read again for this long after they are made: sequence numbers are taken
-/// when a transaction inserts, not when it commits, so a later number can become visible first.
-const REVOCATION_REREAD: i64 = 10;
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -139,24 +140,35 @@ struct DbRuntime {
 }
 
 impl DbRuntime {
+    /// The runtime is built, run and dropped on its own thread, never inside async code.
     fn start() -> StoreResult<DbRuntime> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("portcullis-db")
-            .enable_all()
-            .build()
-            .map_err(unavailable)?;
-        let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (started, handle) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("portcullis-db".into())
             .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("portcullis-db")
+                    .enable_all()
+                    .build();
+                let runtime = match runtime {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = started.send(Err(unavailable(e)));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(runtime.handle().clone()));
                 runtime.block_on(async {
                     let _ = stopped.await;
                 });
                 runtime.shutdown_background();
             })
             .map_err(unavailable)?;
+        let handle = handle
+            .recv()
+            .map_err(|_| unavailable("the database thread did not start"))??;
         Ok(DbRuntime {
             handle,
             _stop: stop,
@@ -176,9 +188,17 @@ impl PostgresStore {
     pub async fn open(url: &str) -> StoreResult<PostgresStore> {
         let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| unavailable(format!("store.url is not a PostgreSQL URL: {e}")))?;
+        // The server gives up on a statement, a lock wait or an abandoned transaction before
+        // the gateway gives up on the call; a peer gone silent (a partition, not a clean
+        // close) is dropped by the kernel within seconds rather than minutes.
         config
             .connect_timeout(Duration::from_secs(2))
+            .tcp_user_timeout(Duration::from_secs(5))
             .keepalives_idle(Duration::from_secs(30))
+            .options(
+                "-c statement_timeout=4500 -c lock_timeout=3000 \
+                 -c idle_in_transaction_session_timeout=10000",
+            )
             .application_name("portcullis");
         let manager = Manager::from_config(
             config.clone(),
@@ -228,8 +248,11 @@ impl PostgresStore {
 
 async fn migrate(mut client: deadpool_postgres::Object) -> StoreResult<()> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[&LOCK_CLASS, &MIGRATION_LOCK],
+    )
+    .await?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS portcullis_schema (version INTEGER NOT NULL)")
         .await?;
     let done: i32 = match tx
@@ -264,8 +287,8 @@ async fn migrate(mut client: deadpool_postgres::Object) -> StoreResult<()> {
 /// the connection is made again (a notification may have been missed meanwhile).
 async fn listen(config: tokio_postgres::Config, notify: watch::Sender<u64>) {
     loop {
-        match config.connect(NoTls).await {
-            Ok((client, mut connection)) => {
+        match tokio::time::timeout(CALL_LIMIT, config.connect(NoTls)).await {
+            Ok(Ok((client, mut connection))) => {
                 let driver = async {
                     while let Some(message) =
                         std::future::poll_fn(|cx| connection.poll_message(cx)).await
@@ -289,9 +312,10 @@ async fn listen(config: tokio_postgres::Config, notify: watch::Sender<u64>) {
                 };
                 tracing::warn!(error = %why, "lost the PostgreSQL revocation listener; reconnecting");
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::debug!(error = %StoreError::from(e), "cannot listen for revocations yet");
             }
+            Err(_) => tracing::debug!("cannot listen for revocations yet: no answer within 5s"),
         }
         if notify.is_closed() {
             return;
@@ -349,6 +373,17 @@ fn event_from_row(r: &Row) -> Event {
         session: r.get(5),
         detail: r.get(6),
     }
+}
+
+/// Revocations are published one transaction at a time, so that their sequence numbers become
+/// visible in order and a gateway reading `seq > last` never skips one still being committed.
+async fn publishing_revocation(tx: &deadpool_postgres::Transaction<'_>) -> StoreResult<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[&LOCK_CLASS, &REVOCATION_LOCK],
+    )
+    .await?;
+    Ok(())
 }
 
 fn count(n: u64) -> i64 {
@@ -450,7 +485,8 @@ impl Store for PostgresStore {
         self.run(|c| async move {
             let rows = c
                 .query(
-                    &format!("SELECT {USER_COLUMNS} FROM users ORDER BY login_key"),
+                    // Byte order, as SQLite sorts, whatever the database's collation.
+                    &format!("SELECT {USER_COLUMNS} FROM users ORDER BY login_key COLLATE \"C\""),
                     &[],
                 )
                 .await?;
@@ -521,15 +557,18 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn touch_session(&self, hash: &SessionHash, last_seen: UnixTime) -> StoreResult<()> {
+    async fn touch_session(&self, hash: &SessionHash, last_seen: UnixTime) -> StoreResult<bool> {
         let hash = *hash;
         self.run(move |c| async move {
-            c.execute(
-                "UPDATE sessions SET last_seen = $1 WHERE id_hash = $2 AND last_seen < $1",
-                &[&last_seen, &&hash.0[..]],
-            )
-            .await?;
-            Ok(())
+            let n = c
+                .execute(
+                    "UPDATE sessions s SET last_seen = GREATEST(s.last_seen, $1)
+                     FROM users u
+                     WHERE s.id_hash = $2 AND u.id = s.user_id AND NOT u.dismissed",
+                    &[&last_seen, &&hash.0[..]],
+                )
+                .await?;
+            Ok(n == 1)
         })
         .await
     }
@@ -538,6 +577,7 @@ impl Store for PostgresStore {
         let hash = *hash;
         self.run(move |mut c| async move {
             let tx = c.transaction().await?;
+            publishing_revocation(&tx).await?;
             let n = tx
                 .execute("DELETE FROM sessions WHERE id_hash = $1", &[&&hash.0[..]])
                 .await?;
@@ -558,10 +598,26 @@ impl Store for PostgresStore {
         user_id: i64,
         now: UnixTime,
         reason: &str,
+        change: UserChange,
     ) -> StoreResult<u64> {
         let reason = reason.to_string();
         self.run(move |mut c| async move {
             let tx = c.transaction().await?;
+            match change {
+                UserChange::Nothing => 0,
+                UserChange::Password(hash) => {
+                    tx.execute(
+                        "UPDATE users SET password_hash = $1 WHERE id = $2",
+                        &[&hash, &user_id],
+                    )
+                    .await?
+                }
+                UserChange::Dismissed => {
+                    tx.execute("UPDATE users SET dismissed = TRUE WHERE id = $1", &[&user_id])
+                        .await?
+                }
+            };
+            publishing_revocation(&tx).await?;
             let n = tx
                 .execute("DELETE FROM sessions WHERE user_id = $1", &[&user_id])
                 .await?;
@@ -570,12 +626,6 @@ impl Store for PostgresStore {
             tx.execute(
                 "INSERT INTO revocations (user_id, created_at, reason, uncounted) VALUES ($1, $2, $3, $4)",
                 &[&user_id, &now, &reason, &count(n)],
-            )
-            .await?;
-            // Revocations only need to outlive the gateways' catch-up.
-            tx.execute(
-                "DELETE FROM revocations WHERE created_at < $1",
-                &[&(now - 3600)],
             )
             .await?;
             tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
@@ -588,12 +638,13 @@ impl Store for PostgresStore {
     async fn purge_sessions(&self, b: SessionBounds) -> StoreResult<Purged> {
         self.run(move |mut c| async move {
             let tx = c.transaction().await?;
-            let absolute = tx
-                .execute(
-                    "DELETE FROM sessions WHERE created_at < $1",
-                    &[&b.created_before.unwrap_or(i64::MIN)],
-                )
-                .await?;
+            let absolute = match b.created_before {
+                Some(before) => {
+                    tx.execute("DELETE FROM sessions WHERE created_at < $1", &[&before])
+                        .await?
+                }
+                None => 0,
+            };
             let idle = tx
                 .execute(
                     "DELETE FROM sessions WHERE last_seen < $1",
@@ -684,9 +735,8 @@ impl Store for PostgresStore {
             let rows = c
                 .query(
                     "SELECT seq, user_id, session_hash, reason, uncounted FROM revocations
-                     WHERE seq > $1 OR created_at >= EXTRACT(EPOCH FROM now())::BIGINT - $2
-                     ORDER BY seq",
-                    &[&seq, &REVOCATION_REREAD],
+                     WHERE seq > $1 ORDER BY seq",
+                    &[&seq],
                 )
                 .await?;
             rows.iter()
@@ -726,6 +776,16 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn purge_revocations(&self, before: UnixTime) -> StoreResult<u64> {
+        self.run(move |c| async move {
+            Ok(
+                c.execute("DELETE FROM revocations WHERE created_at < $1", &[&before])
+                    .await?,
+            )
+        })
+        .await
+    }
+
     async fn last_revocation(&self) -> StoreResult<i64> {
         self.run(|c| async move {
             Ok(
@@ -760,8 +820,11 @@ impl Store for PostgresStore {
         self.run(move |mut c| async move {
             let tx = c.transaction().await?;
             // One key at a time across every gateway, whether or not its row exists yet.
-            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&key])
-                .await?;
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                &[&LOCK_CLASS, &key],
+            )
+            .await?;
             let before = tx
                 .query_opt(
                     "SELECT failures, last_failure, locked_until, budget_full_at FROM throttle WHERE key = $1",

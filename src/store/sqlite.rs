@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{
     CaptchaRecord, CounterUpdate, EventFilter, NewUser, Purged, RememberRecord, Revocation,
     Revoked, SessionBounds, SessionRecord, Store, StoreError, StoreResult, UnixTime, User,
-    duplicate_message, hash_from, key,
+    UserChange, duplicate_message, hash_from, key,
 };
 use crate::audit::Event;
 use crate::throttle::Counter;
@@ -85,6 +85,7 @@ CREATE TABLE captchas (
     r#"
 ALTER TABLE revocations ADD COLUMN reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE revocations ADD COLUMN uncounted INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX revocations_by_time ON revocations(created_at);
 "#,
 ];
 
@@ -359,14 +360,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn touch_session(&self, hash: &SessionHash, last_seen: UnixTime) -> StoreResult<()> {
+    async fn touch_session(&self, hash: &SessionHash, last_seen: UnixTime) -> StoreResult<bool> {
         let hash = *hash;
         self.with(move |c| {
-            c.execute(
-                "UPDATE sessions SET last_seen = ?1 WHERE id_hash = ?2 AND last_seen < ?1",
+            let n = c.execute(
+                "UPDATE sessions SET last_seen = max(last_seen, ?1)
+                 WHERE id_hash = ?2 AND user_id IN (SELECT id FROM users WHERE NOT dismissed)",
                 params![last_seen, &hash.0[..]],
             )?;
-            Ok(())
+            Ok(n == 1)
         })
         .await
     }
@@ -391,20 +393,26 @@ impl Store for SqliteStore {
         user_id: i64,
         now: UnixTime,
         reason: &str,
+        change: UserChange,
     ) -> StoreResult<u64> {
         let reason = reason.to_string();
         self.with(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            match change {
+                UserChange::Nothing => 0,
+                UserChange::Password(hash) => tx.execute(
+                    "UPDATE users SET password_hash = ?1 WHERE id = ?2",
+                    params![hash, user_id],
+                )?,
+                UserChange::Dismissed => {
+                    tx.execute("UPDATE users SET dismissed = 1 WHERE id = ?1", [user_id])?
+                }
+            };
             let n = tx.execute("DELETE FROM sessions WHERE user_id = ?1", [user_id])?;
             tx.execute("DELETE FROM remember_tokens WHERE user_id = ?1", [user_id])?;
             tx.execute(
                 "INSERT INTO revocations (user_id, created_at, reason, uncounted) VALUES (?1, ?2, ?3, ?4)",
                 params![user_id, now, reason, n as i64],
-            )?;
-            // Revocations only need to outlive the gateways' polling interval.
-            tx.execute(
-                "DELETE FROM revocations WHERE created_at < ?1",
-                [now - 3600],
             )?;
             tx.commit()?;
             Ok(n as u64)
@@ -415,10 +423,12 @@ impl Store for SqliteStore {
     async fn purge_sessions(&self, b: SessionBounds) -> StoreResult<Purged> {
         self.with(move |c| {
             let tx = c.transaction()?;
-            let absolute = tx.execute(
-                "DELETE FROM sessions WHERE created_at < ?1",
-                [b.created_before.unwrap_or(i64::MIN)],
-            )? as u64;
+            let absolute = match b.created_before {
+                Some(before) => {
+                    tx.execute("DELETE FROM sessions WHERE created_at < ?1", [before])? as u64
+                }
+                None => 0,
+            };
             let idle =
                 tx.execute("DELETE FROM sessions WHERE last_seen < ?1", [b.idle_before])? as u64;
             tx.commit()?;
@@ -548,6 +558,13 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             Ok(n.max(0) as u64)
+        })
+        .await
+    }
+
+    async fn purge_revocations(&self, before: UnixTime) -> StoreResult<u64> {
+        self.with(move |c| {
+            Ok(c.execute("DELETE FROM revocations WHERE created_at < ?1", [before])? as u64)
         })
         .await
     }

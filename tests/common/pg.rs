@@ -7,15 +7,20 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// The server tests use, e.g. `postgres://postgres@127.0.0.1:5432/test`, or `None` (then the
-/// PostgreSQL tests say they are skipped, loudly).
+/// The server tests use, e.g. `postgres://postgres@127.0.0.1:5432/test`. Unset, the test
+/// fails, unless `PORTCULLIS_SKIP_POSTGRES=1` says to skip it (then `None`): a PostgreSQL test
+/// never passes without having run by accident.
 pub fn server() -> Option<String> {
     match std::env::var("PORTCULLIS_TEST_POSTGRES") {
         Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("PORTCULLIS_TEST_POSTGRES is not set: this PostgreSQL test is SKIPPED");
+        _ if std::env::var("PORTCULLIS_SKIP_POSTGRES").is_ok_and(|v| v == "1") => {
+            eprintln!("PORTCULLIS_SKIP_POSTGRES=1: this PostgreSQL test is SKIPPED");
             None
         }
+        _ => panic!(
+            "set PORTCULLIS_TEST_POSTGRES=postgres://USER@HOST:PORT/DB (`make test` does), \
+             or PORTCULLIS_SKIP_POSTGRES=1 to skip the PostgreSQL tests"
+        ),
     }
 }
 
