@@ -16,7 +16,10 @@ test:
 	cargo test
 
 bench:
-	./scripts/bootstrap.sh
+	./scripts/bootstrap.sh --bench
+	cargo build --release
+	./benches/load.sh
+	cargo bench --bench session_memory
 	cargo bench --bench hot_path
 	cargo bench --bench allowlist
 	cargo bench --bench captcha

@@ -4,6 +4,7 @@
 # driver for it, tesseract (a test checks that off-the-shelf OCR cannot read the CAPTCHA) and
 # promtool, from Debian's `prometheus` package (tests check the metrics and the alert rules),
 # and PostgreSQL's client and server programs (cluster tests).
+# With --bench: wrk and nginx, for the side-by-side load test (benches/load.sh).
 # Safe to run again: it only installs what is not there.
 set -euo pipefail
 need_tests=${1:-}
@@ -23,6 +24,10 @@ if [ "$need_tests" = "--tests" ]; then
   # The cluster tests: psql, and initdb/pg_ctl for a private server they stop and start.
   command -v psql >/dev/null || missing+=(postgresql-client)
   ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
+fi
+if [ "$need_tests" = "--bench" ]; then
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v nginx >/dev/null || missing+=(nginx)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"

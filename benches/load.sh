@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Side-by-side load test, in one run on this machine, with wrk (see benches/README.md):
+#   upstream direct | nginx pass-through | nginx + auth_request to a zero-cost auth endpoint |
+#   Portcullis public path | Portcullis with a session | the same during a wrong-password storm
+# Prints requests/s, p50 and p99 per scenario, and the ratios the performance targets use.
+# Needs: wrk, nginx (Debian packages; `scripts/bootstrap.sh --bench` installs them), curl, and a
+# release build (`cargo build --release`). Only 127.0.0.1 is used; everything started is stopped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${LOAD_SECONDS:-10}
+CONNECTIONS=${LOAD_CONNECTIONS:-32}
+THREADS=${LOAD_THREADS:-1}
+BIN=${PORTCULLIS_BIN:-target/release/portcullis}
+BASE=${LOAD_PORT:-18800}
+UPSTREAM=$((BASE + 1)) NGINX_PROXY=$((BASE + 2)) NGINX_AUTH=$((BASE + 3)) AUTH_ENDPOINT=$((BASE + 4))
+GATEWAY=$((BASE + 5)) ADMIN=$((BASE + 6))
+
+[ -x "$BIN" ] || { echo "load: build first: cargo build --release" >&2; exit 2; }
+for tool in wrk nginx curl; do
+  command -v "$tool" >/dev/null || { echo "load: $tool is missing (scripts/bootstrap.sh --bench)" >&2; exit 2; }
+done
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# One nginx process serves the upstream (a small fixed page, as a portal's cheapest response),
+# the plain pass-through proxy, the auth_request proxy and its zero-cost auth endpoint.
+mkdir -p "$work/nginx"
+cat >"$work/nginx.conf" <<EOF
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx;
+  proxy_temp_path $work/nginx;
+  fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx;
+  scgi_temp_path $work/nginx;
+  keepalive_requests 1000000;
+  upstream portal { server 127.0.0.1:$UPSTREAM; keepalive 64; }
+  upstream auth { server 127.0.0.1:$AUTH_ENDPOINT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$UPSTREAM;
+    location / { default_type text/html; return 200 "<html><body>portal page</body></html>\n"; }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PROXY;
+    location / {
+      proxy_pass http://portal;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+  server {
+    listen 127.0.0.1:$AUTH_ENDPOINT;
+    location / { return 204; }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_AUTH;
+    location = /_auth {
+      internal;
+      proxy_pass http://auth;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+    }
+    location / {
+      auth_request /_auth;
+      proxy_pass http://portal;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+nginx -c "$work/nginx.conf" -p "$work/nginx"
+
+cat >"$work/portcullis.yaml" <<EOF
+listen: 127.0.0.1:$GATEWAY
+admin_listen: 127.0.0.1:$ADMIN
+upstream: http://127.0.0.1:$UPSTREAM
+store:
+  path: data/portcullis.db
+public_paths: [/static/]
+throttle:
+  # Every wrong password of the storm is hashed: the harshest case for the proxy path.
+  ip_attempts_per_minute: 0
+  captcha_after: 0
+  lock_after: 0
+EOF
+echo 'load-test-password' | "$BIN" user add bench@example.com --email bench@example.com --password-stdin -c "$work/portcullis.yaml" >/dev/null
+RUST_LOG=warn "$BIN" serve -c "$work/portcullis.yaml" 2>"$work/portcullis.log" &
+pids+=($!)
+for _ in $(seq 100); do
+  curl -fs "http://127.0.0.1:$ADMIN/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+cookie=$(curl -fs -D - -o /dev/null -H 'Content-Type: application/json' \
+  -d '{"login":"bench@example.com","password":"load-test-password"}' \
+  "http://127.0.0.1:$GATEWAY/_portcullis/api/login" | tr -d '\r' |
+  sed -n 's/^[Ss]et-[Cc]ookie: \(portcullis_session=[^;]*\).*/\1/p')
+[ -n "$cookie" ] || { echo "load: could not sign in" >&2; cat "$work/portcullis.log" >&2; exit 1; }
+# Every scenario must answer 200, or the numbers mean nothing.
+check() { [ "$(curl -s -o /dev/null -w '%{http_code}' "${@:2}" "$1")" = 200 ] || { echo "load: $1 does not answer 200" >&2; exit 1; }; }
+check "http://127.0.0.1:$UPSTREAM/crm/"
+check "http://127.0.0.1:$NGINX_PROXY/crm/"
+check "http://127.0.0.1:$NGINX_AUTH/crm/"
+check "http://127.0.0.1:$GATEWAY/static/app.css"
+check "http://127.0.0.1:$GATEWAY/crm/" -H "Cookie: $cookie"
+
+# wrk's summary as "requests/s p50_ms p99_ms non-2xx".
+measure() {
+  local out
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@")
+  local rps p50 p99 bad
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  bad=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  echo "$rps $(to_ms "$p50") $(to_ms "$p99") ${bad:-0}"
+}
+to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
+
+declare -A result
+run() { local name=$1; shift; result[$name]=$(measure "$@"); printf '  %-22s %s\n' "$name" "${result[$name]}" >&2; }
+
+echo "load: ${DURATION}s per scenario, $CONNECTIONS connections, $THREADS wrk thread(s)" >&2
+run upstream "http://127.0.0.1:$UPSTREAM/crm/"
+run nginx_proxy "http://127.0.0.1:$NGINX_PROXY/crm/"
+run nginx_auth_request "http://127.0.0.1:$NGINX_AUTH/crm/"
+run portcullis_public "http://127.0.0.1:$GATEWAY/static/app.css"
+run portcullis_session "http://127.0.0.1:$GATEWAY/crm/" -H "Cookie: $cookie"
+
+# The storm: wrong passwords as fast as 8 connections can send them, for the whole scenario.
+cat >"$work/storm.lua" <<'EOF'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"login":"bench@example.com","password":"wrong-password"}'
+EOF
+wrk -t1 -c8 -d"$((DURATION + 2))s" -s "$work/storm.lua" "http://127.0.0.1:$GATEWAY/_portcullis/api/login" >"$work/storm.out" &
+storm=$!
+sleep 1
+run session_during_storm "http://127.0.0.1:$GATEWAY/crm/" -H "Cookie: $cookie"
+wait "$storm" || true
+storm_rps=$(awk '/^Requests\/sec/ {print $2}' "$work/storm.out")
+
+field() { awk -v n="$2" '{print $n}' <<<"${result[$1]}"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+
+echo
+printf '| scenario | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---:|---:|---:|---:|\n'
+for name in upstream nginx_proxy nginx_auth_request portcullis_public portcullis_session session_during_storm; do
+  printf '| %s | %s | %s | %s | %s |\n' "$name" $(field $name 1) $(field $name 2) $(field $name 3) $(field $name 4)
+done
+echo
+echo "wrong-password storm: $storm_rps attempts/s answered while it ran"
+echo
+s=$(field portcullis_session 1)
+printf '| ratio | measured | target |\n|---|---:|---|\n'
+printf '| session / nginx pass-through | %s | >= 0.6 (aim 1.0) |\n' "$(ratio "$s" "$(field nginx_proxy 1)")"
+printf '| session / nginx + auth_request | %s | >= 1.0 (aim 2.0) |\n' "$(ratio "$s" "$(field nginx_auth_request 1)")"
+printf '| session / Portcullis public path | %s | >= 0.9 (aim 0.97) |\n' "$(ratio "$s" "$(field portcullis_public 1)")"
+printf '| p99 during storm / calm p99 | %s | <= 3 (aim 1.5) |\n' "$(ratio "$(field session_during_storm 3)" "$(field portcullis_session 3)")"
