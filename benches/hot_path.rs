@@ -45,6 +45,77 @@ fn hot_path(c: &mut Criterion) {
     c.bench_function("strip gateway cookies", |b| {
         b.iter(|| cookie::without(black_box(header.as_bytes()), &names))
     });
+    session_cache(c);
+}
+
+/// A session cache hit among 10 000 cached sessions (hash, lookup, slide), through the real
+/// session code; each lookup runs inside `block_on`, measured alone too, to subtract.
+fn session_cache(c: &mut Criterion) {
+    use portcullis::audit::Audit;
+    use portcullis::clock::SystemClock;
+    use portcullis::config::SessionConfig;
+    use portcullis::metrics::Metrics;
+    use portcullis::session::{Client, Lookup, Sessions};
+    use portcullis::store::{NewUser, SqliteStore, Store};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (sessions, token) = rt.block_on(async {
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("b.db")).await.unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let (audit, events) = Audit::start(store.clone(), None, metrics.clone()).unwrap();
+        tokio::spawn(events.run());
+        let idle = Duration::from_secs(24 * 60);
+        let sessions = Sessions::new(store.clone(), audit, Arc::new(SystemClock), idle, metrics);
+        let user = store
+            .create_user(
+                NewUser {
+                    login: "bench@example.com".into(),
+                    email: "bench@example.com".into(),
+                    name: "Bench".into(),
+                    phone: String::new(),
+                    groups: vec!["staff".into()],
+                    password_hash: "x".into(),
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        let mut last = None;
+        for _ in 0..10_000 {
+            last = Some(
+                sessions
+                    .issue(&user, None, &Client::default())
+                    .await
+                    .unwrap()
+                    .token,
+            );
+        }
+        (sessions, last.unwrap())
+    });
+    let cfg = SessionConfig {
+        cookie_name: "portcullis_session".into(),
+        idle_timeout: Duration::from_secs(24 * 60),
+        absolute_timeout: None,
+        remember_me: None,
+    };
+    c.bench_function("block_on alone", |b| {
+        b.iter(|| rt.block_on(async { black_box(1) }))
+    });
+    c.bench_function("session cache hit (10 000 cached)", |b| {
+        b.iter(|| {
+            let found = rt
+                .block_on(sessions.lookup(black_box(&token), &cfg))
+                .unwrap();
+            assert!(matches!(found, Lookup::Live(_)));
+        })
+    });
 }
 
 criterion_group!(benches, hot_path);
