@@ -406,18 +406,30 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// Header names as CGI-style servers see them: `X_Remote_User` and `X-Remote-User` both
-/// become `HTTP_X_REMOTE_USER`, so both spellings must go.
-fn cgi_name(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
+/// Whether two header names are one to a CGI-style server, which reads `X_Remote_User` and
+/// `X-Remote-User` both as `HTTP_X_REMOTE_USER`: so every spelling must go. No allocation, as
+/// it runs for every header of every request.
+fn same_cgi_name(a: &str, b: &str) -> bool {
+    let cgi = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| cgi(x) == cgi(y))
 }
 
 fn strip_identity(req: &mut RequestHeader, headers: &IdentityHeaders) {
-    let ours: Vec<String> = headers.all().iter().map(|h| cgi_name(h.as_str())).collect();
     let doomed: Vec<HeaderName> = req
         .headers
         .keys()
-        .filter(|k| ours.contains(&cgi_name(k.as_str())))
+        .filter(|k| {
+            headers
+                .all()
+                .iter()
+                .any(|h| same_cgi_name(h.as_str(), k.as_str()))
+        })
         .cloned()
         .collect();
     for name in doomed {
