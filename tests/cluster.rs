@@ -19,13 +19,6 @@ fn pair(up: &Upstream, extra: &str) -> Option<(pg::Database, Gateway, Gateway)> 
     Some((db, a, b))
 }
 
-fn sign_in_json(b: &mut Browser, gw: &Gateway, password: &str) -> Resp {
-    b.post_json(
-        &gw.url("/_portcullis/api/login"),
-        &json!({"login": "alice@example.com", "password": password}),
-    )
-}
-
 #[test]
 fn a_session_made_on_one_gateway_works_on_the_other_and_slides_across_both() {
     let up = Upstream::start();
@@ -107,7 +100,7 @@ fn a_dismissal_from_the_command_line_reaches_both_gateways_within_2s() {
         &b,
         Duration::from_secs(2) - started.elapsed().min(Duration::from_secs(2)),
     );
-    assert_eq!(sign_in_json(&mut Browser::new(), &a, PASSWORD).status, 403);
+    assert_eq!(Browser::new().api_sign_in(&a, PASSWORD).status, 403);
     // The two sessions were counted once, by one of the two.
     let dismissed = "portcullis_sessions_ended_total{reason=\"dismissed\"}";
     let both = || a.metric(dismissed) + b.metric(dismissed);
@@ -127,7 +120,7 @@ fn failures_on_both_gateways_add_up_to_the_captcha_threshold() {
     };
     for (n, gw) in [&a, &b, &a].into_iter().enumerate() {
         let ip = format!("127.0.0.{}", 60 + n);
-        let r = sign_in_json(&mut Browser::from_ip(&ip), gw, "wrong-guess");
+        let r = Browser::from_ip(&ip).api_sign_in(gw, "wrong-guess");
         assert_eq!(r.json()["error"], "invalid_credentials");
         assert_eq!(
             r.json().get("captcha").is_some(),
@@ -137,7 +130,7 @@ fn failures_on_both_gateways_add_up_to_the_captcha_threshold() {
             r.body
         );
     }
-    let r = sign_in_json(&mut Browser::from_ip("127.0.0.70"), &b, PASSWORD);
+    let r = Browser::from_ip("127.0.0.70").api_sign_in(&b, PASSWORD);
     assert_eq!(
         (r.status, r.json()["error"].as_str()),
         (401, Some("captcha_required"))
@@ -187,7 +180,7 @@ fn a_database_outage_is_ridden_out_and_recovered_from() {
     assert_eq!(status, 503);
     assert!(body.starts_with("not ready: store: "), "{body}");
     // New sign-ins fail with a clear answer, as JSON and as a page.
-    let r = sign_in_json(&mut Browser::new(), &gw, PASSWORD);
+    let r = Browser::new().api_sign_in(&gw, PASSWORD);
     assert_eq!((r.status, r.json()), (503, json!({"error": "unavailable"})));
     let page = Browser::new().login_form(&gw, "alice@example.com", PASSWORD, false, "/");
     assert_eq!(page.status, 503);
@@ -223,7 +216,7 @@ fn a_database_outage_is_ridden_out_and_recovered_from() {
     let back = within(Duration::from_secs(10), || ready().0 == 200);
     assert!(back.is_some(), "{:?}", ready());
     let mut fresh = Browser::new();
-    let r = sign_in_json(&mut fresh, &gw, PASSWORD);
+    let r = fresh.api_sign_in(&gw, PASSWORD);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(fresh.api_get(&gw.url("/")).status, 200);
     // And the two gateways tell each other of revocations again.

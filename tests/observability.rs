@@ -58,13 +58,6 @@ fn ended(reason: &str) -> String {
     format!("portcullis_sessions_ended_total{{reason=\"{reason}\"}}")
 }
 
-fn sign_in_json(b: &mut Browser, gw: &Gateway, password: &str) -> Resp {
-    b.post_json(
-        &gw.url("/_portcullis/api/login"),
-        &json!({"login": "alice@example.com", "password": password}),
-    )
-}
-
 #[test]
 fn each_request_and_sign_in_flow_moves_exactly_its_own_series() {
     let up = Upstream::start();
@@ -98,7 +91,7 @@ fn each_request_and_sign_in_flow_moves_exactly_its_own_series() {
             (HASHED, 1.0),
         ],
         || {
-            let r = sign_in_json(&mut Browser::from_ip("127.0.0.12"), &gw, "wrong-guess-1");
+            let r = Browser::from_ip("127.0.0.12").api_sign_in(&gw, "wrong-guess-1");
             assert_eq!(r.status, 401);
         },
     );
@@ -115,7 +108,7 @@ fn each_request_and_sign_in_flow_moves_exactly_its_own_series() {
     exactly(
         &gw,
         &[(LOCAL, 1.0), (&login("dismissed"), 1.0), (HASHED, 1.0)],
-        || assert_eq!(sign_in_json(&mut Browser::new(), &gw, PASSWORD).status, 403),
+        || assert_eq!(Browser::new().api_sign_in(&gw, PASSWORD).status, 403),
     );
 }
 
@@ -259,7 +252,7 @@ fn refused_addresses_restrictions_reloads_throttling_and_locks_are_counted() {
         &[(LOCAL, 1.0), (&login("ip_restricted"), 1.0), (HASHED, 1.0)],
         || {
             let mut fresh = Browser::from_ip("127.0.0.21");
-            assert_eq!(sign_in_json(&mut fresh, &gw, PASSWORD).status, 403);
+            assert_eq!(fresh.api_sign_in(&gw, PASSWORD).status, 403);
         },
     );
 
@@ -285,15 +278,15 @@ fn refused_addresses_restrictions_reloads_throttling_and_locks_are_counted() {
             (&login("invalid_credentials"), 1.0),
             (HASHED, 1.0),
         ],
-        || assert_eq!(sign_in_json(&mut guesser, &gw, "wrong-guess-2").status, 401),
+        || assert_eq!(guesser.api_sign_in(&gw, "wrong-guess-2").status, 401),
     );
     // lock_after 1: the account is locked now; no hash is spent on it.
     exactly(&gw, &[(LOCAL, 1.0), (&login("locked"), 1.0)], || {
-        assert_eq!(sign_in_json(&mut guesser, &gw, PASSWORD).status, 423);
+        assert_eq!(guesser.api_sign_in(&gw, PASSWORD).status, 423);
     });
     // Two attempts a minute from one address: the third is turned away before anything else.
     exactly(&gw, &[(LOCAL, 1.0), (&login("throttled"), 1.0)], || {
-        assert_eq!(sign_in_json(&mut guesser, &gw, PASSWORD).status, 429);
+        assert_eq!(guesser.api_sign_in(&gw, PASSWORD).status, 429);
     });
 }
 
@@ -540,7 +533,7 @@ fn events_reach_the_event_file_and_audit_filters_them() {
     );
     assert_eq!(r.status, 200);
     let mut other = Browser::from_ip("127.0.1.7");
-    assert_eq!(sign_in_json(&mut other, &gw, "wrong-guess-3").status, 401);
+    assert_eq!(other.api_sign_in(&gw, "wrong-guess-3").status, 401);
     let r = other.post_json(
         &gw.url("/_portcullis/api/login"),
         &json!({"login": "nobody@example.com", "password": "wrong-guess-4"}),
@@ -738,7 +731,7 @@ fn an_event_file_that_cannot_be_written_is_counted_and_the_store_still_gets_ever
             .contains("events were not written to the event log")
     );
     // One more event, one more drop: each is counted, the log line is rate limited.
-    assert_eq!(sign_in_json(&mut b, &gw, "wrong-guess-5").status, 401);
+    assert_eq!(b.api_sign_in(&gw, "wrong-guess-5").status, 401);
     assert!(within(Duration::from_secs(2), || gw.metric(dropped) == 2.0).is_some());
     assert_eq!(
         gw.logs()
@@ -760,7 +753,7 @@ fn json_logs_and_events_on_stdout_never_carry_a_secret() {
     // A wrong password brings a CAPTCHA; a wrong answer, then a right one with the password.
     let wrong = "Wrong-Password-9";
     let mut b = Browser::from_ip("127.0.0.41");
-    assert_eq!(sign_in_json(&mut b, &gw, wrong).status, 401);
+    assert_eq!(b.api_sign_in(&gw, wrong).status, 401);
     let wrong_answer = "RW4XJT";
     let answer = "K7HM3P";
     let r = b.post_json(

@@ -196,12 +196,7 @@ impl Gateway {
     pub fn start_with(host: &str, upstream: SocketAddr, extra: &str, args: &[&str]) -> Gateway {
         let store = "store:\n  path: data/portcullis.db\n";
         let mut gw = Gateway::configure(host, upstream, extra, args, store);
-        gw.add_user(
-            "alice@example.com",
-            "alice@example.com",
-            "Alice Liddell",
-            &["staff", "ops"],
-        );
+        gw.add_alice();
         gw.spawn();
         gw
     }
@@ -223,12 +218,7 @@ impl Gateway {
     ) -> Gateway {
         let mut gw = Gateway::configure("127.0.0.1", upstream, extra, &[], store);
         if add_alice {
-            gw.add_user(
-                "alice@example.com",
-                "alice@example.com",
-                "Alice Liddell",
-                &["staff", "ops"],
-            );
+            gw.add_alice();
         }
         gw.spawn();
         gw
@@ -372,6 +362,16 @@ impl Gateway {
     /// Runs a CLI command against this gateway's config (`-c` is appended).
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
         run_cli(args, Some(&self.config), stdin)
+    }
+
+    /// The user most tests sign in as: alice, in groups staff and ops, with `PASSWORD`.
+    pub fn add_alice(&self) {
+        self.add_user(
+            "alice@example.com",
+            "alice@example.com",
+            "Alice Liddell",
+            &["staff", "ops"],
+        );
     }
 
     pub fn add_user(&self, login: &str, email: &str, name: &str, groups: &[&str]) {
@@ -675,6 +675,14 @@ impl Browser {
             fields.push(("remember", "1"));
         }
         self.post_form(&gw.url("/_portcullis/login"), &fields)
+    }
+
+    /// Signs in as alice through the JSON API with `password`; the answer, whatever it is.
+    pub fn api_sign_in(&mut self, gw: &Gateway, password: &str) -> Resp {
+        self.post_json(
+            &gw.url("/_portcullis/api/login"),
+            &json!({"login": "alice@example.com", "password": password}),
+        )
     }
 
     /// Signs in as alice and checks that it worked.
