@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${LOAD_SECONDS:-10}
+ROUNDS=${LOAD_ROUNDS:-3}
 CONNECTIONS=${LOAD_CONNECTIONS:-32}
 THREADS=${LOAD_THREADS:-1}
 BIN=${PORTCULLIS_BIN:-target/release/portcullis}
@@ -132,43 +133,72 @@ measure() {
 }
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'; }
 
-declare -A result
-run() { local name=$1; shift; result[$name]=$(measure "$@"); printf '  %-22s %s\n' "$name" "${result[$name]}" >&2; }
-
-echo "load: ${DURATION}s per scenario, $CONNECTIONS connections, $THREADS wrk thread(s)" >&2
-run upstream "http://127.0.0.1:$UPSTREAM/crm/"
-run nginx_proxy "http://127.0.0.1:$NGINX_PROXY/crm/"
-run nginx_auth_request "http://127.0.0.1:$NGINX_AUTH/crm/"
-run portcullis_public "http://127.0.0.1:$GATEWAY/static/app.css"
-run portcullis_session "http://127.0.0.1:$GATEWAY/crm/" -H "Cookie: $cookie"
-
 # The storm: wrong passwords as fast as 8 connections can send them, for the whole scenario.
 cat >"$work/storm.lua" <<'EOF'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"login":"bench@example.com","password":"wrong-password"}'
 EOF
-wrk -t1 -c8 -d"$((DURATION + 2))s" -s "$work/storm.lua" "http://127.0.0.1:$GATEWAY/_portcullis/api/login" >"$work/storm.out" &
-storm=$!
-sleep 1
-run session_during_storm "http://127.0.0.1:$GATEWAY/crm/" -H "Cookie: $cookie"
-wait "$storm" || true
-storm_rps=$(awk '/^Requests\/sec/ {print $2}' "$work/storm.out")
 
-field() { awk -v n="$2" '{print $n}' <<<"${result[$1]}"; }
+SCENARIOS=(upstream nginx_proxy nginx_auth_request portcullis_public portcullis_session session_during_storm)
+declare -A result
+run() {
+  local name=$1 round=$2
+  shift 2
+  result[$name.$round]=$(measure "$@")
+  printf '  round %s  %-22s %s\n' "$round" "$name" "${result[$name.$round]}" >&2
+}
+
+# Every scenario runs once per round, always in the same order, so that the ratios of a round
+# compare runs made a minute apart at most; the report gives medians over rounds and ranges.
+echo "load: $ROUNDS round(s), ${DURATION}s per scenario, $CONNECTIONS connections, $THREADS wrk thread(s)" >&2
+storm_rps=()
+for round in $(seq "$ROUNDS"); do
+  run upstream "$round" "http://127.0.0.1:$UPSTREAM/crm/"
+  run nginx_proxy "$round" "http://127.0.0.1:$NGINX_PROXY/crm/"
+  run nginx_auth_request "$round" "http://127.0.0.1:$NGINX_AUTH/crm/"
+  run portcullis_public "$round" "http://127.0.0.1:$GATEWAY/static/app.css"
+  run portcullis_session "$round" "http://127.0.0.1:$GATEWAY/crm/" -H "Cookie: $cookie"
+  wrk -t1 -c8 -d"$((DURATION + 2))s" -s "$work/storm.lua" "http://127.0.0.1:$GATEWAY/_portcullis/api/login" >"$work/storm.out" &
+  storm=$!
+  sleep 1
+  run session_during_storm "$round" "http://127.0.0.1:$GATEWAY/crm/" -H "Cookie: $cookie"
+  wait "$storm" || true
+  storm_rps+=("$(awk '/^Requests\/sec/ {print $2}' "$work/storm.out")")
+done
+
+# field NAME ROUND N: the Nth number of a scenario's summary in one round.
+field() { awk -v n="$3" '{print $n}' <<<"${result[$1.$2]}"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# " (min–max)" of the arguments, when there is more than one.
+spread() { [ $# -lt 2 ] || printf ' (%s–%s)' "$(printf '%s\n' "$@" | sort -g | head -1)" "$(printf '%s\n' "$@" | sort -g | tail -1)"; }
+over_rounds() { local r; for r in $(seq "$ROUNDS"); do field "$1" "$r" "$2"; done; }
 
+echo
+echo "Medians over $ROUNDS round(s):"
 echo
 printf '| scenario | requests/s | p50 ms | p99 ms | non-2xx |\n|---|---:|---:|---:|---:|\n'
-for name in upstream nginx_proxy nginx_auth_request portcullis_public portcullis_session session_during_storm; do
-  printf '| %s | %s | %s | %s | %s |\n' "$name" $(field $name 1) $(field $name 2) $(field $name 3) $(field $name 4)
+for name in "${SCENARIOS[@]}"; do
+  mapfile -t rps < <(over_rounds "$name" 1)
+  mapfile -t p50 < <(over_rounds "$name" 2)
+  mapfile -t p99 < <(over_rounds "$name" 3)
+  bad=$(over_rounds "$name" 4 | awk '{ s += $1 } END { print s + 0 }')
+  printf '| %s | %.0f | %s | %s | %s |\n' "$name" "$(median "${rps[@]}")" "$(median "${p50[@]}")" "$(median "${p99[@]}")" "$bad"
 done
 echo
-echo "wrong-password storm: $storm_rps attempts/s answered while it ran"
+echo "wrong-password storm: $(median "${storm_rps[@]}") attempts/s answered while it ran"
 echo
-s=$(field portcullis_session 1)
+# show_ratio LABEL TARGET A FIELD B FIELD: the ratio A/B of each round, as median (range).
+show_ratio() {
+  local values=() r
+  for r in $(seq "$ROUNDS"); do values+=("$(ratio "$(field "$3" "$r" "$4")" "$(field "$5" "$r" "$6")")"); done
+  printf '| %s | %s%s | %s |\n' "$1" "$(median "${values[@]}")" "$(spread "${values[@]}")" "$2"
+}
+echo "Ratios, taken within each round: median (range over rounds)."
+echo
 printf '| ratio | measured | target |\n|---|---:|---|\n'
-printf '| session / nginx pass-through | %s | >= 0.6 (aim 1.0) |\n' "$(ratio "$s" "$(field nginx_proxy 1)")"
-printf '| session / nginx + auth_request | %s | >= 1.0 (aim 2.0) |\n' "$(ratio "$s" "$(field nginx_auth_request 1)")"
-printf '| session / Portcullis public path | %s | >= 0.9 (aim 0.97) |\n' "$(ratio "$s" "$(field portcullis_public 1)")"
-printf '| p99 during storm / calm p99 | %s | <= 3 (aim 1.5) |\n' "$(ratio "$(field session_during_storm 3)" "$(field portcullis_session 3)")"
+show_ratio 'session / nginx pass-through' '>= 0.6 (aim 1.0)' portcullis_session 1 nginx_proxy 1
+show_ratio 'session / nginx + auth_request' '>= 1.0 (aim 2.0)' portcullis_session 1 nginx_auth_request 1
+show_ratio 'session / Portcullis public path' '>= 0.9 (aim 0.97)' portcullis_session 1 portcullis_public 1
+show_ratio 'p99 during storm / calm p99' '<= 3 (aim 1.5)' session_during_storm 3 portcullis_session 3
