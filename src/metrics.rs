@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// The Prometheus text exposition format, version 0.0.4.
@@ -45,15 +46,15 @@ pub const END_REASONS: &[&str] = &[
 
 pub struct Metrics {
     registry: Registry,
-    requests: IntCounterVec,
+    requests: Counters,
     sessions_active: IntGauge,
-    sessions_ended: IntCounterVec,
-    session_cache: IntCounterVec,
+    sessions_ended: Counters,
+    session_cache: Counters,
     upstream_seconds: Histogram,
-    login_attempts: IntCounterVec,
+    login_attempts: Counters,
     pub password_hash_seconds: Histogram,
-    config_reloads: IntCounterVec,
-    events_dropped: IntCounterVec,
+    config_reloads: Counters,
+    events_dropped: Counters,
 }
 
 /// Building fixed, valid metric definitions cannot fail; if it did, it would fail on every start.
@@ -61,20 +62,37 @@ fn fixed<T>(made: prometheus::Result<T>) -> T {
     made.unwrap_or_else(|e| panic!("a metric definition is invalid: {e}"))
 }
 
+/// A counter with one label whose values are fixed: each series is resolved once, at start,
+/// so counting is one atomic add (no label hashing or lock on the request path).
+struct Counters {
+    vec: IntCounterVec,
+    series: Vec<(&'static str, IntCounter)>,
+}
+
+impl Counters {
+    fn inc_by(&self, value: &str, n: u64) {
+        match self.series.iter().find(|(v, _)| *v == value) {
+            Some((_, c)) => c.inc_by(n),
+            None => self.vec.with_label_values(&[value]).inc_by(n),
+        }
+    }
+}
+
 fn counter_vec(
     registry: &Registry,
     name: &str,
     help: &str,
     label: &str,
-    values: &[&str],
-) -> IntCounterVec {
+    values: &[&'static str],
+) -> Counters {
     let vec = fixed(IntCounterVec::new(Opts::new(name, help), &[label]));
     fixed(registry.register(Box::new(vec.clone())));
     // Every series exists from the start, at 0, so rates and alerts see it before it moves.
-    for v in values {
-        vec.with_label_values(&[v]);
-    }
-    vec
+    let series = values
+        .iter()
+        .map(|v| (*v, vec.with_label_values(&[v])))
+        .collect();
+    Counters { vec, series }
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -169,7 +187,7 @@ impl Metrics {
 
     /// One request, by its `DECISIONS` value.
     pub fn request(&self, decision: &'static str) {
-        self.requests.with_label_values(&[decision]).inc();
+        self.requests.inc_by(decision, 1);
     }
 
     pub fn set_sessions_active(&self, n: u64) {
@@ -179,12 +197,12 @@ impl Metrics {
 
     /// `n` sessions ended, by an `END_REASONS` value.
     pub fn sessions_ended(&self, reason: &'static str, n: u64) {
-        self.sessions_ended.with_label_values(&[reason]).inc_by(n);
+        self.sessions_ended.inc_by(reason, n);
     }
 
     pub fn session_cache(&self, hit: bool) {
         let result = if hit { "hit" } else { "miss" };
-        self.session_cache.with_label_values(&[result]).inc();
+        self.session_cache.inc_by(result, 1);
     }
 
     pub fn upstream(&self, took: Duration) {
@@ -192,17 +210,17 @@ impl Metrics {
     }
 
     pub fn login_attempt(&self, result: &'static str) {
-        self.login_attempts.with_label_values(&[result]).inc();
+        self.login_attempts.inc_by(result, 1);
     }
 
     pub fn config_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
-        self.config_reloads.with_label_values(&[result]).inc();
+        self.config_reloads.inc_by(result, 1);
     }
 
     /// `n` events lost on the way to `sink` (`store` or `file`).
     pub fn events_dropped(&self, sink: &'static str, n: u64) {
-        self.events_dropped.with_label_values(&[sink]).inc_by(n);
+        self.events_dropped.inc_by(sink, n);
     }
 
     /// The Prometheus text format.

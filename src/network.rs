@@ -66,12 +66,12 @@ fn forwarded_for(values: &[&str]) -> Vec<String> {
 /// `X-Forwarded-For` (else `Forwarded: for=`, else `X-Real-IP`) that is not itself trusted.
 pub fn resolve(peer: PeerAddr, trusted: &AddrSet, headers: Forwarding) -> Resolved {
     let peer_ip = canonical(peer.0);
-    let direct = Resolved {
+    let direct = || Resolved {
         client: ClientAddr::new(peer_ip),
         chain: vec![peer_ip.to_string()],
     };
     if !trusted.contains_ip(peer_ip) {
-        return direct;
+        return direct();
     }
     let hops: Vec<String> = if !headers.x_forwarded_for.is_empty() {
         headers
@@ -100,7 +100,7 @@ pub fn resolve(peer: PeerAddr, trusted: &AddrSet, headers: Forwarding) -> Resolv
             None => Some((i, UNRESOLVABLE)),
         });
     let Some((i, ip)) = client else {
-        return direct;
+        return direct();
     };
     let mut chain = hops;
     chain.truncate(i);

@@ -16,6 +16,7 @@ use http::HeaderName;
 use crate::allowlist::AddrSet;
 use crate::audit::EventFile;
 use crate::network::Restriction;
+use crate::session::cookie::CookieNames;
 
 use locate::Locator;
 pub use locate::Position;
@@ -59,6 +60,8 @@ pub struct Config {
     pub network: NetworkConfig,
     pub throttle: ThrottleConfig,
     pub identity_headers: IdentityHeaders,
+    /// The gateway's cookie names, derived once from `session.cookie_name` and `public_url`.
+    pub cookies: CookieNames,
     pub passwords: PasswordPolicy,
     pub audit: AuditConfig,
     pub watch: bool,
@@ -264,17 +267,21 @@ impl Validator<'_> {
         let public_url = raw.public_url.and_then(|u| self.public_url(&u));
         let upstream = self.upstream(raw.upstream.as_deref());
         let network = self.network(raw.network);
+        let session = self.session(raw.session);
+        let secure = public_url.as_ref().is_some_and(|u| u.https);
+        let cookies = CookieNames::new(&session.cookie_name, secure);
         Config {
             listen,
             public_url,
             upstream,
             admin_listen,
             store: self.store(raw.store, base),
-            session: self.session(raw.session),
+            session,
             public_paths: self.public_paths(raw.public_paths),
             network,
             throttle: self.throttle(raw.throttle),
             identity_headers: self.identity_headers(raw.identity_headers),
+            cookies,
             passwords: self.passwords(raw.passwords),
             audit: self.audit(raw.audit, base),
             watch: raw.watch.unwrap_or(false),

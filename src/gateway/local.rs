@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::App;
-use super::proxy::{Facts, cookies, header_str, logout_event};
+use super::proxy::{Facts, header_str, logout_event};
 use super::reply::Reply;
 use crate::captcha;
 use crate::config::Config;
@@ -113,7 +113,7 @@ async fn current(
     cfg: &Config,
     facts: &Facts,
 ) -> Result<Option<(SessionToken, Arc<LiveSession>)>, Reply> {
-    let names = cookies(cfg);
+    let names = &cfg.cookies;
     let Some(token) = facts.cookie(&names.session).and_then(SessionToken::parse) else {
         return Ok(None);
     };
@@ -129,7 +129,7 @@ async fn current(
 
 /// The login form's CSRF cookie: reused while it is well-formed, created otherwise.
 fn csrf_cookie(cfg: &Config, facts: &Facts) -> (String, Option<String>) {
-    let names = cookies(cfg);
+    let names = &cfg.cookies;
     match facts.cookie(&names.csrf).filter(|v| v.len() == 22) {
         Some(existing) => (existing.to_string(), None),
         None => {
@@ -285,7 +285,7 @@ async fn login_form(app: &App, cfg: &Config, session: &mut Session, facts: &Fact
         remember,
         captcha,
     };
-    let names = cookies(cfg);
+    let names = &cfg.cookies;
     let csrf_ok = facts
         .cookie(&names.csrf)
         .is_some_and(|c| token::same_token(c, &field("csrf")));
@@ -402,7 +402,7 @@ async fn api_login(app: &App, cfg: &Config, session: &mut Session, facts: &Facts
         Err(r) => return Ok(r.json()),
     };
     end_previous(app, cfg, facts).await;
-    let names = cookies(cfg);
+    let names = &cfg.cookies;
     let now = app.sessions.now();
     let mut reply = Reply::json(
         200,
@@ -478,7 +478,7 @@ async fn logout(
             });
         }
     }
-    let names = cookies(cfg);
+    let names = &cfg.cookies;
     if let Some((_, live)) = &current {
         app.sessions
             .end(live, Ended::Logout)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue, header};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -51,13 +51,18 @@ pub struct Ctx {
 /// The facts about a request that the gateway's decisions use.
 pub struct Facts {
     pub addr: ClientAddr,
-    /// Forwarding hops vouched for by trusted proxies, ending with the client.
-    pub chain: Vec<String>,
+    /// The `X-Forwarded-For` value for the portal: hops vouched for by trusted proxies, ending
+    /// with the client.
+    pub forwarded_for: String,
     pub client: Client,
-    pub cookies: Vec<String>,
+    /// The `Cookie` headers (shared with the request, not copied).
+    cookies: Vec<HeaderValue>,
 }
 
-fn header_values<'a>(req: &'a RequestHeader, name: &str) -> Vec<&'a str> {
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+fn header_values(req: &RequestHeader, name: HeaderName) -> Vec<&str> {
     req.headers
         .get_all(name)
         .iter()
@@ -73,8 +78,8 @@ impl Facts {
             .and_then(|a| a.as_inet())
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         let (xff, fwd) = (
-            header_values(req, "x-forwarded-for"),
-            header_values(req, "forwarded"),
+            header_values(req, X_FORWARDED_FOR),
+            header_values(req, header::FORWARDED),
         );
         let resolved = network::resolve(
             PeerAddr(peer),
@@ -82,31 +87,41 @@ impl Facts {
             Forwarding {
                 x_forwarded_for: &xff,
                 forwarded: &fwd,
-                x_real_ip: header_str(req, "x-real-ip"),
+                x_real_ip: req.headers.get(X_REAL_IP).and_then(|v| v.to_str().ok()),
             },
         );
-        let ip = resolved.client.to_string();
-        let user_agent = header_str(req, "user-agent")
+        // The chain ends with the client's address as text: formatted once, used twice.
+        let mut chain = resolved.chain;
+        let ip = chain.last().cloned().unwrap_or_default();
+        let forwarded_for = match chain.len() {
+            1 => chain.pop().unwrap_or_default(),
+            _ => chain.join(", "),
+        };
+        let user_agent = req
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let cookies = header_values(req, "cookie")
-            .into_iter()
-            .map(str::to_string)
-            .collect();
         Facts {
             addr: resolved.client,
-            chain: resolved.chain,
+            forwarded_for,
             client: Client { ip, user_agent },
-            cookies,
+            cookies: req
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .cloned()
+                .collect(),
         }
     }
 
     pub fn cookie(&self, name: &str) -> Option<&str> {
-        cookie::find(self.cookies.iter().map(String::as_str), name)
+        cookie::find(self.cookies.iter().filter_map(|v| v.to_str().ok()), name)
     }
 }
 
-pub fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+pub fn header_str(req: &RequestHeader, name: impl http::header::AsHeaderName) -> Option<&str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -124,7 +139,7 @@ impl Gateway {
         facts: &Facts,
         cfg: &Config,
     ) -> Result<Resolved, crate::store::StoreError> {
-        let names = cookies(cfg);
+        let names = &cfg.cookies;
         let mut state = SessionState::Missing;
         let mut set_cookies = Vec::new();
         if let Some(token) = facts.cookie(&names.session).and_then(SessionToken::parse) {
@@ -210,15 +225,11 @@ impl Gateway {
 /// A refusal as a page for browsers and as JSON `{"error": code}` for everything else.
 pub fn refusal(session: &Session, status: u16, code: &str, title: &str, message: &str) -> Reply {
     let req = session.req_header();
-    if decision::accepts_html(header_str(req, "accept")) {
+    if decision::accepts_html(header_str(req, header::ACCEPT)) {
         Reply::page(status, title, message)
     } else {
         Reply::json(status, json!({"error": code}))
     }
-}
-
-pub fn cookies(cfg: &Config) -> CookieNames {
-    CookieNames::new(&cfg.session.cookie_name, cfg.secure_cookies())
 }
 
 fn unavailable() -> Reply {
@@ -240,9 +251,10 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let cfg = self.app.config.load_full();
         let req = session.req_header();
-        let method = req.method.as_str().to_string();
-        let route = decision::route(&method, req.uri.path(), &cfg.public_paths);
-        let facts = Facts::of(session, &cfg.network.trusted_proxies);
+        let method = req.method.clone();
+        let method = method.as_str();
+        let route = decision::route(method, req.uri.path(), &cfg.public_paths);
+        let mut facts = Facts::of(session, &cfg.network.trusted_proxies);
         if !network::globally_allowed(&cfg.network.allow, &facts.addr) {
             self.app.audit.record_once_per_minute(
                 format!("ip_denied {}", crate::throttle::addr_key(&facts.addr)),
@@ -260,7 +272,9 @@ impl ProxyHttp for Gateway {
             reply::write(session, reply).await?;
             return Ok(true);
         }
-        ctx.forwarded_for = facts.chain.join(", ");
+        if !matches!(route, Route::Local(_)) {
+            ctx.forwarded_for = std::mem::take(&mut facts.forwarded_for);
+        }
         let protected = match route {
             Route::Local(endpoint) => {
                 self.app.metrics.request("local");
@@ -284,12 +298,12 @@ impl ProxyHttp for Gateway {
         };
         let req = session.req_header();
         let path_and_query = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let accepts_html = decision::accepts_html(header_str(req, "accept"));
+        let accepts_html = decision::accepts_html(header_str(req, header::ACCEPT));
         if let Some(live) = &resolved.live
             && !network::user_allowed(&cfg.network.restrictions, &live.identity, &facts.addr)
         {
             self.restricted(live, &facts).await;
-            let names = cookies(&cfg);
+            let names = &cfg.cookies;
             let reply = refusal(
                 session,
                 403,
@@ -302,7 +316,7 @@ impl ProxyHttp for Gateway {
             reply::write(session, reply).await?;
             return Ok(true);
         }
-        let decided = decision::decide(&method, path_and_query, accepts_html, resolved.state);
+        let decided = decision::decide(method, path_and_query, accepts_html, resolved.state);
         self.app.metrics.request(match decided {
             Decision::Forward => "proxied",
             Decision::LoginRedirect { .. } => "login_redirect",
@@ -350,9 +364,10 @@ impl ProxyHttp for Gateway {
         if let Some(identity) = &ctx.identity {
             set_identity(upstream, &cfg.identity_headers, identity)?;
         }
-        strip_gateway_cookies(upstream, &cookies(&cfg))?;
-        let host = header_str(session.req_header(), "host").map(str::to_string);
-        forwarded(upstream, &ctx.forwarded_for, cfg.secure_cookies(), host)?;
+        strip_gateway_cookies(upstream, &cfg.cookies)?;
+        let host = session.req_header().headers.get(header::HOST).cloned();
+        let chain = std::mem::take(&mut ctx.forwarded_for);
+        forwarded(upstream, chain, cfg.secure_cookies(), host)?;
         ctx.sent_upstream = Some(std::time::Instant::now());
         Ok(())
     }
@@ -439,13 +454,13 @@ fn strip_identity(req: &mut RequestHeader, headers: &IdentityHeaders) {
 
 fn set_identity(req: &mut RequestHeader, headers: &IdentityHeaders, id: &Identity) -> Result<()> {
     let values = [
-        (&headers.user, id.login.clone()),
-        (&headers.email, id.email.clone()),
-        (&headers.name, id.name.clone()),
-        (&headers.groups, id.groups.join(",")),
+        (&headers.user, id.login.as_str()),
+        (&headers.email, id.email.as_str()),
+        (&headers.name, id.name.as_str()),
+        (&headers.groups, &id.groups.join(",")),
     ];
     for (name, value) in values {
-        let value = http::HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
+        let value = HeaderValue::from_str(value).map_err(|_| {
             Error::explain(
                 ErrorType::InternalError,
                 "identity is not a valid header value",
@@ -461,20 +476,21 @@ fn set_identity(req: &mut RequestHeader, headers: &IdentityHeaders, id: &Identit
 fn strip_gateway_cookies(req: &mut RequestHeader, names: &CookieNames) -> Result<()> {
     let values: Vec<&[u8]> = req
         .headers
-        .get_all(http::header::COOKIE)
+        .get_all(header::COOKIE)
         .iter()
         .map(|v| v.as_bytes())
         .collect();
-    if values.is_empty() {
-        return Ok(());
-    }
-    let kept = cookie::without(&values.join(&b"; "[..]), &names.all());
-    req.remove_header(&http::header::COOKIE);
+    let kept = match values.as_slice() {
+        [] => return Ok(()),
+        [one] => cookie::without(one, &names.all()),
+        many => cookie::without(&many.join(&b"; "[..]), &names.all()),
+    };
+    req.remove_header(&header::COOKIE);
     if let Some(kept) = kept {
-        let value = http::HeaderValue::from_bytes(&kept).map_err(|_| {
+        let value = HeaderValue::from_bytes(&kept).map_err(|_| {
             Error::explain(ErrorType::InvalidHTTPHeader, "unreadable Cookie header")
         })?;
-        req.insert_header(http::header::COOKIE, value)?;
+        req.insert_header(header::COOKIE, value)?;
     }
     Ok(())
 }
@@ -483,9 +499,9 @@ fn strip_gateway_cookies(req: &mut RequestHeader, names: &CookieNames) -> Result
 /// with the resolved client, reach the portal.
 fn forwarded(
     req: &mut RequestHeader,
-    chain: &str,
+    chain: String,
     https: bool,
-    host: Option<String>,
+    host: Option<HeaderValue>,
 ) -> Result<()> {
     req.insert_header("X-Forwarded-For", chain)?;
     req.insert_header("X-Forwarded-Proto", if https { "https" } else { "http" })?;
@@ -563,9 +579,9 @@ mod tests {
         req.insert_header("X-Forwarded-For", "6.6.6.6").unwrap();
         forwarded(
             &mut req,
-            "1.2.3.4, 127.0.0.9",
+            "1.2.3.4, 127.0.0.9".to_string(),
             true,
-            Some("portal.example".into()),
+            Some(HeaderValue::from_static("portal.example")),
         )
         .unwrap();
         assert_eq!(
