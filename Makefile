@@ -1,5 +1,5 @@
 # The two quick-start commands: `make demo` and `make test`. Both install what is missing.
-.PHONY: demo test bootstrap bench
+.PHONY: demo test bootstrap bench release
 
 # The PostgreSQL tests use this server (this machine's, trust auth); each makes and drops a
 # database of its own.
@@ -15,10 +15,17 @@ test:
 	cargo clippy --all-targets -- -D warnings
 	cargo test
 
-bench:
+# The release binary with profile-guided optimization: target/pgo/release/portcullis.
+release:
 	./scripts/bootstrap.sh --bench
+	./scripts/pgo-build.sh
+
+bench: release
 	cargo build --release
-	./benches/load.sh
+	PORTCULLIS_BIN=target/pgo/release/portcullis ./benches/load.sh
+	./benches/ab.sh target/release/portcullis target/pgo/release/portcullis
+	./benches/instructions.sh
+	PORTCULLIS_BIN=target/pgo/release/portcullis ./benches/instructions.sh
 	cargo bench --bench session_memory
 	cargo bench --bench hot_path
 	cargo bench --bench allowlist

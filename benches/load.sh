@@ -18,48 +18,20 @@ UPSTREAM=$((BASE + 1)) NGINX_PROXY=$((BASE + 2)) NGINX_AUTH=$((BASE + 3)) AUTH_E
 GATEWAY=$((BASE + 5)) ADMIN=$((BASE + 6))
 
 [ -x "$BIN" ] || { echo "load: build first: cargo build --release" >&2; exit 2; }
-for tool in wrk nginx curl; do
-  command -v "$tool" >/dev/null || { echo "load: $tool is missing (scripts/bootstrap.sh --bench)" >&2; exit 2; }
-done
+. benches/common.sh
+require load wrk nginx curl
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# One nginx process serves the upstream (a small fixed page, as a portal's cheapest response),
-# the plain pass-through proxy, the auth_request proxy and its zero-cost auth endpoint.
-mkdir -p "$work/nginx"
-cat >"$work/nginx.conf" <<EOF
-worker_processes auto;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx;
-  proxy_temp_path $work/nginx;
-  fastcgi_temp_path $work/nginx;
-  uwsgi_temp_path $work/nginx;
-  scgi_temp_path $work/nginx;
-  keepalive_requests 1000000;
+# One nginx serves the upstream, the plain pass-through proxy, the auth_request proxy and its
+# zero-cost auth endpoint.
+start_nginx auto "$(upstream_server)
   upstream portal { server 127.0.0.1:$UPSTREAM; keepalive 64; }
   upstream auth { server 127.0.0.1:$AUTH_ENDPOINT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$UPSTREAM;
-    location / { default_type text/html; return 200 "<html><body>portal page</body></html>\n"; }
-  }
   server {
     listen 127.0.0.1:$NGINX_PROXY;
     location / {
       proxy_pass http://portal;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Connection \"\";
     }
   }
   server {
@@ -72,46 +44,27 @@ http {
       internal;
       proxy_pass http://auth;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Connection \"\";
       proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
+      proxy_set_header Content-Length \"\";
     }
     location / {
       auth_request /_auth;
       proxy_pass http://portal;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Connection \"\";
     }
-  }
-}
-EOF
-nginx -c "$work/nginx.conf" -p "$work/nginx"
+  }"
 
-cat >"$work/portcullis.yaml" <<EOF
-listen: 127.0.0.1:$GATEWAY
-admin_listen: 127.0.0.1:$ADMIN
-upstream: http://127.0.0.1:$UPSTREAM
-store:
-  path: data/portcullis.db
-public_paths: [/static/]
-throttle:
-  # Every wrong password of the storm is hashed: the harshest case for the proxy path.
+# Every wrong password of the storm is hashed: the harshest case for the proxy path.
+gateway_config gateway "$GATEWAY" "$ADMIN" 'throttle:
   ip_attempts_per_minute: 0
   captcha_after: 0
-  lock_after: 0
-EOF
-echo 'load-test-password' | "$BIN" user add bench@example.com --email bench@example.com --password-stdin -c "$work/portcullis.yaml" >/dev/null
-RUST_LOG=warn "$BIN" serve -c "$work/portcullis.yaml" 2>"$work/portcullis.log" &
+  lock_after: 0'
+RUST_LOG=warn "$BIN" serve -c "$work/gateway/portcullis.yaml" 2>"$work/portcullis.log" &
 pids+=($!)
-for _ in $(seq 100); do
-  curl -fs "http://127.0.0.1:$ADMIN/healthz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-cookie=$(curl -fs -D - -o /dev/null -H 'Content-Type: application/json' \
-  -d '{"login":"bench@example.com","password":"load-test-password"}' \
-  "http://127.0.0.1:$GATEWAY/_portcullis/api/login" | tr -d '\r' |
-  sed -n 's/^[Ss]et-[Cc]ookie: \(portcullis_session=[^;]*\).*/\1/p')
-[ -n "$cookie" ] || { echo "load: could not sign in" >&2; cat "$work/portcullis.log" >&2; exit 1; }
+wait_ready "$ADMIN"
+cookie=$(sign_in "$GATEWAY")
 # Every scenario must answer 200, or the numbers mean nothing.
 check() { [ "$(curl -s -o /dev/null -w '%{http_code}' "${@:2}" "$1")" = 200 ] || { echo "load: $1 does not answer 200" >&2; exit 1; }; }
 check "http://127.0.0.1:$UPSTREAM/crm/"

@@ -4,7 +4,8 @@
 # driver for it, tesseract (a test checks that off-the-shelf OCR cannot read the CAPTCHA) and
 # promtool, from Debian's `prometheus` package (tests check the metrics and the alert rules),
 # and PostgreSQL's client and server programs (cluster tests).
-# With --bench: wrk and nginx, for the side-by-side load test (benches/load.sh).
+# With --bench: wrk and nginx for the load tests (benches/load.sh, ab.sh), valgrind for
+# benches/instructions.sh, and taskset (util-linux) for ab.sh.
 # Safe to run again: it only installs what is not there.
 set -euo pipefail
 need_tests=${1:-}
@@ -28,6 +29,8 @@ fi
 if [ "$need_tests" = "--bench" ]; then
   command -v wrk >/dev/null || missing+=(wrk)
   command -v nginx >/dev/null || missing+=(nginx)
+  command -v valgrind >/dev/null || missing+=(valgrind)
+  command -v taskset >/dev/null || missing+=(util-linux)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
