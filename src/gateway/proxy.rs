@@ -87,7 +87,7 @@ impl Facts {
             Forwarding {
                 x_forwarded_for: &xff,
                 forwarded: &fwd,
-                x_real_ip: req.headers.get(X_REAL_IP).and_then(|v| v.to_str().ok()),
+                x_real_ip: header_str(req, X_REAL_IP),
             },
         );
         // The chain ends with the client's address as text: formatted once, used twice.
@@ -97,10 +97,7 @@ impl Facts {
             1 => chain.pop().unwrap_or_default(),
             _ => chain.join(", "),
         };
-        let user_agent = req
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
+        let user_agent = header_str(req, header::USER_AGENT)
             .unwrap_or_default()
             .to_string();
         Facts {
