@@ -21,8 +21,9 @@ release:
 	./scripts/pgo-build.sh
 
 bench: release
-	cargo build --release
-	PORTCULLIS_BIN=target/pgo/release/portcullis ./benches/load.sh
+	cargo build --release --bin portcullis --example bare_proxy
+	PORTCULLIS_BIN=target/pgo/release/portcullis BARE_BIN=target/pgo/release/examples/bare_proxy \
+	  ./benches/load.sh
 	./benches/ab.sh target/release/portcullis target/pgo/release/portcullis
 	./benches/instructions.sh
 	PORTCULLIS_BIN=target/pgo/release/portcullis ./benches/instructions.sh

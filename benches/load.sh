@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side load test, in one run on this machine, with wrk (see benches/README.md):
 #   upstream direct | nginx pass-through | nginx + auth_request to a zero-cost auth endpoint |
-#   Portcullis public path | Portcullis with a session | the same during a wrong-password storm
+#   a bare Pingora proxy (examples/bare_proxy.rs) | Portcullis public path |
+#   Portcullis with a session | the same during a wrong-password storm
 # Prints requests/s, p50 and p99 per scenario, and the ratios the performance targets use.
 # Needs: wrk, nginx (Debian packages; `scripts/bootstrap.sh --bench` installs them), curl, and a
-# release build (`cargo build --release`). Only 127.0.0.1 is used; everything started is stopped.
+# release build (`cargo build --release --bin portcullis --example bare_proxy`). Only 127.0.0.1 is used; everything started is stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,11 +14,14 @@ ROUNDS=${LOAD_ROUNDS:-3}
 CONNECTIONS=${LOAD_CONNECTIONS:-32}
 THREADS=${LOAD_THREADS:-1}
 BIN=${PORTCULLIS_BIN:-target/release/portcullis}
+BARE=${BARE_BIN:-target/release/examples/bare_proxy}
 BASE=${LOAD_PORT:-18800}
 UPSTREAM=$((BASE + 1)) NGINX_PROXY=$((BASE + 2)) NGINX_AUTH=$((BASE + 3)) AUTH_ENDPOINT=$((BASE + 4))
-GATEWAY=$((BASE + 5)) ADMIN=$((BASE + 6))
+GATEWAY=$((BASE + 5)) ADMIN=$((BASE + 6)) BARE_PROXY=$((BASE + 7))
 
-[ -x "$BIN" ] || { echo "load: build first: cargo build --release" >&2; exit 2; }
+for b in "$BIN" "$BARE"; do
+  [ -x "$b" ] || { echo "load: build first: cargo build --release --bin portcullis --example bare_proxy" >&2; exit 2; }
+done
 . benches/common.sh
 require load wrk nginx curl
 
@@ -63,6 +67,8 @@ gateway_config gateway "$GATEWAY" "$ADMIN" 'throttle:
   lock_after: 0'
 RUST_LOG=warn "$BIN" serve -c "$work/gateway/portcullis.yaml" 2>"$work/portcullis.log" &
 pids+=($!)
+"$BARE" "127.0.0.1:$BARE_PROXY" "127.0.0.1:$UPSTREAM" 2>"$work/bare.log" &
+pids+=($!)
 wait_ready "$ADMIN"
 cookie=$(sign_in "$GATEWAY")
 # Every scenario must answer 200, or the numbers mean nothing.
@@ -70,6 +76,7 @@ check() { [ "$(curl -s -o /dev/null -w '%{http_code}' "${@:2}" "$1")" = 200 ] ||
 check "http://127.0.0.1:$UPSTREAM/crm/"
 check "http://127.0.0.1:$NGINX_PROXY/crm/"
 check "http://127.0.0.1:$NGINX_AUTH/crm/"
+check "http://127.0.0.1:$BARE_PROXY/crm/"
 check "http://127.0.0.1:$GATEWAY/static/app.css"
 check "http://127.0.0.1:$GATEWAY/crm/" -H "Cookie: $cookie"
 
@@ -93,7 +100,7 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"login":"bench@example.com","password":"wrong-password"}'
 EOF
 
-SCENARIOS=(upstream nginx_proxy nginx_auth_request portcullis_public portcullis_session session_during_storm)
+SCENARIOS=(upstream nginx_proxy nginx_auth_request pingora_bare portcullis_public portcullis_session session_during_storm)
 declare -A result
 run() {
   local name=$1 round=$2
@@ -110,6 +117,7 @@ for round in $(seq "$ROUNDS"); do
   run upstream "$round" "http://127.0.0.1:$UPSTREAM/crm/"
   run nginx_proxy "$round" "http://127.0.0.1:$NGINX_PROXY/crm/"
   run nginx_auth_request "$round" "http://127.0.0.1:$NGINX_AUTH/crm/"
+  run pingora_bare "$round" "http://127.0.0.1:$BARE_PROXY/crm/"
   run portcullis_public "$round" "http://127.0.0.1:$GATEWAY/static/app.css"
   run portcullis_session "$round" "http://127.0.0.1:$GATEWAY/crm/" -H "Cookie: $cookie"
   wrk -t1 -c8 -d"$((DURATION + 2))s" -s "$work/storm.lua" "http://127.0.0.1:$GATEWAY/_portcullis/api/login" >"$work/storm.out" &
@@ -155,3 +163,10 @@ show_ratio 'session / nginx pass-through' '>= 0.6 (aim 1.0)' portcullis_session 
 show_ratio 'session / nginx + auth_request' '>= 1.0 (aim 2.0)' portcullis_session 1 nginx_auth_request 1
 show_ratio 'session / Portcullis public path' '>= 0.9 (aim 0.97)' portcullis_session 1 portcullis_public 1
 show_ratio 'p99 during storm / calm p99' '<= 3 (aim 1.5)' session_during_storm 3 portcullis_session 3
+echo
+echo "The floor: Pingora forwarding with nothing in it, built and set up as Portcullis is."
+echo
+printf '| ratio | measured | target |\n|---|---:|---|\n'
+show_ratio 'bare Pingora / nginx pass-through' 'none: reference' pingora_bare 1 nginx_proxy 1
+show_ratio 'bare Pingora / nginx + auth_request' 'none: reference' pingora_bare 1 nginx_auth_request 1
+show_ratio 'session / bare Pingora' 'none: reference' portcullis_session 1 pingora_bare 1
