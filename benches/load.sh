@@ -4,8 +4,9 @@
 #   a bare Pingora proxy (examples/bare_proxy.rs) | Portcullis public path |
 #   Portcullis with a session | the same during a wrong-password storm
 # Prints requests/s, p50 and p99 per scenario, and the ratios the performance targets use.
-# Needs: wrk, nginx (Debian packages; `scripts/bootstrap.sh --bench` installs them), curl, and a
-# release build (`cargo build --release --bin portcullis --example bare_proxy`). Only 127.0.0.1 is used; everything started is stopped.
+# Needs: wrk, nginx (Debian packages; `scripts/bootstrap.sh --bench` installs them), curl, and
+# release builds (`cargo build --release --bin portcullis --example bare_proxy`). Only 127.0.0.1
+# is used; everything started is stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -3,8 +3,9 @@
 # measured in benches/README.md): an instrumented build runs one short round of
 # benches/load.sh, LLVM merges what it recorded, and a second release build uses it.
 # Result: target/pgo/release/portcullis, and examples/bare_proxy beside it, built the same way
-# for load.sh's bare-Pingora row (trained on the same run, which measures it too). Needs what `make bench` needs (wrk, nginx) and rustup's
-# llvm-tools (installed when missing). Takes two full release builds.
+# for load.sh's bare-Pingora row (trained on the same run, which measures it too). Needs what
+# `make bench` needs (wrk, nginx) and rustup's llvm-tools (installed when missing). Takes two
+# full release builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
