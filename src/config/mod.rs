@@ -208,9 +208,10 @@ impl Config {
         }
     }
 
-    /// Whether cookies must carry `Secure` and the `__Host-` prefix.
+    /// Whether cookies must carry `Secure` and the `__Host-` prefix (an https `public_url`,
+    /// decided once, where the cookie names are derived).
     pub fn secure_cookies(&self) -> bool {
-        self.public_url.as_ref().is_some_and(|u| u.https)
+        self.cookies.secure
     }
 }
 
