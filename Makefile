@@ -26,7 +26,8 @@ bench: release
 	  ./benches/load.sh
 	./benches/ab.sh target/release/portcullis target/pgo/release/portcullis
 	./benches/instructions.sh
-	PORTCULLIS_BIN=target/pgo/release/portcullis ./benches/instructions.sh
+	PORTCULLIS_BIN=target/pgo/release/portcullis BARE_BIN=target/pgo/release/examples/bare_proxy \
+	  ./benches/instructions.sh
 	cargo bench --bench session_memory
 	cargo bench --bench hot_path
 	cargo bench --bench allowlist

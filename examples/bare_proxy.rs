@@ -42,8 +42,11 @@ fn main() {
         eprintln!("bare_proxy: {upstream}: {e}");
         std::process::exit(2);
     });
+    // As the gateway's, shutdown included: the benches stop it with SIGTERM.
     let conf = ServerConf {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
