@@ -10,7 +10,7 @@ use portcullis::network::{Forwarding, PeerAddr, resolve};
 
 /// The public way to a `ClientAddr`: resolution of a direct, untrusted peer.
 fn client(ip: IpAddr) -> ClientAddr {
-    resolve(PeerAddr(ip), &AddrSet::default(), Forwarding::default()).client
+    resolve(PeerAddr(ip), &AddrSet::default(), Forwarding::default())
 }
 
 /// A deterministic spread of 10 000 entries: /24 blocks, single addresses and short ranges.

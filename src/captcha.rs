@@ -70,7 +70,9 @@ pub fn image_path(id: &str) -> String {
 }
 
 /// Draws a new challenge and stores it; returns its id.
-pub async fn issue(store: &dyn Store, now: UnixTime) -> StoreResult<String> {
+/// Draws and stores a new challenge; `None` when `limit` live challenges already exist (the
+/// store never fills with pictures, whoever asks).
+pub async fn issue(store: &dyn Store, now: UnixTime, limit: u32) -> StoreResult<Option<String>> {
     let id = token::challenge_id();
     let (answer, png) = tokio::task::spawn_blocking(|| {
         let mut rng = OsRng;
@@ -86,8 +88,10 @@ pub async fn issue(store: &dyn Store, now: UnixTime) -> StoreResult<String> {
         png,
         expires_at: now + LIFETIME.as_secs() as i64,
     };
-    store.insert_captcha(&record).await?;
-    Ok(id)
+    Ok(store
+        .insert_captcha(&record, limit, now)
+        .await?
+        .then_some(id))
 }
 
 /// Uses up a challenge: true only for the right answer, within its lifetime, the first time.

@@ -69,32 +69,67 @@ fn endpoint(method: &str, rest: &str) -> Endpoint {
     }
 }
 
-/// A path is public when it falls under a configured prefix and cannot be rewritten by the
-/// portal into something else: no dot segments, encoded slashes or dots, or backslashes.
-/// A prefix ending in `/` covers everything below it; otherwise the path itself and below.
+/// A path is public when it falls under a configured prefix and everything after the prefix is
+/// plain: segments that every portal reads the same way, whatever it decodes or strips. A
+/// prefix ending in `/` covers everything below it; otherwise the path itself and below.
 pub fn is_public(path: &str, public_paths: &[String]) -> bool {
-    if is_ambiguous(path) {
-        return false;
-    }
     public_paths.iter().any(|p| {
+        let Some(rest) = path.strip_prefix(p.as_str()) else {
+            return false;
+        };
         if p.ends_with('/') {
-            path.starts_with(p.as_str())
+            plain_below(rest)
         } else {
-            path == p
-                || path
-                    .strip_prefix(p.as_str())
-                    .is_some_and(|r| r.starts_with('/'))
+            rest.is_empty() || rest.strip_prefix('/').is_some_and(plain_below)
         }
     })
 }
 
-fn is_ambiguous(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    lower.contains("%2e")
-        || lower.contains("%2f")
-        || lower.contains("%5c")
-        || path.contains('\\')
-        || path.split('/').any(|seg| seg == "." || seg == "..")
+/// The part of a public path below its prefix (`a/b.css`, `a/`, or empty): segments separated
+/// by `/`, each a plain name, the last one possibly empty (a directory). An allow-list, so that
+/// what a servlet container, IIS or a framework makes of a path can never climb out of the
+/// prefix: after one percent-decoding every byte must be a plain character (no `.`-only
+/// segments, `;` parameters, `%` left for a second decoding, separators, controls, spaces or
+/// anything outside ASCII, which Unicode normalisation could turn into one of those).
+fn plain_below(rest: &str) -> bool {
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len() - 1;
+    segments
+        .iter()
+        .enumerate()
+        .all(|(i, seg)| (i == last && seg.is_empty()) || plain_segment(seg))
+}
+
+fn plain_segment(raw: &str) -> bool {
+    let Some(decoded) = decode_once(raw.as_bytes()) else {
+        return false;
+    };
+    decoded.iter().all(|&b| plain_byte(b)) && decoded.iter().any(u8::is_ascii_alphanumeric)
+}
+
+/// Letters, digits and the punctuation that no server or framework reads as a separator, a
+/// parameter, an escape or a space: `-._~!$&'()*,=@`. (`+` is a space to some decoders, `:`
+/// a stream name to Windows.)
+fn plain_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*,=@".contains(&b)
+}
+
+/// Percent-decodes once; `None` for a `%` that does not start two hex digits (`%u002e`, `%`).
+fn decode_once(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            let hex = raw.get(i + 1..i + 3)?;
+            let text = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(text, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(raw[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 /// The session the request carries, as far as the decision needs to know.
@@ -231,11 +266,233 @@ mod tests {
             ("GET", "/static/..%2Fadmin", Route::Protected),
             ("GET", "/static\\..\\admin", Route::Protected),
             ("GET", "/static/./x", Route::Protected),
+            ("GET", "/static/", Route::Public),
+            ("GET", "/static/css/", Route::Public),
+            ("GET", "/static/app.min.css", Route::Public),
+            ("GET", "/static/%41pp.css", Route::Public),
+            ("GET", "/favicon.ico/x", Route::Public),
+            ("GET", "/static/..;/admin", Route::Protected),
+            ("GET", "/static/..;jsessionid=x/admin", Route::Protected),
+            ("GET", "/static;x=1/../admin", Route::Protected),
+            ("GET", "/static/app.css;jsessionid=1", Route::Protected),
+            ("GET", "/static/..%00/admin", Route::Protected),
+            ("GET", "/static/..%20/admin", Route::Protected),
+            ("GET", "/static/..%09/admin", Route::Protected),
+            ("GET", "/static/%252e%252e/admin", Route::Protected),
+            ("GET", "/static/%c0%ae%c0%ae/admin", Route::Protected),
+            ("GET", "/static/%u002e%u002e/admin", Route::Protected),
+            ("GET", "/static/%2e%2e%2fadmin", Route::Protected),
+            ("GET", "/static/..%5cadmin", Route::Protected),
+            ("GET", "/static/...", Route::Protected),
+            ("GET", "/static/..+/admin", Route::Protected),
+            ("GET", "/static//admin", Route::Protected),
+            ("GET", "/static/\u{ff0e}\u{ff0e}/admin", Route::Protected),
+            ("GET", "/static/a b.css", Route::Protected),
             ("GET", "/", Route::Protected),
             ("GET", "/STATIC/app.css", Route::Protected),
         ];
         for (method, path, want) in cases {
             assert_eq!(route(method, path, &publics()), want, "{method} {path}");
+        }
+    }
+
+    /// What a portal may make of a path before serving it: each returns the path it would
+    /// serve. Applied in every combination to every path the gateway calls public.
+    mod normalisers {
+        use unicode_normalization::UnicodeNormalization;
+
+        pub fn percent_decode(p: &str) -> String {
+            let b = p.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) if b[i] == b'%' => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    _ => {
+                        out.push(b[i]);
+                        i += 1;
+                    }
+                }
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        }
+
+        /// `%uXXXX`, as IIS once read it.
+        pub fn iis_unicode(p: &str) -> String {
+            let mut out = String::new();
+            let mut rest = p;
+            while let Some(at) = rest.find("%u") {
+                out.push_str(&rest[..at]);
+                let code = rest
+                    .get(at + 2..at + 6)
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .and_then(char::from_u32);
+                match code {
+                    Some(c) => {
+                        out.push(c);
+                        rest = &rest[at + 6..];
+                    }
+                    None => {
+                        out.push_str("%u");
+                        rest = &rest[at + 2..];
+                    }
+                }
+            }
+            out.push_str(rest);
+            out
+        }
+
+        /// Servlet containers drop `;parameters` from each segment.
+        pub fn strip_parameters(p: &str) -> String {
+            p.split('/')
+                .map(|seg| seg.split(';').next().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("/")
+        }
+
+        pub fn backslash_as_slash(p: &str) -> String {
+            p.replace('\\', "/")
+        }
+
+        pub fn nfkc(p: &str) -> String {
+            p.nfkc().collect()
+        }
+
+        /// Windows drops trailing dots and spaces from names; some decoders read `+` as space.
+        pub fn windows_names(p: &str) -> String {
+            p.replace('+', " ")
+                .split('/')
+                .map(|seg| seg.trim_end_matches(['.', ' ']))
+                .map(|seg| if seg.is_empty() { "." } else { seg })
+                .collect::<Vec<_>>()
+                .join("/")
+        }
+
+        /// RFC 3986 §5.2.4, with empty segments collapsed as file servers do.
+        pub fn resolve_dots(p: &str) -> String {
+            let mut out: Vec<&str> = Vec::new();
+            for seg in p.split('/') {
+                match seg {
+                    "" | "." => {}
+                    ".." => {
+                        out.pop();
+                    }
+                    s => out.push(s),
+                }
+            }
+            format!("/{}", out.join("/"))
+        }
+
+        pub const ALL: [fn(&str) -> String; 7] = [
+            percent_decode,
+            iis_unicode,
+            strip_parameters,
+            backslash_as_slash,
+            nfkc,
+            percent_decode,
+            windows_names,
+        ];
+    }
+
+    mod prop {
+        use super::super::*;
+        use super::normalisers;
+        use proptest::prelude::*;
+
+        const PIECES: &[&str] = &[
+            "a",
+            "css",
+            "b.js",
+            ".",
+            "..",
+            "...",
+            "%2e",
+            "%2E",
+            "%252e",
+            "%25",
+            "%",
+            ";",
+            ";x=1",
+            "\\",
+            "%5c",
+            "%5C",
+            "%2f",
+            "/",
+            "//",
+            "%00",
+            "%20",
+            "%09",
+            "%0a",
+            "+",
+            " ",
+            "%c0%ae",
+            "%e0%80%ae",
+            "%u002e",
+            "%u2215",
+            "\u{ff0e}",
+            "\u{ff0f}",
+            "\u{2024}",
+            "\u{fe52}",
+            "\u{ff3c}",
+            "~",
+            "-",
+            "_",
+            "%41",
+            "%2541",
+            "'",
+            "(",
+            "!",
+            "=",
+            "@",
+            "\t",
+            "?",
+            "#",
+            ":",
+        ];
+
+        fn tail() -> impl Strategy<Value = String> {
+            proptest::collection::vec(proptest::sample::select(PIECES), 0..8)
+                .prop_map(|pieces| pieces.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+            /// Any path the gateway calls public stays under its public prefix whatever a
+            /// portal does to it first: percent-decoding once or twice, `%u` escapes, `;`
+            /// parameters dropped, backslashes as slashes, Unicode NFKC, Windows name trimming,
+            /// each alone and in every combination, then dot segments resolved.
+            #[test]
+            fn public_paths_stay_under_their_prefix(tail in tail(), file_prefix in any::<bool>()) {
+                let (prefix, under) = if file_prefix {
+                    ("/favicon.ico", "/favicon.ico")
+                } else {
+                    ("/static/", "/static/")
+                };
+                let publics = vec![prefix.to_string()];
+                let path = format!("{prefix}{tail}");
+                if !is_public(&path, &publics) {
+                    return Ok(());
+                }
+                for mask in 0u32..(1 << normalisers::ALL.len()) {
+                    let mut p = path.clone();
+                    for (i, normalise) in normalisers::ALL.iter().enumerate() {
+                        if mask & (1 << i) != 0 {
+                            p = normalise(&p);
+                        }
+                    }
+                    let served = normalisers::resolve_dots(&p);
+                    let inside = served == under.trim_end_matches('/')
+                        || served.starts_with(&format!("{}/", under.trim_end_matches('/')));
+                    prop_assert!(inside, "{path:?} is public but is served as {served:?} (mask {mask:b})");
+                }
+            }
         }
     }
 

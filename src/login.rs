@@ -130,8 +130,10 @@ impl Ctx<'_> {
             .client(&c.ip, &c.user_agent)
     }
 
-    async fn challenge(&self) -> Result<String, StoreError> {
-        captcha::issue(self.app.store.as_ref(), self.secs()).await
+    /// A new challenge, unless the store holds `throttle.captcha_limit` live ones already.
+    async fn challenge(&self) -> Result<Option<String>, StoreError> {
+        let limit = self.cfg.throttle.captcha_limit;
+        captcha::issue(self.app.store.as_ref(), self.secs(), limit).await
     }
 }
 
@@ -177,6 +179,12 @@ async fn run(app: &App, cfg: &Config, attempt: Attempt) -> Result<Outcome, Login
     }
     if let Some(refused) = check_captcha(&ctx, &login, &addr).await? {
         return Ok(refused);
+    }
+    if !app
+        .login_gates
+        .take_check(ctx.now, cfg.throttle.password_checks_per_second)
+    {
+        return Ok(busy(&ctx));
     }
     let password = if attempt.password.expose().len() > MAX_PASSWORD {
         Password::new("")
@@ -275,6 +283,8 @@ async fn take_from_budget(ctx: &Ctx<'_>) -> Result<Result<(), Outcome>, StoreErr
 /// not given within `WAIT` is refused as throttled.
 pub struct Gates {
     locks: Cache<String, Arc<Mutex<()>>>,
+    /// This gateway's budget of password checks (`throttle.password_checks_per_second`).
+    checks: std::sync::Mutex<Counter>,
 }
 
 impl Gates {
@@ -286,6 +296,23 @@ impl Gates {
                 .max_capacity(100_000)
                 .time_to_idle(Duration::from_secs(60))
                 .build(),
+            checks: std::sync::Mutex::new(Counter::default()),
+        }
+    }
+
+    /// Takes one password check from this gateway's budget of `per_second`, whatever the
+    /// address: many addresses (a /48 of IPv6 holds 65 536 address budgets) cannot make it hash
+    /// more than that.
+    fn take_check(&self, now: Millis, per_second: u32) -> bool {
+        let Ok(mut budget) = self.checks.lock() else {
+            return false;
+        };
+        match throttle::take_from_budget(*budget, now, per_second, 1000) {
+            Ok(next) => {
+                *budget = next;
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -358,9 +385,10 @@ async fn check_captcha(
             true
         }
     };
-    Ok(Some(Outcome::CaptchaRequired {
-        captcha: ctx.challenge().await?,
-        wrong,
+    Ok(Some(match ctx.challenge().await? {
+        Some(captcha) => Outcome::CaptchaRequired { captcha, wrong },
+        // No picture can be drawn now (the store holds the most it may): nothing is checked.
+        None => busy(ctx),
     }))
 }
 
@@ -399,7 +427,7 @@ async fn count_failure(ctx: &Ctx<'_>, login_key: &str) -> Result<Option<String>,
                 .detail(escalation.reason()),
         );
     }
-    Ok(Some(ctx.challenge().await?))
+    ctx.challenge().await
 }
 
 /// The challenge the login page shows before anyone types a login: when the address itself has
@@ -420,7 +448,6 @@ pub async fn page_captcha(
     if spend(app, cfg, &key, now).await?.1.is_err() {
         return Ok(None);
     }
-    Ok(Some(
-        captcha::issue(app.store.as_ref(), now.div_euclid(1000)).await?,
-    ))
+    let limit = cfg.throttle.captcha_limit;
+    captcha::issue(app.store.as_ref(), now.div_euclid(1000), limit).await
 }

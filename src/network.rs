@@ -12,103 +12,202 @@ use crate::session::Identity;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub IpAddr);
 
-/// A forwarding hop that is not an IP address (`unknown`, `_hidden`, garbage). A request whose
-/// client is such a hop is attributed to `0.0.0.0`, which matches no sensible allowlist.
-const UNRESOLVABLE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+/// Where a trusted proxy's claim cannot be read (an unreadable or malformed header, a hop that
+/// is not an address: `unknown`, `_hidden`, garbage), the client is `0.0.0.0`, which matches no
+/// sensible allowlist. Resolution never falls through to another header or to the peer.
+pub const UNRESOLVABLE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
-/// The forwarding headers of a request, as received.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Forwarding<'a> {
-    /// Every `X-Forwarded-For` value, in order.
-    pub x_forwarded_for: &'a [&'a str],
-    pub forwarded: &'a [&'a str],
-    pub x_real_ip: Option<&'a str>,
+/// The one header the trusted proxies set (`network.forwarded_header`); no other is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, …`: nginx's `$proxy_add_x_forwarded_for`, most load
+    /// balancers.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+    /// `X-Real-IP: client`, set (not appended) by the proxy: exactly one value.
+    XRealIp,
 }
 
-/// The outcome of resolution: who the client is and the part of the forwarding chain that
-/// trusted proxies vouch for (ending with the client), for the upstream's `X-Forwarded-For`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
-    pub client: ClientAddr,
-    pub chain: Vec<String>,
+impl ForwardedHeader {
+    pub const NAMES: [&'static str; 3] = ["X-Forwarded-For", "Forwarded", "X-Real-IP"];
+
+    /// The header's name, lower-case, as `http` stores it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+            ForwardedHeader::XRealIp => "x-real-ip",
+        }
+    }
+
+    /// Case-insensitive, as operators write header names.
+    pub fn parse(text: &str) -> Option<ForwardedHeader> {
+        [
+            ForwardedHeader::XForwardedFor,
+            ForwardedHeader::Forwarded,
+            ForwardedHeader::XRealIp,
+        ]
+        .into_iter()
+        .find(|h| h.name().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+/// The forwarding header of a request as received: every line of the configured header, as
+/// raw bytes (a value that is not text is a decision, not something to skip).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Forwarding<'a> {
+    pub header: ForwardedHeader,
+    pub values: &'a [&'a [u8]],
 }
 
 /// Parses one hop: `1.2.3.4`, `1.2.3.4:80`, `[2001:db8::1]:80`, `"[::1]"`, `2001:db8::1`.
 fn hop(text: &str) -> Option<IpAddr> {
-    let t = text.trim().trim_matches('"');
+    let t = text.trim();
+    let t = match t.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"')?,
+        None => t,
+    };
     if let Ok(ip) = t.parse::<IpAddr>() {
         return Some(ip);
     }
     if let Some(rest) = t.strip_prefix('[') {
-        return rest.split(']').next()?.parse().ok();
+        let (ip, port) = rest.split_once(']')?;
+        if !(port.is_empty() || port.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        return ip.parse().ok();
     }
     let (host, port) = t.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
+    if !is_port(port) {
+        return None;
+    }
     host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
-fn forwarded_for(values: &[&str]) -> Vec<String> {
-    values
-        .iter()
-        .flat_map(|v| v.split(','))
-        .filter_map(|element| {
-            element.split(';').find_map(|pair| {
-                let (k, v) = pair.split_once('=')?;
-                k.trim()
-                    .eq_ignore_ascii_case("for")
-                    .then(|| v.trim().to_string())
-            })
-        })
-        .collect()
+fn is_port(text: &str) -> bool {
+    text.parse::<u16>().is_ok()
 }
 
-/// SPEC §3 step 1: the peer, unless the peer is a trusted proxy; then the right-most hop of
-/// `X-Forwarded-For` (else `Forwarded: for=`, else `X-Real-IP`) that is not itself trusted.
-pub fn resolve(peer: PeerAddr, trusted: &AddrSet, headers: Forwarding) -> Resolved {
-    let peer_ip = canonical(peer.0);
-    let direct = || Resolved {
-        client: ClientAddr::new(peer_ip),
-        chain: vec![peer_ip.to_string()],
-    };
-    if !trusted.contains_ip(peer_ip) {
-        return direct();
+/// The hops a header names, left (farthest) to right (nearest), each parsed or `None` where it
+/// is not an address. `Err` when the header as a whole cannot be read.
+fn hops(header: ForwardedHeader, values: &[&[u8]]) -> Result<Vec<Option<IpAddr>>, Unreadable> {
+    let mut texts = Vec::with_capacity(values.len());
+    for v in values {
+        // Visible ASCII, spaces and tabs only (RFC 9110 field-value without obs-text).
+        if !v.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+            return Err(Unreadable);
+        }
+        texts.push(std::str::from_utf8(v).map_err(|_| Unreadable)?);
     }
-    let hops: Vec<String> = if !headers.x_forwarded_for.is_empty() {
-        headers
-            .x_forwarded_for
-            .iter()
-            .flat_map(|v| v.split(','))
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .collect()
-    } else if !headers.forwarded.is_empty() {
-        forwarded_for(headers.forwarded)
-    } else if let Some(real) = headers.x_real_ip {
-        vec![real.trim().to_string()]
-    } else {
-        Vec::new()
+    match header {
+        ForwardedHeader::XForwardedFor => {
+            Ok(texts.iter().flat_map(|v| v.split(',')).map(hop).collect())
+        }
+        ForwardedHeader::Forwarded => {
+            let mut out = Vec::new();
+            for v in texts {
+                for element in forwarded_elements(v)? {
+                    out.push(element.map(hop).unwrap_or(None));
+                }
+            }
+            Ok(out)
+        }
+        // Set, not appended: two lines, or a list, mean something else wrote it too.
+        ForwardedHeader::XRealIp => match texts.as_slice() {
+            [one] if !one.contains(',') => Ok(vec![hop(one)]),
+            _ => Err(Unreadable),
+        },
+    }
+}
+
+/// A forwarding header that cannot be read as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unreadable;
+
+/// The `for=` value of each element of one `Forwarded` line (RFC 7239 §4): elements are split
+/// by commas and pairs by semicolons outside quoted strings. An element without exactly one
+/// `for=` yields `None`; unbalanced quotes or a pair without `=` make the line unreadable.
+fn forwarded_elements(line: &str) -> Result<Vec<Option<&str>>, Unreadable> {
+    let mut elements = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    let mut bounds = Vec::new();
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                bounds.push((start, i));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if quoted {
+        return Err(Unreadable);
+    }
+    bounds.push((start, line.len()));
+    for (from, to) in bounds {
+        let element = &line[from..to];
+        let mut found = None;
+        let mut count = 0;
+        for pair in split_unquoted(element, ';') {
+            let pair = pair.trim();
+            if pair.is_empty() {
+                continue;
+            }
+            let (k, v) = pair.split_once('=').ok_or(Unreadable)?;
+            if k.trim().eq_ignore_ascii_case("for") {
+                count += 1;
+                found = Some(v.trim());
+            }
+        }
+        elements.push(if count == 1 { found } else { None });
+    }
+    Ok(elements)
+}
+
+fn split_unquoted(text: &str, sep: char) -> Vec<&str> {
+    let (mut parts, mut start, mut quoted) = (Vec::new(), 0, false);
+    for (i, c) in text.char_indices() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            parts.push(&text[start..i]);
+            start = i + 1;
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// SPEC §3 step 1: the peer, unless the peer is a trusted proxy; then the right-most hop of the
+/// configured forwarding header that is not itself trusted. A header that is there but cannot
+/// be read, or a hop that is not an address where the walk stops, makes the client `0.0.0.0`.
+/// A trusted peer that sends no such header is the client itself (its own health checks).
+pub fn resolve(peer: PeerAddr, trusted: &AddrSet, headers: Forwarding) -> ClientAddr {
+    let peer_ip = canonical(peer.0);
+    if !trusted.contains_ip(peer_ip) || headers.values.is_empty() {
+        return ClientAddr::new(peer_ip);
+    }
+    let Ok(hops) = hops(headers.header, headers.values) else {
+        return ClientAddr::new(UNRESOLVABLE);
     };
     // Walk from the right: every hop a trusted proxy added is believed until the first one
-    // that is not trusted, which is the client.
+    // that is not trusted, which is the client. The left-most hop is the client even when it
+    // is trusted (a request a proxy made on its own behalf).
     let client = hops
         .iter()
         .enumerate()
         .rev()
-        .find_map(|(i, h)| match hop(h).map(canonical) {
+        .find_map(|(i, h)| match h.map(canonical) {
             Some(ip) if trusted.contains_ip(ip) && i > 0 => None,
-            Some(ip) => Some((i, ip)),
-            None => Some((i, UNRESOLVABLE)),
+            Some(ip) => Some(ip),
+            None => Some(UNRESOLVABLE),
         });
-    let Some((i, ip)) = client else {
-        return direct();
-    };
-    let mut chain = hops;
-    chain.truncate(i);
-    chain.push(ip.to_string());
-    Resolved {
-        client: ClientAddr::new(ip),
-        chain,
-    }
+    ClientAddr::new(client.unwrap_or(UNRESOLVABLE))
 }
 
 /// One `network.restrictions` entry, validated.
@@ -155,139 +254,221 @@ mod tests {
 
     #[test]
     fn resolution_table() {
+        use ForwardedHeader::{Forwarded, XForwardedFor as Xff, XRealIp};
         let trusted = set(&["10.0.0.0/8", "::1"]);
-        // (peer, X-Forwarded-For values, Forwarded values, X-Real-IP, client, chain upstream)
-        type Case<'a> = (
-            &'a str,
-            &'a [&'a str],
-            &'a [&'a str],
-            Option<&'a str>,
-            &'a str,
-            &'a str,
-        );
-        let cases: [Case; 14] = [
+        // (peer, the configured header, its values, the client)
+        type Case<'a> = (&'a str, ForwardedHeader, &'a [&'a [u8]], &'a str);
+        let cases: &[Case] = &[
+            // An untrusted peer's headers are never read.
+            ("203.0.113.5", Xff, &[b"198.51.100.1"], "203.0.113.5"),
             (
                 "203.0.113.5",
-                &["198.51.100.1"],
-                &[],
-                None,
-                "203.0.113.5",
+                Forwarded,
+                &[b"for=198.51.100.1"],
                 "203.0.113.5",
             ),
-            (
-                "203.0.113.5",
-                &[],
-                &["for=198.51.100.1"],
-                Some("198.51.100.2"),
-                "203.0.113.5",
-                "203.0.113.5",
-            ),
+            ("203.0.113.5", Xff, &[b"\xe9"], "203.0.113.5"),
+            ("10.0.0.1", Xff, &[b"198.51.100.1"], "198.51.100.1"),
+            ("10.0.0.1", Xff, &[b"6.6.6.6, 198.51.100.1"], "198.51.100.1"),
             (
                 "10.0.0.1",
-                &["198.51.100.1"],
-                &[],
-                None,
-                "198.51.100.1",
+                Xff,
+                &[b"6.6.6.6, 198.51.100.1, 10.0.0.2"],
                 "198.51.100.1",
             ),
             (
                 "10.0.0.1",
-                &["6.6.6.6, 198.51.100.1"],
-                &[],
-                None,
-                "198.51.100.1",
-                "6.6.6.6,198.51.100.1",
-            ),
-            (
-                "10.0.0.1",
-                &["6.6.6.6, 198.51.100.1, 10.0.0.2"],
-                &[],
-                None,
-                "198.51.100.1",
-                "6.6.6.6,198.51.100.1",
-            ),
-            (
-                "10.0.0.1",
-                &["6.6.6.6", "198.51.100.1"],
-                &[],
-                None,
-                "198.51.100.1",
-                "6.6.6.6,198.51.100.1",
-            ),
-            (
-                "10.0.0.1",
-                &["10.0.0.3, 10.0.0.2"],
-                &[],
-                None,
-                "10.0.0.3",
-                "10.0.0.3",
-            ),
-            (
-                "10.0.0.1",
-                &["198.51.100.1:4711"],
-                &[],
-                None,
-                "198.51.100.1",
+                Xff,
+                &[b"6.6.6.6", b"198.51.100.1"],
                 "198.51.100.1",
             ),
+            ("10.0.0.1", Xff, &[b"10.0.0.3, 10.0.0.2"], "10.0.0.3"),
+            ("10.0.0.1", Xff, &[b"198.51.100.1:4711"], "198.51.100.1"),
+            ("10.0.0.1", Xff, &[b"[2001:db8::1]:4711"], "2001:db8::1"),
+            ("10.0.0.1", Xff, &[b"garbage, 10.0.0.2"], "0.0.0.0"),
+            ("10.0.0.1", Xff, &[b"198.51.100.1, "], "0.0.0.0"),
+            ("10.0.0.1", Xff, &[b"198.51.100.1:99999"], "0.0.0.0"),
+            // A value that is not text: never skipped, never a fall-through to the peer.
+            ("10.0.0.1", Xff, &[b"\xe9, 203.0.113.9"], "0.0.0.0"),
+            ("10.0.0.1", Xff, &[b"203.0.113.9", b"\xe9"], "0.0.0.0"),
+            ("10.0.0.1", Xff, &[b"203.0.113.9\x01"], "0.0.0.0"),
+            // The configured header only: the others are not even looked at.
+            ("10.0.0.1", Xff, &[], "10.0.0.1"),
             (
                 "10.0.0.1",
-                &["garbage, 10.0.0.2"],
-                &[],
-                None,
-                "0.0.0.0",
-                "0.0.0.0",
-            ),
-            (
-                "10.0.0.1",
-                &[],
-                &["for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\""],
-                None,
+                Forwarded,
+                &[b"for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\""],
                 "2001:db8::1",
-                "192.0.2.60,2001:db8::1",
+            ),
+            ("10.0.0.1", Forwarded, &[b"for=unknown"], "0.0.0.0"),
+            (
+                "10.0.0.1",
+                Forwarded,
+                &[b"for=_hidden, for=198.51.100.1"],
+                "198.51.100.1",
             ),
             (
                 "10.0.0.1",
-                &[],
-                &["for=unknown"],
-                None,
-                "0.0.0.0",
+                Forwarded,
+                &[b"for=198.51.100.1, by=10.0.0.1"],
                 "0.0.0.0",
             ),
             (
                 "10.0.0.1",
-                &[],
-                &[],
-                Some("198.51.100.9"),
-                "198.51.100.9",
-                "198.51.100.9",
+                Forwarded,
+                &[b"for=198.51.100.1, for=\"10.0.0.2"],
+                "0.0.0.0",
             ),
-            ("10.0.0.1", &[], &[], None, "10.0.0.1", "10.0.0.1"),
+            (
+                "10.0.0.1",
+                Forwarded,
+                &[b"for=198.51.100.1;for=198.51.100.2"],
+                "0.0.0.0",
+            ),
+            ("10.0.0.1", Forwarded, &[b"for"], "0.0.0.0"),
+            (
+                "10.0.0.1",
+                Forwarded,
+                &[b"\xe9", b"for=198.51.100.1"],
+                "0.0.0.0",
+            ),
+            ("10.0.0.1", XRealIp, &[b"198.51.100.9"], "198.51.100.9"),
+            (
+                "10.0.0.1",
+                XRealIp,
+                &[b"198.51.100.9", b"198.51.100.8"],
+                "0.0.0.0",
+            ),
+            (
+                "10.0.0.1",
+                XRealIp,
+                &[b"198.51.100.9, 198.51.100.8"],
+                "0.0.0.0",
+            ),
+            ("10.0.0.1", XRealIp, &[b"10.0.0.9"], "10.0.0.9"),
             (
                 "::ffff:10.0.0.1",
-                &["::ffff:198.51.100.1"],
-                &[],
-                None,
-                "198.51.100.1",
+                Xff,
+                &[b"::ffff:198.51.100.1"],
                 "198.51.100.1",
             ),
         ];
-        for (peer, xff, fwd, real, client, chain) in cases {
-            let r = resolve(
+        for &(peer, header, values, client) in cases {
+            let got = resolve(
                 PeerAddr(peer.parse().unwrap()),
                 &trusted,
-                Forwarding {
-                    x_forwarded_for: xff,
-                    forwarded: fwd,
-                    x_real_ip: real,
-                },
+                Forwarding { header, values },
             );
             assert_eq!(
-                r.client.to_string(),
+                got.to_string(),
                 client,
-                "peer {peer} xff {xff:?} fwd {fwd:?}"
+                "peer {peer}, {header:?}: {:?}",
+                values
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v))
+                    .collect::<Vec<_>>()
             );
-            assert_eq!(r.chain.join(","), chain, "peer {peer} xff {xff:?}");
+        }
+    }
+
+    #[test]
+    fn header_names_are_read_case_insensitively() {
+        assert_eq!(
+            ForwardedHeader::parse("x-real-ip"),
+            Some(ForwardedHeader::XRealIp)
+        );
+        assert_eq!(
+            ForwardedHeader::parse("X-Forwarded-For"),
+            Some(ForwardedHeader::XForwardedFor)
+        );
+        assert_eq!(ForwardedHeader::parse("X-Client-IP"), None);
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Bytes a client may put in front of what its proxy appends: anything at all.
+        fn client_bytes() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..40),
+                "[0-9a-f:.,\\[\\]\" ;=forFOR_unknw-]{0,40}".prop_map(String::into_bytes),
+            ]
+        }
+
+        fn untrusted_v4() -> impl Strategy<Value = std::net::Ipv4Addr> {
+            any::<u32>()
+                .prop_map(std::net::Ipv4Addr::from)
+                .prop_filter("not a trusted proxy", |ip| ip.octets()[0] != 10)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            /// Whatever a client sends, its proxy's appended hop decides: the client is the
+            /// address the proxy saw, or `0.0.0.0` when the client made the header unreadable;
+            /// never an address of the client's choosing.
+            #[test]
+            fn a_client_cannot_choose_its_address_through_x_forwarded_for(
+                prefix in client_bytes(),
+                real in untrusted_v4(),
+                split_lines in any::<bool>(),
+            ) {
+                let trusted = set(&["10.0.0.0/8"]);
+                let appended = real.to_string().into_bytes();
+                let joined = [prefix.as_slice(), b", ", appended.as_slice()].concat();
+                let lines: Vec<&[u8]> = if split_lines {
+                    vec![prefix.as_slice(), appended.as_slice()]
+                } else {
+                    vec![joined.as_slice()]
+                };
+                let got = resolve(
+                    PeerAddr("10.0.0.1".parse().unwrap()),
+                    &trusted,
+                    Forwarding { header: ForwardedHeader::XForwardedFor, values: &lines },
+                );
+                prop_assert!(
+                    got.ip() == IpAddr::V4(real) || got.ip() == UNRESOLVABLE,
+                    "{:?} gave {got}", String::from_utf8_lossy(&joined)
+                );
+            }
+
+            #[test]
+            fn a_client_cannot_choose_its_address_through_forwarded(
+                prefix in client_bytes(),
+                real in untrusted_v4(),
+            ) {
+                let trusted = set(&["10.0.0.0/8"]);
+                let appended = format!("for={real}").into_bytes();
+                let lines: Vec<&[u8]> = vec![prefix.as_slice(), appended.as_slice()];
+                let got = resolve(
+                    PeerAddr("10.0.0.1".parse().unwrap()),
+                    &trusted,
+                    Forwarding { header: ForwardedHeader::Forwarded, values: &lines },
+                );
+                prop_assert!(got.ip() == IpAddr::V4(real) || got.ip() == UNRESOLVABLE, "{got}");
+            }
+
+            /// An untrusted peer is the client, whatever it claims.
+            #[test]
+            fn an_untrusted_peer_is_its_own_client(
+                claim in client_bytes(),
+                peer in untrusted_v4(),
+                which in 0usize..3,
+            ) {
+                let header = [
+                    ForwardedHeader::XForwardedFor,
+                    ForwardedHeader::Forwarded,
+                    ForwardedHeader::XRealIp,
+                ][which];
+                let lines: Vec<&[u8]> = vec![claim.as_slice()];
+                let got = resolve(
+                    PeerAddr(IpAddr::V4(peer)),
+                    &set(&["10.0.0.0/8"]),
+                    Forwarding { header, values: &lines },
+                );
+                prop_assert_eq!(got.ip(), IpAddr::V4(peer));
+            }
         }
     }
 

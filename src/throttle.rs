@@ -71,11 +71,22 @@ pub fn seconds_until(until: Millis, now: Millis) -> u64 {
 /// spent at once, then it refills one attempt every `60 s / per_minute`. `Err` holds when the
 /// next attempt will be accepted.
 pub fn take_attempt(c: Counter, now: Millis, per_minute: u32) -> Result<Counter, Millis> {
-    if per_minute == 0 {
+    take_from_budget(c, now, per_minute, 60_000)
+}
+
+/// The budget arithmetic (the generic cell rate algorithm): `n` per `window` milliseconds, all
+/// of them at once if unused, then one every `window / n`; 0 = unlimited.
+pub fn take_from_budget(
+    c: Counter,
+    now: Millis,
+    n: u32,
+    window: Millis,
+) -> Result<Counter, Millis> {
+    if n == 0 {
         return Ok(c);
     }
-    let step = (60_000 / Millis::from(per_minute)).max(1);
-    let tolerance = 60_000 - step;
+    let step = (window / Millis::from(n)).max(1);
+    let tolerance = window - step;
     let full_at = c.budget_full_at.max(now);
     if full_at - now > tolerance {
         return Err(full_at - tolerance);
@@ -180,6 +191,8 @@ mod tests {
             lock_after,
             lock_duration: Duration::from_secs(lock_secs),
             ip_attempts_per_minute: 30,
+            password_checks_per_second: 50,
+            captcha_limit: 10_000,
         }
     }
 
@@ -214,6 +227,16 @@ mod tests {
             c = take_attempt(c, T0 + 62 * SEC, 30).expect("budget whole again");
         }
         assert!(take_attempt(c, T0 + 62 * SEC, 30).is_err());
+    }
+
+    #[test]
+    fn a_per_second_budget_refills_every_twentieth_of_a_second_at_twenty() {
+        let mut c = Counter::default();
+        for _ in 0..20 {
+            c = take_from_budget(c, T0, 20, SEC).expect("20 at once");
+        }
+        assert_eq!(take_from_budget(c, T0, 20, SEC), Err(T0 + 50));
+        assert!(take_from_budget(c, T0 + 50, 20, SEC).is_ok());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -100,12 +101,26 @@ impl RememberToken {
         }
     }
 
-    /// Same selector, fresh validator.
-    pub fn rotate(&self) -> RememberToken {
-        RememberToken {
+    /// What this token is traded for at its next use: a session id and the same selector with
+    /// a new validator, both derived from this validator (HMAC-SHA256 keyed with it). Every
+    /// gateway that sees this token computes the same pair, so parallel requests of one browser
+    /// racing with it all get the one session the winner made; nobody without the validator can
+    /// compute them, the store included, which keeps only hashes.
+    pub fn successor(&self) -> (SessionToken, RememberToken) {
+        let derive = |label: &[u8]| {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.validator.as_bytes())
+                .expect("HMAC takes a key of any length");
+            mac.update(label);
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        };
+        let next = RememberToken {
             selector: self.selector.clone(),
-            validator: random_b64(32),
-        }
+            validator: derive(b"portcullis remember-me validator"),
+        };
+        (
+            SessionToken(derive(b"portcullis remember-me session")),
+            next,
+        )
     }
 
     pub fn parse(value: &str) -> Option<RememberToken> {
@@ -137,9 +152,50 @@ impl fmt::Debug for RememberToken {
     }
 }
 
-/// A random token for the login form's double-submit CSRF cookie.
-pub fn login_csrf() -> String {
-    random_b64(16)
+/// How long a login form's CSRF token is accepted.
+pub const LOGIN_CSRF_LIFETIME: i64 = 4 * 3600;
+const LOGIN_CSRF_BYTES: usize = 8 + 12 + 16;
+
+/// The login form's CSRF token, carried in a cookie and in the form (double submit) and bound,
+/// by an HMAC under a key all gateways share, to its expiry and to the client's address
+/// (`client`: the throttle key, so an IPv6 client is bound to its /64). Nobody can pick their
+/// own, and one fetched by someone else, from another address, does not work.
+/// Layout, base64url: expiry (seconds, 8 bytes) ‖ nonce (12) ‖ tag (16).
+pub fn login_csrf(key: &[u8; 32], client: &str, now: i64) -> String {
+    let mut bytes = Vec::with_capacity(LOGIN_CSRF_BYTES);
+    bytes.extend_from_slice(&(now + LOGIN_CSRF_LIFETIME).to_be_bytes());
+    let mut nonce = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    bytes.extend_from_slice(&nonce);
+    let tag = login_csrf_tag(key, &bytes, client);
+    bytes.extend_from_slice(&tag);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Seconds a login CSRF token has left at `now`, if it is one of ours, for this client.
+pub fn login_csrf_left(key: &[u8; 32], token: &str, client: &str, now: i64) -> Option<i64> {
+    let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+    if bytes.len() != LOGIN_CSRF_BYTES {
+        return None;
+    }
+    let (signed, tag) = bytes.split_at(20);
+    let expected = login_csrf_tag(key, signed, client);
+    if !bool::from(expected.ct_eq(tag)) {
+        return None;
+    }
+    let expires = i64::from_be_bytes(signed[..8].try_into().ok()?);
+    (expires > now).then_some(expires - now)
+}
+
+fn login_csrf_tag(key: &[u8; 32], signed: &[u8], client: &str) -> [u8; 16] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes 32-byte keys");
+    mac.update(b"portcullis login csrf\0");
+    mac.update(signed);
+    mac.update(client.as_bytes());
+    let full = mac.finalize().into_bytes();
+    let mut tag = [0u8; 16];
+    tag.copy_from_slice(&full[..16]);
+    tag
 }
 
 /// A CAPTCHA challenge id: 128 random bits, base64url (it appears in the image's URL).
@@ -204,10 +260,65 @@ mod tests {
         let t = RememberToken::generate();
         let parsed = RememberToken::parse(&t.expose()).unwrap();
         assert!(parsed.matches(&t.validator_hash()));
-        let r = t.rotate();
+        let (session, r) = t.successor();
         assert_eq!(r.selector, t.selector);
         assert!(!t.matches(&r.validator_hash()));
         assert!(!format!("{t:?}").contains(&t.validator));
+        // Well-formed, and the same for everyone holding the token, and only for them.
+        assert_eq!(RememberToken::parse(&r.expose()), Some(r.clone()));
+        assert_eq!(SessionToken::parse(session.expose()), Some(session.clone()));
+        assert_eq!(parsed.successor().0, session);
+        assert_eq!(parsed.successor().1, r);
+        let other = RememberToken::generate();
+        assert_ne!(other.successor().0, session);
+        assert_ne!(r.successor().0, session, "each step derives anew");
+        assert_ne!(session.expose(), r.validator);
+    }
+
+    #[test]
+    fn login_csrf_tokens_are_bound_to_key_client_and_time() {
+        let key = [7u8; 32];
+        let t = login_csrf(&key, "addr:192.0.2.1", 1000);
+        assert_eq!(
+            login_csrf_left(&key, &t, "addr:192.0.2.1", 1000),
+            Some(LOGIN_CSRF_LIFETIME)
+        );
+        assert_eq!(
+            login_csrf_left(&key, &t, "addr:192.0.2.1", 1000 + LOGIN_CSRF_LIFETIME),
+            None
+        );
+        assert_eq!(
+            login_csrf_left(&key, &t, "addr:192.0.2.2", 1000),
+            None,
+            "other address"
+        );
+        assert_eq!(
+            login_csrf_left(&[8u8; 32], &t, "addr:192.0.2.1", 1000),
+            None,
+            "other key"
+        );
+        assert_ne!(
+            t,
+            login_csrf(&key, "addr:192.0.2.1", 1000),
+            "a fresh nonce each time"
+        );
+        // Tampering with the expiry, or any byte, breaks the tag; so do forms not ours.
+        let mut bytes = URL_SAFE_NO_PAD.decode(&t).unwrap();
+        bytes[7] ^= 1;
+        let moved = URL_SAFE_NO_PAD.encode(&bytes);
+        for bad in [
+            moved.as_str(),
+            "",
+            "X",
+            "abcdefghijklmnopqrstuv",
+            &t[..t.len() - 1],
+        ] {
+            assert_eq!(
+                login_csrf_left(&key, bad, "addr:192.0.2.1", 1000),
+                None,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use http::HeaderName;
 
 use crate::allowlist::AddrSet;
 use crate::audit::EventFile;
-use crate::network::Restriction;
+use crate::network::{ForwardedHeader, Restriction};
 use crate::session::cookie::CookieNames;
 
 use locate::Locator;
@@ -59,6 +59,7 @@ pub struct Config {
     pub public_paths: Vec<String>,
     pub network: NetworkConfig,
     pub throttle: ThrottleConfig,
+    pub timeouts: Timeouts,
     pub identity_headers: IdentityHeaders,
     /// The gateway's cookie names, derived once from `session.cookie_name` and `public_url`.
     pub cookies: CookieNames,
@@ -112,6 +113,8 @@ pub struct SessionConfig {
 #[derive(Debug, Clone, Default)]
 pub struct NetworkConfig {
     pub trusted_proxies: AddrSet,
+    /// The one header the trusted proxies set; no other forwarding header is read.
+    pub forwarded_header: ForwardedHeader,
     /// Empty: everyone may reach the gateway.
     pub allow: AddrSet,
     pub restrictions: Vec<Restriction>,
@@ -123,6 +126,23 @@ pub struct ThrottleConfig {
     pub lock_after: u32,
     pub lock_duration: Duration,
     pub ip_attempts_per_minute: u32,
+    /// Password checks per second on this gateway, whatever the address; 0 = no limit but the
+    /// hashing pool's.
+    pub password_checks_per_second: u32,
+    /// Live CAPTCHA challenges in the store, all gateways together.
+    pub captcha_limit: u32,
+}
+
+/// How long a client may take (SPEC §3, docs: slow clients): past these the connection closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A request's whole head, from its first byte (on a new connection, from the accept).
+    pub request_header: Duration,
+    /// The whole body of a request the gateway answers itself; for proxied bodies, Pingora's
+    /// own limit on a pause between reads applies.
+    pub request_body: Duration,
+    /// An idle connection between two requests.
+    pub keepalive: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -281,6 +301,7 @@ impl Validator<'_> {
             public_paths: self.public_paths(raw.public_paths),
             network,
             throttle: self.throttle(raw.throttle),
+            timeouts: self.timeouts(raw.timeouts),
             identity_headers: self.identity_headers(raw.identity_headers),
             cookies,
             passwords: self.passwords(raw.passwords),
@@ -318,7 +339,7 @@ impl Validator<'_> {
             return None;
         };
         let authority = rest.trim_end_matches('/');
-        if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        if !crate::headers::valid_host(authority) {
             self.error(
                 "public_url",
                 format!("`{text}` must be a scheme and host only, e.g. https://portal.example.com"),
@@ -513,6 +534,19 @@ impl Validator<'_> {
 
     fn network(&mut self, raw: raw::RawNetwork) -> NetworkConfig {
         let trusted_proxies = self.addr_set("network.trusted_proxies", &raw.trusted_proxies);
+        let forwarded_header = match raw.forwarded_header.as_deref() {
+            None => ForwardedHeader::default(),
+            Some(text) => ForwardedHeader::parse(text).unwrap_or_else(|| {
+                self.error(
+                    "network.forwarded_header",
+                    format!(
+                        "`{text}` is not a forwarding header; use {}",
+                        ForwardedHeader::NAMES.join(", ")
+                    ),
+                );
+                ForwardedHeader::default()
+            }),
+        };
         let allow = self.addr_set("network.allow", &raw.allow);
         let mut restrictions = Vec::new();
         for (i, r) in raw.restrictions.into_iter().enumerate() {
@@ -540,6 +574,7 @@ impl Validator<'_> {
         }
         NetworkConfig {
             trusted_proxies,
+            forwarded_header,
             allow,
             restrictions,
         }
@@ -556,11 +591,35 @@ impl Validator<'_> {
         if lock_duration.is_zero() {
             self.error("throttle.lock_duration", "must be longer than 0s");
         }
+        let captcha_limit = raw.captcha_limit.unwrap_or(10_000);
+        if captcha_limit == 0 {
+            self.error(
+                "throttle.captcha_limit",
+                "must be at least 1; to never ask for a CAPTCHA, set captcha_after: 0",
+            );
+        }
         ThrottleConfig {
             captcha_after: raw.captcha_after.unwrap_or(10),
             lock_after: raw.lock_after.unwrap_or(100),
             lock_duration,
             ip_attempts_per_minute: raw.ip_attempts_per_minute.unwrap_or(30),
+            password_checks_per_second: raw.password_checks_per_second.unwrap_or(50),
+            captcha_limit,
+        }
+    }
+
+    fn timeouts(&mut self, raw: raw::RawTimeouts) -> Timeouts {
+        let mut positive = |path: &str, value, default_secs| {
+            let d = self.duration(path, value, Duration::from_secs(default_secs));
+            if d.is_zero() {
+                self.error(path, "must be longer than 0s");
+            }
+            d
+        };
+        Timeouts {
+            request_header: positive("timeouts.request_header", raw.request_header, 10),
+            request_body: positive("timeouts.request_body", raw.request_body, 10),
+            keepalive: positive("timeouts.keepalive", raw.keepalive, 60),
         }
     }
 

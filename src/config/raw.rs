@@ -45,6 +45,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub throttle: RawThrottle,
     #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
     pub identity_headers: RawIdentityHeaders,
     #[serde(default)]
     pub passwords: RawPasswords,
@@ -75,6 +77,7 @@ pub struct RawSession {
 pub struct RawNetwork {
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    pub forwarded_header: Option<String>,
     #[serde(default)]
     pub allow: Vec<String>,
     #[serde(default)]
@@ -100,6 +103,16 @@ pub struct RawThrottle {
     pub lock_after: Option<u32>,
     pub lock_duration: Option<Scalar>,
     pub ip_attempts_per_minute: Option<u32>,
+    pub password_checks_per_second: Option<u32>,
+    pub captcha_limit: Option<u32>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub request_header: Option<Scalar>,
+    pub request_body: Option<Scalar>,
+    pub keepalive: Option<Scalar>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -16,9 +16,11 @@ use crate::config::Config;
 use crate::decision::{Endpoint, LOGIN_PATH, safe_redirect};
 use crate::login::{self, Attempt, CaptchaReply, Outcome};
 use crate::network;
+use crate::origin::{self, Origin};
 use crate::pages::{self, LoginView, messages};
 use crate::password::Password;
 use crate::session::{Ended, Identity, Issued, LiveSession};
+use crate::throttle;
 use crate::token::{self, RememberToken, SessionToken};
 
 /// Largest login or logout body accepted; real forms are a few hundred bytes.
@@ -61,7 +63,9 @@ fn service_unavailable(e: impl std::fmt::Display) -> Reply {
     )
 }
 
-async fn read_body(session: &mut Session) -> Result<Vec<u8>, Reply> {
+/// The body of a request to the gateway: at most `MAX_BODY` bytes, all of it within
+/// `timeouts.request_body` (a client dripping it is answered `408` and disconnected).
+async fn read_body(session: &mut Session, cfg: &Config) -> Result<Vec<u8>, Reply> {
     let too_large = || Reply::page(413, "Request too large", "The form sent was too large.");
     let declared = header_str(session.req_header(), "content-length")
         .and_then(|v| v.trim().parse::<usize>().ok());
@@ -69,24 +73,39 @@ async fn read_body(session: &mut Session) -> Result<Vec<u8>, Reply> {
         return Err(too_large());
     }
     let mut body = Vec::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY {
-                    return Err(too_large());
+    let whole = async {
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
                 }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(_) => {
-                return Err(Reply::page(
-                    400,
-                    "Bad request",
-                    "The request could not be read.",
-                ));
+                Ok(None) => return Ok(()),
+                Err(_) => {
+                    return Err(Reply::page(
+                        400,
+                        "Bad request",
+                        "The request could not be read.",
+                    ));
+                }
             }
         }
+    };
+    let read = tokio::time::timeout(cfg.timeouts.request_body, whole).await;
+    let outcome = read.unwrap_or_else(|_| {
+        Err(Reply::page(
+            408,
+            "Request timeout",
+            "The form took too long to arrive. Please try again.",
+        ))
+    });
+    if outcome.is_err() {
+        // What is left of the body is never read: the connection cannot be used again.
+        session.set_keepalive(None);
     }
+    outcome.map(|()| body)
 }
 
 fn form(body: &[u8]) -> impl Fn(&str) -> String + '_ {
@@ -127,17 +146,32 @@ async fn current(
         .map(|l| (token, l)))
 }
 
-/// The login form's CSRF cookie: reused while it is well-formed, created otherwise.
-fn csrf_cookie(cfg: &Config, facts: &Facts) -> (String, Option<String>) {
+/// The login form's CSRF cookie: reused while it is ours, for this client, with an hour left;
+/// made anew otherwise.
+fn csrf_cookie(app: &App, cfg: &Config, facts: &Facts) -> (String, Option<String>) {
     let names = &cfg.cookies;
-    match facts.cookie(&names.csrf).filter(|v| v.len() == 22) {
+    let (client, now) = (throttle::addr_key(&facts.addr), app.clock.now());
+    let reusable = facts.cookie(&names.csrf).filter(|v| {
+        token::login_csrf_left(&app.csrf_key, v, &client, now).is_some_and(|left| left > 3600)
+    });
+    match reusable {
         Some(existing) => (existing.to_string(), None),
         None => {
-            let fresh = token::login_csrf();
+            let fresh = token::login_csrf(&app.csrf_key, &client, now);
             let set = names.set(&names.csrf, &fresh, None);
             (fresh, Some(set))
         }
     }
+}
+
+/// Whether the login form posted is one this gateway served to this client: the token in the
+/// form is the one in the cookie, and it is ours, unexpired, for this client's address.
+fn login_csrf_ok(app: &App, cfg: &Config, facts: &Facts, posted: &str) -> bool {
+    let client = throttle::addr_key(&facts.addr);
+    facts
+        .cookie(&cfg.cookies.csrf)
+        .is_some_and(|c| token::same_token(c, posted))
+        && token::login_csrf_left(&app.csrf_key, posted, &client, app.clock.now()).is_some()
 }
 
 struct FormPage<'a> {
@@ -150,8 +184,8 @@ struct FormPage<'a> {
     captcha: Option<&'a str>,
 }
 
-fn render_login(cfg: &Config, facts: &Facts, page: FormPage) -> Reply {
-    let (csrf, set) = csrf_cookie(cfg, facts);
+fn render_login(app: &App, cfg: &Config, facts: &Facts, page: FormPage) -> Reply {
+    let (csrf, set) = csrf_cookie(app, cfg, facts);
     let html = pages::login_page(&LoginView {
         error: page.error,
         notice: page.notice,
@@ -184,6 +218,7 @@ async fn login_page(app: &App, cfg: &Config, session: &Session, facts: &Facts) -
             None
         });
     render_login(
+        app,
         cfg,
         facts,
         FormPage {
@@ -273,7 +308,7 @@ impl Refusal {
 }
 
 async fn login_form(app: &App, cfg: &Config, session: &mut Session, facts: &Facts) -> Handled {
-    let body = read_body(session).await?;
+    let body = read_body(session, cfg).await?;
     let field = form(&body);
     let (login, rd, remember) = (field("login"), field("rd"), !field("remember").is_empty());
     let page = |status, error, captcha| FormPage {
@@ -286,11 +321,12 @@ async fn login_form(app: &App, cfg: &Config, session: &mut Session, facts: &Fact
         captcha,
     };
     let names = &cfg.cookies;
-    let csrf_ok = facts
-        .cookie(&names.csrf)
-        .is_some_and(|c| token::same_token(c, &field("csrf")));
+    // Login CSRF: a page of another site must not sign the browser in (as its author).
+    let csrf_ok = origin_of(session, cfg) != Origin::CrossSite
+        && login_csrf_ok(app, cfg, facts, &field("csrf"));
     if !csrf_ok {
         return Ok(render_login(
+            app,
             cfg,
             facts,
             page(403, messages::FORM_EXPIRED, None),
@@ -311,7 +347,7 @@ async fn login_form(app: &App, cfg: &Config, session: &mut Session, facts: &Fact
         Ok(issued) => issued,
         Err(r) => {
             let view = page(r.status, r.message, r.captcha.as_deref());
-            return Ok(r.retry_header(render_login(cfg, facts, view)));
+            return Ok(r.retry_header(render_login(app, cfg, facts, view)));
         }
     };
     end_previous(app, cfg, facts).await;
@@ -376,10 +412,17 @@ async fn api_login(app: &App, cfg: &Config, session: &mut Session, facts: &Facts
     if !is_json(session) {
         return Ok(Reply::json(415, json!({"error": "unsupported_media_type"})));
     }
-    let body = read_body(session).await.map_err(|r| {
+    if origin_of(session, cfg) == Origin::CrossSite {
+        return Ok(Reply::json(403, json!({"error": "csrf"})));
+    }
+    let body = read_body(session, cfg).await.map_err(|r| {
         Reply::json(
             r.status,
-            json!({"error": if r.status == 413 { "too_large" } else { "bad_request" }}),
+            json!({"error": match r.status {
+                413 => "too_large",
+                408 => "timeout",
+                _ => "bad_request",
+            }}),
         )
     })?;
     let Ok(req) = serde_json::from_slice::<ApiLoginBody>(&body) else {
@@ -432,21 +475,25 @@ async fn api_session(app: &App, cfg: &Config, facts: &Facts) -> Handled {
     }
 }
 
-/// A cross-site page cannot make a browser send these: the request comes from our own pages.
-fn same_origin(session: &Session, cfg: &Config) -> bool {
+/// Where the browser says a request comes from (`origin::judge`), against the gateway's own
+/// origin: `public_url`'s when configured, else the scheme and the `Host` asked for.
+fn origin_of(session: &Session, cfg: &Config) -> Origin {
     let req = session.req_header();
-    if header_str(req, "sec-fetch-site") == Some("same-origin") {
-        return true;
-    }
-    let (Some(origin), Some(host)) = (header_str(req, "origin"), header_str(req, "host")) else {
-        return false;
-    };
     let scheme = if cfg.secure_cookies() {
         "https"
     } else {
         "http"
     };
-    origin == format!("{scheme}://{host}")
+    let host = match &cfg.public_url {
+        Some(url) => Some(url.authority.as_str()),
+        None => header_str(req, "host"),
+    };
+    let own = format!("{scheme}://{}", host.unwrap_or_default());
+    origin::judge(
+        header_str(req, "sec-fetch-site"),
+        header_str(req, "origin"),
+        &own,
+    )
 }
 
 async fn logout(
@@ -456,16 +503,19 @@ async fn logout(
     facts: &Facts,
     api: bool,
 ) -> Handled {
-    let body = read_body(session).await?;
+    let body = read_body(session, cfg).await?;
     let current = current(app, cfg, facts).await?;
     if let Some((token, _)) = &current {
         // The form carries the session's CSRF token; the API needs a JSON content type; a
         // same-origin Origin header also proves the request came from the portal's own pages.
-        let allowed = if api {
-            is_json(session) || same_origin(session, cfg)
-        } else {
-            token::same_token(&form(&body)("csrf"), &token.csrf()) || same_origin(session, cfg)
-        };
+        let origin = origin_of(session, cfg);
+        let allowed = origin == Origin::SameOrigin
+            || origin == Origin::Unknown
+                && if api {
+                    is_json(session)
+                } else {
+                    token::same_token(&form(&body)("csrf"), &token.csrf())
+                };
         if !allowed {
             return Ok(if api {
                 Reply::json(403, json!({"error": "csrf"}))

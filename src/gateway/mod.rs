@@ -3,6 +3,7 @@
 //! rules do not live here; this module only carries them out.
 
 mod admin;
+mod connection;
 mod local;
 mod proxy;
 mod reload;
@@ -38,6 +39,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub login_gates: crate::login::Gates,
+    /// The key of the login form's CSRF tokens, shared through the store by every gateway.
+    pub csrf_key: [u8; 32],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +89,9 @@ impl App {
             HASH_QUEUE_PER_THREAD * hash_threads(),
             metrics.password_hash_seconds.clone(),
         )?;
+        let csrf_key = store.secret("login_csrf").await?;
         let app = App {
+            csrf_key,
             config: ArcSwap::from_pointee(config),
             store,
             sessions,
@@ -134,8 +139,12 @@ pub fn serve(config: Config, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resu
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy =
-        pingora::proxy::http_proxy_service(&server.configuration, proxy::Gateway::new(app.clone()));
+    let gateway =
+        pingora::proxy::http_proxy(&server.configuration, proxy::Gateway::new(app.clone()));
+    let mut proxy = Service::new(
+        "portcullis".to_string(),
+        connection::Guarded::new(gateway, app.clone()),
+    );
     for addr in &config.listen {
         proxy.add_tcp(&addr.to_string());
     }

@@ -16,10 +16,11 @@ use serde_json::json;
 use super::App;
 use super::local;
 use super::reply::{self, Reply};
-use crate::allowlist::{AddrSet, ClientAddr};
+use crate::allowlist::ClientAddr;
 use crate::audit::{Event, EventKind};
-use crate::config::{Config, IdentityHeaders};
+use crate::config::{Config, IdentityHeaders, NetworkConfig};
 use crate::decision::{self, Decision, Route, SessionState};
+use crate::headers::{self, Framing};
 use crate::network::{self, Forwarding, PeerAddr};
 use crate::pages::messages;
 use crate::session::cookie::{self, CookieNames};
@@ -43,8 +44,8 @@ pub struct Ctx {
     identity: Option<Arc<Identity>>,
     /// `Set-Cookie` values to add to the upstream's response (a silent remember-me renewal).
     set_cookies: Vec<String>,
-    /// The `X-Forwarded-For` chain to send upstream; it ends with the client.
-    forwarded_for: String,
+    /// The client's address as text, for the address headers sent upstream.
+    client_ip: String,
     /// When the request went upstream, for `portcullis_upstream_seconds`.
     sent_upstream: Option<std::time::Instant>,
 }
@@ -52,59 +53,41 @@ pub struct Ctx {
 /// The facts about a request that the gateway's decisions use.
 pub struct Facts {
     pub addr: ClientAddr,
-    /// The `X-Forwarded-For` value for the portal: hops vouched for by trusted proxies, ending
-    /// with the client.
-    pub forwarded_for: String,
     pub client: Client,
     /// The `Cookie` headers (shared with the request, not copied).
     cookies: Vec<HeaderValue>,
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-
-fn header_values(req: &RequestHeader, name: HeaderName) -> Vec<&str> {
-    req.headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect()
-}
-
 impl Facts {
-    pub fn of(session: &Session, trusted: &AddrSet) -> Facts {
+    pub fn of(session: &Session, network: &NetworkConfig) -> Facts {
         let req = session.req_header();
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-        let (xff, fwd) = (
-            header_values(req, X_FORWARDED_FOR),
-            header_values(req, header::FORWARDED),
-        );
-        let resolved = network::resolve(
+        let values: Vec<&[u8]> = req
+            .headers
+            .get_all(network.forwarded_header.name())
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        let addr = network::resolve(
             PeerAddr(peer),
-            trusted,
+            &network.trusted_proxies,
             Forwarding {
-                x_forwarded_for: &xff,
-                forwarded: &fwd,
-                x_real_ip: header_str(req, X_REAL_IP),
+                header: network.forwarded_header,
+                values: &values,
             },
         );
-        // The chain ends with the client's address as text: formatted once, used twice.
-        let mut chain = resolved.chain;
-        let ip = chain.last().cloned().unwrap_or_default();
-        let forwarded_for = match chain.len() {
-            1 => chain.pop().unwrap_or_default(),
-            _ => chain.join(", "),
-        };
         let user_agent = header_str(req, header::USER_AGENT)
             .unwrap_or_default()
             .to_string();
         Facts {
-            addr: resolved.client,
-            forwarded_for,
-            client: Client { ip, user_agent },
+            addr,
+            client: Client {
+                ip: addr.to_string(),
+                user_agent,
+            },
             cookies: req
                 .headers
                 .get_all(header::COOKIE)
@@ -251,12 +234,19 @@ impl ProxyHttp for Gateway {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if bad_framing(session.req_header()).is_some() {
+            // Framing the portal might read differently: answer, and never read on.
+            session.set_keepalive(None);
+            let reply = Reply::page(400, "Bad request", "The request could not be read.");
+            reply::write(session, reply).await?;
+            return Ok(true);
+        }
         let cfg = self.app.config.load_full();
         let req = session.req_header();
         let method = req.method.clone();
         let method = method.as_str();
         let route = decision::route(method, req.uri.path(), &cfg.public_paths);
-        let mut facts = Facts::of(session, &cfg.network.trusted_proxies);
+        let facts = Facts::of(session, &cfg.network);
         if !network::globally_allowed(&cfg.network.allow, &facts.addr) {
             self.app.audit.record_once_per_minute(
                 format!("ip_denied {}", crate::throttle::addr_key(&facts.addr)),
@@ -275,7 +265,7 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
         if !matches!(route, Route::Local(_)) {
-            ctx.forwarded_for = std::mem::take(&mut facts.forwarded_for);
+            ctx.client_ip = facts.client.ip.clone();
         }
         let protected = match route {
             Route::Local(endpoint) => {
@@ -362,14 +352,13 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let cfg = self.app.config.load();
-        strip_identity(upstream, &cfg.identity_headers);
+        strip_untrusted(upstream, &cfg.identity_headers);
         if let Some(identity) = &ctx.identity {
             set_identity(upstream, &cfg.identity_headers, identity)?;
         }
         strip_gateway_cookies(upstream, &cfg.cookies)?;
-        let host = session.req_header().headers.get(header::HOST).cloned();
-        let chain = std::mem::take(&mut ctx.forwarded_for);
-        forwarded(upstream, chain, cfg.secure_cookies(), host)?;
+        let host = forwarded_host(&cfg, session.req_header());
+        forwarded(upstream, &ctx.client_ip, cfg.secure_cookies(), host)?;
         ctx.sent_upstream = Some(std::time::Instant::now());
         Ok(())
     }
@@ -423,35 +412,53 @@ impl ProxyHttp for Gateway {
     }
 }
 
-/// Whether two header names are one to a CGI-style server, which reads `X_Remote_User` and
-/// `X-Remote-User` both as `HTTP_X_REMOTE_USER`: so every spelling must go. No allocation, as
-/// it runs for every header of every request.
-fn same_cgi_name(a: &str, b: &str) -> bool {
-    let cgi = |c: u8| {
-        if c == b'_' {
-            b'-'
-        } else {
-            c.to_ascii_lowercase()
-        }
-    };
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| cgi(x) == cgi(y))
-}
-
-fn strip_identity(req: &mut RequestHeader, headers: &IdentityHeaders) {
+/// Removes every client-sent identity header (in every spelling, as CGI-style servers read
+/// `X_Remote_User` as `X-Remote-User`) and every header that claims an address, a host or a
+/// rewritten URL (`headers::is_forgeable`): the gateway sets its own afterwards.
+fn strip_untrusted(req: &mut RequestHeader, identity: &IdentityHeaders) {
     let doomed: Vec<HeaderName> = req
         .headers
         .keys()
         .filter(|k| {
-            headers
-                .all()
-                .iter()
-                .any(|h| same_cgi_name(h.as_str(), k.as_str()))
+            headers::is_forgeable(k.as_str())
+                || identity
+                    .all()
+                    .iter()
+                    .any(|h| headers::same_cgi_name(h.as_str(), k.as_str()))
         })
         .cloned()
         .collect();
     for name in doomed {
         req.remove_header(&name);
     }
+}
+
+/// SPEC §3: a request whose framing a portal might read otherwise than the gateway.
+fn bad_framing(req: &RequestHeader) -> Option<headers::BadFraming> {
+    let all = |name| -> Vec<&[u8]> {
+        req.headers
+            .get_all(name)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect()
+    };
+    let (hosts, lengths) = (all(header::HOST), all(header::CONTENT_LENGTH));
+    headers::framing_problem(Framing {
+        needs_host: req.version == http::Version::HTTP_11,
+        hosts: &hosts,
+        content_lengths: &lengths,
+        transfer_encoding: req.headers.contains_key(header::TRANSFER_ENCODING),
+    })
+}
+
+/// The host the portal is told was asked for: `public_url`'s when configured, else the
+/// request's own (already checked by `bad_framing`), else none.
+fn forwarded_host(cfg: &Config, req: &RequestHeader) -> Option<String> {
+    if let Some(url) = &cfg.public_url {
+        return Some(url.authority.clone());
+    }
+    let host = header_str(req, header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str()));
+    host.filter(|h| headers::valid_host(h)).map(str::to_string)
 }
 
 fn set_identity(req: &mut RequestHeader, headers: &IdentityHeaders, id: &Identity) -> Result<()> {
@@ -497,22 +504,29 @@ fn strip_gateway_cookies(req: &mut RequestHeader, names: &CookieNames) -> Result
     Ok(())
 }
 
-/// `chain` replaces whatever the client sent: only hops vouched for by trusted proxies, ending
-/// with the resolved client, reach the portal.
+/// The address headers the portal receives, all the gateway's own truth (every client-sent
+/// copy was removed by `strip_untrusted`): the resolved client, the scheme and the host.
 fn forwarded(
     req: &mut RequestHeader,
-    chain: String,
+    client: &str,
     https: bool,
-    host: Option<HeaderValue>,
+    host: Option<String>,
 ) -> Result<()> {
-    req.insert_header("X-Forwarded-For", chain)?;
-    req.insert_header("X-Forwarded-Proto", if https { "https" } else { "http" })?;
-    match host {
-        Some(h) => req.insert_header("X-Forwarded-Host", h)?,
-        None => {
-            req.remove_header("X-Forwarded-Host");
-        }
+    let proto = if https { "https" } else { "http" };
+    let node = if client.contains(':') {
+        format!("\"[{client}]\"")
+    } else {
+        client.to_string()
+    };
+    let mut rfc7239 = format!("for={node};proto={proto}");
+    if let Some(h) = &host {
+        rfc7239.push_str(&format!(";host=\"{h}\""));
+        req.insert_header("X-Forwarded-Host", h.as_str())?;
     }
+    req.insert_header("X-Forwarded-For", client)?;
+    req.insert_header("X-Real-IP", client)?;
+    req.insert_header("X-Forwarded-Proto", proto)?;
+    req.insert_header("Forwarded", rfc7239)?;
     Ok(())
 }
 
@@ -551,7 +565,7 @@ mod tests {
         ] {
             req.append_header(name, "forged").unwrap();
         }
-        strip_identity(&mut req, &headers());
+        strip_untrusted(&mut req, &headers());
         let left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-other"]);
     }
@@ -576,21 +590,38 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers_carry_the_verified_chain() {
+    fn address_headers_are_the_gateways_own() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("X-Forwarded-For", "6.6.6.6").unwrap();
-        forwarded(
-            &mut req,
-            "1.2.3.4, 127.0.0.9".to_string(),
-            true,
-            Some(HeaderValue::from_static("portal.example")),
-        )
-        .unwrap();
+        for (k, v) in [
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Real-IP", "6.6.6.6"),
+            ("x_real_ip", "6.6.6.6"),
+            ("Forwarded", "for=6.6.6.6"),
+            ("True-Client-IP", "6.6.6.6"),
+            ("X-Original-URL", "/admin"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("X-Keep", "1"),
+        ] {
+            req.append_header(k, v).unwrap();
+        }
+        strip_untrusted(&mut req, &headers());
+        forwarded(&mut req, "2001:db8::1", true, Some("portal.example".into())).unwrap();
+        let all = |name| -> Vec<&str> {
+            req.headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect()
+        };
+        assert_eq!(all("x-forwarded-for"), ["2001:db8::1"]);
+        assert_eq!(all("x-real-ip"), ["2001:db8::1"]);
+        assert_eq!(all("x-forwarded-proto"), ["https"]);
+        assert_eq!(all("x-forwarded-host"), ["portal.example"]);
         assert_eq!(
-            header_str(&req, "x-forwarded-for"),
-            Some("1.2.3.4, 127.0.0.9")
+            all("forwarded"),
+            ["for=\"[2001:db8::1]\";proto=https;host=\"portal.example\""]
         );
-        assert_eq!(header_str(&req, "x-forwarded-proto"), Some("https"));
-        assert_eq!(header_str(&req, "x-forwarded-host"), Some("portal.example"));
+        assert!(all("true-client-ip").is_empty() && all("x-original-url").is_empty());
+        assert_eq!(all("x-keep"), ["1"]);
     }
 }

@@ -142,6 +142,33 @@ pub struct Issued {
     pub live: Arc<LiveSession>,
 }
 
+/// How long the validator a rotation replaced still renews, for the parallel requests of one
+/// browser that carried it; it gets them the rotation's own result, never a session of its own.
+pub const REMEMBER_GRACE: i64 = 10;
+
+/// Which validator a remember-me cookie presented.
+enum Step {
+    /// The current one: this request rotates it.
+    Current,
+    /// The one a parallel request just replaced, within the grace.
+    Raced,
+}
+
+/// Whether `presented` is the validator the last rotation replaced, within the grace, and that
+/// rotation was its own (the record now holds `next`, derived from it), not a later one.
+fn raced(
+    rec: &RememberRecord,
+    presented: &RememberToken,
+    next: &RememberToken,
+    now: UnixTime,
+) -> bool {
+    rec.previous_hash
+        .as_deref()
+        .is_some_and(|prev| presented.matches(prev))
+        && now - rec.rotated_at <= REMEMBER_GRACE
+        && next.matches(&rec.validator_hash)
+}
+
 pub enum Renewal {
     Renewed(Issued),
     /// A known selector with a wrong validator: every session of `login` was ended.
@@ -358,6 +385,8 @@ impl Sessions {
                         validator_hash: token.validator_hash().to_vec(),
                         user_id: user.id,
                         expires_at: now + lifetime.as_secs() as i64,
+                        previous_hash: None,
+                        rotated_at: 0,
                     })
                     .await?;
                 Some(token)
@@ -381,6 +410,20 @@ impl Sessions {
         now: UnixTime,
     ) -> StoreResult<(SessionToken, Arc<LiveSession>)> {
         let token = SessionToken::generate();
+        let live = self
+            .start_with(&token, user, remember_selector, client, now)
+            .await?;
+        Ok((token, live))
+    }
+
+    async fn start_with(
+        &self,
+        token: &SessionToken,
+        user: &User,
+        remember_selector: Option<String>,
+        client: &Client,
+        now: UnixTime,
+    ) -> StoreResult<Arc<LiveSession>> {
         let rec = SessionRecord {
             hash: token.hash(),
             user_id: user.id,
@@ -397,10 +440,15 @@ impl Sessions {
             now,
         ));
         self.cache.insert(rec.hash, live.clone());
-        Ok((token, live))
+        Ok(live)
     }
 
-    /// Trades a remember-me cookie for a new session, rotating its validator.
+    /// Trades a remember-me cookie for a new session, rotating its validator. The session id
+    /// and the new validator are derived from the presented validator, so parallel requests of
+    /// one browser that all carry it (after a restart, a page with many assets) end up with the
+    /// same session whichever wins: the others, arriving with the validator just replaced, get
+    /// the winner's result for `REMEMBER_GRACE`. Any other validator for a known selector, or
+    /// the replaced one later than that, is a stolen token replayed.
     pub async fn renew(&self, presented: &RememberToken, client: &Client) -> StoreResult<Renewal> {
         let now = self.clock.now();
         let Some(rec) = self.store.get_remember(&presented.selector).await? else {
@@ -413,50 +461,113 @@ impl Sessions {
         let Some(user) = self.store.get_user(rec.user_id).await? else {
             return Ok(Renewal::Invalid);
         };
-        if !presented.matches(&rec.validator_hash) {
-            // The selector is known but the validator is old: someone replayed a stolen token.
-            self.end_user(user.id, Ended::Revoked).await?;
-            self.audit.record(
-                Event::new(EventKind::SessionsRevoked, now)
-                    .login(&user.login)
-                    .client(&client.ip, &client.user_agent)
-                    .detail("remember-me token replayed"),
-            );
-            return Ok(Renewal::Theft { login: user.login });
-        }
+        let (token, next) = presented.successor();
+        let step = if presented.matches(&rec.validator_hash) {
+            Step::Current
+        } else if raced(&rec, presented, &next, now) {
+            Step::Raced
+        } else {
+            return self.theft(user, client, now).await;
+        };
         if user.dismissed {
             return Ok(Renewal::Invalid);
         }
-        let next = presented.rotate();
-        // The session first, the rotation second: if the rotation cannot be made, the browser's
-        // validator stays the valid one, and its next try is not taken for a stolen token.
-        let (token, live) = self
-            .start(&user, Some(rec.selector.clone()), client, now)
+        let live = match step {
+            Step::Current => {
+                self.rotate(&rec, presented, &next, &token, &user, client, now)
+                    .await?
+            }
+            Step::Raced => self.raced_session(&token, &user, now).await?,
+        };
+        Ok(match live {
+            Some(live) => Renewal::Renewed(Issued {
+                token,
+                remember: Some(next),
+                live,
+            }),
+            None => Renewal::Invalid,
+        })
+    }
+
+    /// The winner's part: the session first, the rotation second (if the rotation cannot be
+    /// made, the browser's validator stays the valid one). Losing the rotation to a parallel
+    /// request with the same token is no loss: it derived the same session.
+    #[allow(clippy::too_many_arguments)]
+    async fn rotate(
+        &self,
+        rec: &RememberRecord,
+        presented: &RememberToken,
+        next: &RememberToken,
+        token: &SessionToken,
+        user: &User,
+        client: &Client,
+        now: UnixTime,
+    ) -> StoreResult<Option<Arc<LiveSession>>> {
+        let live = self
+            .start_with(token, user, Some(rec.selector.clone()), client, now)
             .await?;
         let rotated = self
             .store
-            .rotate_remember(&rec.selector, &rec.validator_hash, &next.validator_hash())
-            .await;
-        if !matches!(rotated, Ok(true)) {
-            // A concurrent request with the same cookie rotated it first, or the store failed:
-            // the new session is never handed out.
-            self.cache.invalidate(&live.hash);
-            if let Err(e) = self.store.end_session(&live.hash, now).await {
-                tracing::warn!(error = %e, "could not remove a session that was not handed out");
-            }
-            return rotated.map(|_| Renewal::Invalid);
+            .rotate_remember(
+                &rec.selector,
+                &rec.validator_hash,
+                &next.validator_hash(),
+                now,
+            )
+            .await?;
+        if rotated {
+            self.audit.record(
+                Event::new(EventKind::SessionRenewed, now)
+                    .login(&user.login)
+                    .client(&client.ip, &client.user_agent)
+                    .session(live.hash.short()),
+            );
+            return Ok(Some(live));
         }
+        // Someone rotated it first: a parallel request with this token (then the record now
+        // says so), or anything else (then this session is never handed out).
+        let again = self.store.get_remember(&rec.selector).await?;
+        if again.is_some_and(|r| raced(&r, presented, next, now)) {
+            return Ok(Some(live));
+        }
+        self.cache.invalidate(&live.hash);
+        self.store.end_session(&live.hash, now).await?;
+        Ok(None)
+    }
+
+    /// A parallel request's part: the session the winner made, if it still exists.
+    async fn raced_session(
+        &self,
+        token: &SessionToken,
+        user: &User,
+        now: UnixTime,
+    ) -> StoreResult<Option<Arc<LiveSession>>> {
+        let hash = token.hash();
+        if let Some(live) = self.cache.get(&hash) {
+            return Ok(Some(live));
+        }
+        let Some(rec) = self.store.get_session(&hash).await? else {
+            return Ok(None);
+        };
+        let live = Arc::new(LiveSession::from_record(
+            &rec,
+            Arc::new(Identity::of(user)),
+            now,
+        ));
+        self.cache.insert(hash, live.clone());
+        Ok(Some(live))
+    }
+
+    /// A replayed token: every session and remember-me token of the user ends.
+    async fn theft(&self, user: User, client: &Client, now: UnixTime) -> StoreResult<Renewal> {
+        self.end_user(user.id, Ended::Revoked).await?;
         self.audit.record(
-            Event::new(EventKind::SessionRenewed, now)
+            Event::new(EventKind::SessionsRevoked, now)
                 .login(&user.login)
                 .client(&client.ip, &client.user_agent)
-                .session(live.hash.short()),
+                .detail("remember-me token replayed"),
         );
-        Ok(Renewal::Renewed(Issued {
-            token,
-            remember: Some(next),
-            live,
-        }))
+        Ok(Renewal::Theft { login: user.login })
     }
 
     /// Ends one session and the remember-me token it came with.

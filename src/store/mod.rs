@@ -75,6 +75,10 @@ pub struct RememberRecord {
     pub validator_hash: Vec<u8>,
     pub user_id: i64,
     pub expires_at: UnixTime,
+    /// The validator hash before the last rotation, and when that was: parallel requests that
+    /// still carry it are given the rotation's result for a few seconds (`session::renew`).
+    pub previous_hash: Option<Vec<u8>>,
+    pub rotated_at: UnixTime,
 }
 
 /// What changes about a user together with the end of their sessions.
@@ -153,6 +157,8 @@ pub trait Store: Send + Sync {
     async fn set_password_hash(&self, user_id: i64, hash: &str) -> StoreResult<()>;
     async fn set_dismissed(&self, user_id: i64, dismissed: bool) -> StoreResult<()>;
 
+    /// Adds a session; a session with the same hash already there is kept as it is (a
+    /// remember-me renewal raced by the same browser derives the same id).
     async fn insert_session(&self, session: &SessionRecord) -> StoreResult<()>;
     async fn get_session(&self, hash: &SessionHash) -> StoreResult<Option<SessionRecord>>;
     /// Moves `last_seen` forward (never back). False when the session is gone or its user is
@@ -178,8 +184,15 @@ pub trait Store: Send + Sync {
 
     async fn insert_remember(&self, token: &RememberRecord) -> StoreResult<()>;
     async fn get_remember(&self, selector: &str) -> StoreResult<Option<RememberRecord>>;
-    /// Replaces the validator hash only if it is still `old`; false if another use won the race.
-    async fn rotate_remember(&self, selector: &str, old: &[u8], new: &[u8]) -> StoreResult<bool>;
+    /// Replaces the validator hash only if it is still `old`, keeping `old` as the previous one
+    /// with the time `now`; false if another use won the race.
+    async fn rotate_remember(
+        &self,
+        selector: &str,
+        old: &[u8],
+        new: &[u8],
+        now: UnixTime,
+    ) -> StoreResult<bool>;
     async fn delete_remember(&self, selector: &str) -> StoreResult<()>;
 
     /// Revocations published after `seq`, oldest first. Sequence numbers become visible in
@@ -202,7 +215,14 @@ pub trait Store: Send + Sync {
     /// Deletes counters with no failure since `failed_before` and nothing pending at `now`.
     async fn purge_counters(&self, failed_before: i64, now: i64) -> StoreResult<u64>;
 
-    async fn insert_captcha(&self, challenge: &CaptchaRecord) -> StoreResult<()>;
+    /// Adds a challenge unless `limit` live ones (unexpired at `now`) are already there, from
+    /// every gateway; false when it was not added.
+    async fn insert_captcha(
+        &self,
+        challenge: &CaptchaRecord,
+        limit: u32,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
     /// The picture of a challenge that is neither used nor expired.
     async fn captcha_image(&self, id: &str, now: UnixTime) -> StoreResult<Option<Vec<u8>>>;
     /// Removes a challenge and returns it: each can be answered once.
@@ -215,6 +235,10 @@ pub trait Store: Send + Sync {
     async fn purge_events(&self, before: UnixTime, limit: u32) -> StoreResult<u64>;
     async fn events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>>;
 
+    /// A random 32-byte secret kept under `name`: made by whichever gateway (or command) asks
+    /// first, then the same for every gateway of the store (e.g. the login form's CSRF key).
+    async fn secret(&self, name: &str) -> StoreResult<[u8; 32]>;
+
     /// Bumped whenever revocations may have been published, for stores that can say so
     /// (PostgreSQL's LISTEN/NOTIFY); the feed is also read on a timer either way.
     fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
@@ -225,6 +249,26 @@ pub trait Store: Send + Sync {
 /// The case-insensitive form under which logins and emails are unique and looked up.
 fn key(s: &str) -> String {
     s.trim().to_lowercase()
+}
+
+/// 32 fresh random bytes, offered as a secret's value (the first offer stored wins).
+fn new_secret() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    bytes
+}
+
+fn secret_from(bytes: Vec<u8>) -> StoreResult<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("a stored secret is not 32 bytes".into()))
+}
+
+/// A user's groups as stored (a JSON list). A row that cannot be read is an error: read as "no
+/// groups" it would escape every group restriction.
+fn groups_from(text: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("a user's groups are not a list of names: {e}")))
 }
 
 fn hash_from(bytes: Vec<u8>) -> StoreResult<SessionHash> {

@@ -17,7 +17,7 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use super::{
     CaptchaRecord, CounterUpdate, EventFilter, NewUser, Purged, RememberRecord, Revocation,
     Revoked, SessionBounds, SessionRecord, Store, StoreError, StoreResult, UnixTime, User,
-    UserChange, duplicate_message, hash_from, key,
+    UserChange, duplicate_message, groups_from, hash_from, key, new_secret, secret_from,
 };
 use crate::audit::Event;
 use crate::throttle::Counter;
@@ -25,7 +25,8 @@ use crate::token::SessionHash;
 
 /// Schema versions, applied in the transaction that records them. An advisory lock held by
 /// that transaction makes two gateways starting at once apply them one after the other.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id BIGSERIAL PRIMARY KEY,
     login TEXT NOT NULL,
@@ -90,7 +91,16 @@ CREATE TABLE captchas (
     png BYTEA NOT NULL,
     expires_at BIGINT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE remember_tokens ADD COLUMN previous_hash BYTEA;
+ALTER TABLE remember_tokens ADD COLUMN rotated_at BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE secrets (
+    name TEXT PRIMARY KEY,
+    value BYTEA NOT NULL
+);
+"#,
+];
 
 /// Advisory locks of Portcullis are (this class, a key); the class keeps them apart from other
 /// applications' in the same database.
@@ -327,19 +337,19 @@ async fn listen(config: tokio_postgres::Config, notify: watch::Sender<u64>) {
 const USER_COLUMNS: &str =
     "id, login, email, name, phone, groups, password_hash, dismissed, created_at";
 
-fn user_from_row(row: &Row) -> User {
-    let groups: String = row.get(5);
-    User {
-        id: row.get(0),
-        login: row.get(1),
-        email: row.get(2),
-        name: row.get(3),
-        phone: row.get(4),
-        groups: serde_json::from_str(&groups).unwrap_or_default(),
-        password_hash: row.get(6),
-        dismissed: row.get(7),
-        created_at: row.get(8),
-    }
+fn user_from_row(row: &Row) -> StoreResult<User> {
+    let groups: String = row.try_get(5)?;
+    Ok(User {
+        id: row.try_get(0)?,
+        login: row.try_get(1)?,
+        email: row.try_get(2)?,
+        name: row.try_get(3)?,
+        phone: row.try_get(4)?,
+        groups: groups_from(&groups)?,
+        password_hash: row.try_get(6)?,
+        dismissed: row.try_get(7)?,
+        created_at: row.try_get(8)?,
+    })
 }
 
 fn counter_from_row(r: &Row) -> Counter {
@@ -446,7 +456,7 @@ impl Store for PostgresStore {
                     _ => e.into(),
                 })?;
             tx.commit().await?;
-            Ok(user_from_row(&row))
+            user_from_row(&row)
         })
         .await
     }
@@ -463,7 +473,7 @@ impl Store for PostgresStore {
                     &[&k],
                 )
                 .await?;
-            Ok(row.as_ref().map(user_from_row))
+            row.as_ref().map(user_from_row).transpose()
         })
         .await
     }
@@ -476,7 +486,7 @@ impl Store for PostgresStore {
                     &[&id],
                 )
                 .await?;
-            Ok(row.as_ref().map(user_from_row))
+            row.as_ref().map(user_from_row).transpose()
         })
         .await
     }
@@ -490,7 +500,7 @@ impl Store for PostgresStore {
                     &[],
                 )
                 .await?;
-            Ok(rows.iter().map(user_from_row).collect())
+            rows.iter().map(user_from_row).collect()
         })
         .await
     }
@@ -525,7 +535,7 @@ impl Store for PostgresStore {
         self.run(move |c| async move {
             c.execute(
                 "INSERT INTO sessions (id_hash, user_id, created_at, last_seen, remember_selector, ip, user_agent)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id_hash) DO NOTHING",
                 &[
                     &&s.hash.0[..],
                     &s.user_id,
@@ -689,7 +699,8 @@ impl Store for PostgresStore {
         self.run(move |c| async move {
             let row = c
                 .query_opt(
-                    "SELECT validator_hash, user_id, expires_at FROM remember_tokens WHERE selector = $1",
+                    "SELECT validator_hash, user_id, expires_at, previous_hash, rotated_at
+                     FROM remember_tokens WHERE selector = $1",
                     &[&selector],
                 )
                 .await?;
@@ -698,18 +709,27 @@ impl Store for PostgresStore {
                 validator_hash: r.get(0),
                 user_id: r.get(1),
                 expires_at: r.get(2),
+                previous_hash: r.get(3),
+                rotated_at: r.get(4),
             }))
         })
         .await
     }
 
-    async fn rotate_remember(&self, selector: &str, old: &[u8], new: &[u8]) -> StoreResult<bool> {
+    async fn rotate_remember(
+        &self,
+        selector: &str,
+        old: &[u8],
+        new: &[u8],
+        now: UnixTime,
+    ) -> StoreResult<bool> {
         let (selector, old, new) = (selector.to_string(), old.to_vec(), new.to_vec());
         self.run(move |c| async move {
             let n = c
                 .execute(
-                    "UPDATE remember_tokens SET validator_hash = $1 WHERE selector = $2 AND validator_hash = $3",
-                    &[&new, &selector, &old],
+                    "UPDATE remember_tokens SET validator_hash = $1, previous_hash = $3, rotated_at = $4
+                     WHERE selector = $2 AND validator_hash = $3",
+                    &[&new, &selector, &old, &now],
                 )
                 .await?;
             Ok(n == 1)
@@ -874,15 +894,50 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn insert_captcha(&self, ch: &CaptchaRecord) -> StoreResult<()> {
+    async fn insert_captcha(
+        &self,
+        ch: &CaptchaRecord,
+        limit: u32,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
         let ch = ch.clone();
+        let limit = i64::from(limit);
         self.run(move |c| async move {
+            // Two gateways inserting at the same instant may both pass the count: the limit
+            // bounds the table within a few rows, which is all it is for.
+            let n = c
+                .execute(
+                    "INSERT INTO captchas (id, answer_hash, png, expires_at)
+                     SELECT $1, $2, $3, $4
+                     WHERE (SELECT COUNT(*) FROM captchas WHERE expires_at > $5) < $6",
+                    &[
+                        &ch.id,
+                        &ch.answer_hash,
+                        &ch.png,
+                        &ch.expires_at,
+                        &now,
+                        &limit,
+                    ],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn secret(&self, name: &str) -> StoreResult<[u8; 32]> {
+        let name = name.to_string();
+        self.run(move |c| async move {
+            let offered = new_secret().to_vec();
             c.execute(
-                "INSERT INTO captchas (id, answer_hash, png, expires_at) VALUES ($1, $2, $3, $4)",
-                &[&ch.id, &ch.answer_hash, &ch.png, &ch.expires_at],
+                "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &offered],
             )
             .await?;
-            Ok(())
+            let row = c
+                .query_one("SELECT value FROM secrets WHERE name = $1", &[&name])
+                .await?;
+            secret_from(row.try_get(0)?)
         })
         .await
     }

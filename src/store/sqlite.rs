@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{
     CaptchaRecord, CounterUpdate, EventFilter, NewUser, Purged, RememberRecord, Revocation,
     Revoked, SessionBounds, SessionRecord, Store, StoreError, StoreResult, UnixTime, User,
-    UserChange, duplicate_message, hash_from, key,
+    UserChange, duplicate_message, groups_from, hash_from, key, new_secret, secret_from,
 };
 use crate::audit::Event;
 use crate::throttle::Counter;
@@ -87,6 +87,14 @@ ALTER TABLE revocations ADD COLUMN reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE revocations ADD COLUMN uncounted INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX revocations_by_time ON revocations(created_at);
 "#,
+    r#"
+ALTER TABLE remember_tokens ADD COLUMN previous_hash BLOB;
+ALTER TABLE remember_tokens ADD COLUMN rotated_at INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE secrets (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+"#,
 ];
 
 pub struct SqliteStore {
@@ -99,7 +107,15 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
-        unavailable(e)
+        use rusqlite::Error::*;
+        match e {
+            // A row whose values cannot be what the schema says: never read as a default.
+            FromSqlConversionFailure(_, _, cause) => StoreError::Corrupt(cause.to_string()),
+            InvalidColumnType(..) | IntegralValueOutOfRange(..) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            other => unavailable(other),
+        }
     }
 }
 
@@ -173,7 +189,9 @@ fn user_from_row(row: &Row) -> rusqlite::Result<User> {
         email: row.get(2)?,
         name: row.get(3)?,
         phone: row.get(4)?,
-        groups: serde_json::from_str(&groups).unwrap_or_default(),
+        groups: groups_from(&groups).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         password_hash: row.get(6)?,
         dismissed: row.get(7)?,
         created_at: row.get(8)?,
@@ -318,7 +336,7 @@ impl Store for SqliteStore {
         self.with(move |c| {
             c.execute(
                 "INSERT INTO sessions (id_hash, user_id, created_at, last_seen, remember_selector, ip, user_agent)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id_hash) DO NOTHING",
                 params![
                     &s.hash.0[..],
                     s.user_id,
@@ -464,7 +482,8 @@ impl Store for SqliteStore {
         let selector = selector.to_string();
         self.with(move |c| {
             Ok(c.query_row(
-                "SELECT validator_hash, user_id, expires_at FROM remember_tokens WHERE selector = ?1",
+                "SELECT validator_hash, user_id, expires_at, previous_hash, rotated_at
+                 FROM remember_tokens WHERE selector = ?1",
                 [&selector],
                 |r| {
                     Ok(RememberRecord {
@@ -472,6 +491,8 @@ impl Store for SqliteStore {
                         validator_hash: r.get(0)?,
                         user_id: r.get(1)?,
                         expires_at: r.get(2)?,
+                        previous_hash: r.get(3)?,
+                        rotated_at: r.get(4)?,
                     })
                 },
             )
@@ -480,12 +501,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn rotate_remember(&self, selector: &str, old: &[u8], new: &[u8]) -> StoreResult<bool> {
+    async fn rotate_remember(
+        &self,
+        selector: &str,
+        old: &[u8],
+        new: &[u8],
+        now: UnixTime,
+    ) -> StoreResult<bool> {
         let (selector, old, new) = (selector.to_string(), old.to_vec(), new.to_vec());
         self.with(move |c| {
             let n = c.execute(
-                "UPDATE remember_tokens SET validator_hash = ?1 WHERE selector = ?2 AND validator_hash = ?3",
-                params![new, selector, old],
+                "UPDATE remember_tokens SET validator_hash = ?1, previous_hash = ?3, rotated_at = ?4
+                 WHERE selector = ?2 AND validator_hash = ?3",
+                params![new, selector, old, now],
             )?;
             Ok(n == 1)
         })
@@ -627,14 +655,37 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_captcha(&self, ch: &CaptchaRecord) -> StoreResult<()> {
+    async fn insert_captcha(
+        &self,
+        ch: &CaptchaRecord,
+        limit: u32,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
         let ch = ch.clone();
         self.with(move |c| {
-            c.execute(
-                "INSERT INTO captchas (id, answer_hash, png, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![ch.id, ch.answer_hash, ch.png, ch.expires_at],
+            let n = c.execute(
+                "INSERT INTO captchas (id, answer_hash, png, expires_at)
+                 SELECT ?1, ?2, ?3, ?4
+                 WHERE (SELECT COUNT(*) FROM captchas WHERE expires_at > ?5) < ?6",
+                params![ch.id, ch.answer_hash, ch.png, ch.expires_at, now, limit],
             )?;
-            Ok(())
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn secret(&self, name: &str) -> StoreResult<[u8; 32]> {
+        let name = name.to_string();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                params![name, &new_secret()[..]],
+            )?;
+            let value: Vec<u8> =
+                c.query_row("SELECT value FROM secrets WHERE name = ?1", [&name], |r| {
+                    r.get(0)
+                })?;
+            secret_from(value)
         })
         .await
     }

@@ -1,0 +1,229 @@
+//! Each HTTP/1 connection of the public listener, before Pingora sees a request: the gateway
+//! reads every request head itself, under `timeouts` (docs: slow clients), and hands the bytes
+//! to the proxy. A client that drips a head, or sits idle between requests, is closed; Pingora's
+//! own limits apply per read only, so a byte every few seconds would hold a connection for ever.
+//! HTTP/2 connections (TLS with ALPN `h2`) go to Pingora whole.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{ALPN, Stream};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::App;
+use super::proxy::Gateway;
+use crate::config::Timeouts;
+
+/// The largest request head accepted (`431` beyond): request line, headers, cookies.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+pub struct Guarded {
+    proxy: Arc<HttpProxy<Gateway>>,
+    app: Arc<App>,
+}
+
+impl Guarded {
+    pub fn new(proxy: HttpProxy<Gateway>, app: Arc<App>) -> Guarded {
+        Guarded {
+            proxy: Arc::new(proxy),
+            app,
+        }
+    }
+}
+
+/// How reading one request head ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// A whole head is in the buffer (perhaps with the start of its body).
+    Ready,
+    /// The client closed, or nothing came within the idle limit, or the server is stopping.
+    Gone,
+    /// Part of a head came, the rest not in time: `408`.
+    TooSlow,
+    /// `431`.
+    TooLarge,
+}
+
+#[async_trait]
+impl ServerApp for Guarded {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
+        let mut stream = stream;
+        let mut buf = BytesMut::with_capacity(4096);
+        let mut fresh = true;
+        loop {
+            let limits = self.app.config.load().timeouts;
+            // A new connection must bring its first head within `request_header`; a kept-alive
+            // one may wait `keepalive` for its next request, then has `request_header` for it.
+            let idle = if fresh {
+                limits.request_header
+            } else {
+                limits.keepalive
+            };
+            let head = read_head(&mut stream, &mut buf, fresh, idle, limits, shutdown).await;
+            match head {
+                Head::Ready => {}
+                Head::Gone => return None,
+                Head::TooSlow => return refuse(stream, "408 Request Timeout").await,
+                Head::TooLarge => {
+                    return refuse(stream, "431 Request Header Fields Too Large").await;
+                }
+            }
+            let mut session = ServerSession::new_http1(stream);
+            session.set_keepalive(if *shutdown.borrow() {
+                None
+            } else {
+                Some(limits.keepalive.as_secs().max(1))
+            });
+            // A body the gateway does not read (a refusal, a redirect) is drained before the
+            // connection is used again: within `request_body`, or the connection closes.
+            session.set_total_drain_timeout(Some(limits.request_body));
+            session.set_pipelined_prefix(std::mem::take(&mut buf));
+            // The settings carried over hold nothing the gateway uses: keep-alive is set above
+            // and pipelining, the only source of carried-over bytes, is never enabled.
+            let (next, _settings) = self
+                .proxy
+                .process_new_http(session, shutdown)
+                .await?
+                .consume();
+            stream = next;
+            fresh = false;
+        }
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(self.proxy.as_ref()).await;
+    }
+}
+
+/// Reads until `buf` holds a whole request head: the first byte within `idle`, the whole head
+/// within `request_header` of the first byte, or of the accept for a `fresh` connection.
+async fn read_head(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    fresh: bool,
+    idle: Duration,
+    limits: Timeouts,
+    shutdown: &ShutdownWatch,
+) -> Head {
+    let whole = limits.request_header;
+    let mut stopping = shutdown.clone();
+    let mut deadline = fresh.then(|| Instant::now() + whole);
+    let idle_until = Instant::now() + idle;
+    let mut scanned = 0;
+    loop {
+        if buf.is_empty() && *shutdown.borrow() {
+            return Head::Gone;
+        }
+        if head_complete(buf, &mut scanned) {
+            return Head::Ready;
+        }
+        if buf.len() > MAX_HEAD {
+            return Head::TooLarge;
+        }
+        let until = deadline.unwrap_or(idle_until);
+        let waiting = buf.is_empty();
+        tokio::select! {
+            read = stream.read_buf(buf) => match read {
+                Ok(0) | Err(_) => return Head::Gone,
+                Ok(_) => {
+                    deadline.get_or_insert_with(|| Instant::now() + whole);
+                }
+            },
+            () = tokio::time::sleep_until(until) => {
+                return if waiting { Head::Gone } else { Head::TooSlow };
+            }
+            // Between requests, a stopping server closes the connection at once.
+            _ = stopping.changed(), if waiting => return Head::Gone,
+        }
+    }
+}
+
+/// Whether `buf` holds a head: after any empty lines before the request line (RFC 9112 §2.2),
+/// a line ending followed by an empty line (`\n\n`, `\r\n\r\n`, or mixed). `scanned` keeps the
+/// work linear for a head that arrives a byte at a time.
+fn head_complete(buf: &[u8], scanned: &mut usize) -> bool {
+    let Some(start) = buf.iter().position(|&b| b != b'\r' && b != b'\n') else {
+        return false;
+    };
+    let from = (*scanned).max(start);
+    let found = (from..buf.len()).any(|i| {
+        buf[i] == b'\n'
+            && match buf.get(i + 1) {
+                Some(b'\n') => true,
+                Some(b'\r') => buf.get(i + 2) == Some(&b'\n'),
+                _ => false,
+            }
+    });
+    // The last two bytes may begin an ending that the next read completes.
+    *scanned = buf.len().saturating_sub(2).max(start);
+    found
+}
+
+/// Answers a head that came too slowly or too large, and closes. The client may not be
+/// reading either: a second at most is spent on it.
+async fn refuse(mut stream: Stream, status: &str) -> Option<Stream> {
+    let reply = format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    let write = async {
+        stream.write_all(reply.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(1), write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    {
+        tracing::debug!(error = %e, status, "could not tell a slow client why it is closed");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_are_complete_at_the_first_empty_line() {
+        let cases: [(&[u8], bool); 9] = [
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", true),
+            (b"GET / HTTP/1.1\nHost: a\n\n", true),
+            (b"GET / HTTP/1.1\r\nHost: a\n\r\n", true),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody", true),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", false),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r", false),
+            (b"\r\n\r\n", false),
+            (b"\r\n\r\nGET / HTTP/1.1\r\n", false),
+            (b"\r\nGET / HTTP/1.1\r\n\r\n", true),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(
+                head_complete(bytes, &mut 0),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn a_head_arriving_a_byte_at_a_time_is_found_once_whole() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let mut scanned = 0;
+        for n in 1..head.len() {
+            assert!(!head_complete(&head[..n], &mut scanned), "after {n} bytes");
+        }
+        assert!(head_complete(head, &mut scanned));
+    }
+}
