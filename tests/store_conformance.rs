@@ -210,6 +210,8 @@ async fn sessions(store: Arc<dyn Store>) {
             validator_hash: vec![7; 32],
             user_id: bob.id,
             expires_at: 9999,
+            previous_hash: None,
+            rotated_at: 0,
         })
         .await
         .unwrap();
@@ -304,30 +306,30 @@ async fn remember_tokens(store: Arc<dyn Store>) {
         validator_hash: vec![1; 32],
         user_id: ann.id,
         expires_at: 5000,
+        previous_hash: None,
+        rotated_at: 0,
     };
     store.insert_remember(&token).await.unwrap();
     assert_eq!(store.get_remember("s1").await.unwrap(), Some(token.clone()));
     // Only a rotation from the current validator wins.
     assert!(
         store
-            .rotate_remember("s1", &[1; 32], &[2; 32])
+            .rotate_remember("s1", &[1; 32], &[2; 32], 100)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .rotate_remember("s1", &[1; 32], &[3; 32])
+            .rotate_remember("s1", &[1; 32], &[3; 32], 101)
             .await
             .unwrap()
     );
+    let rotated = store.get_remember("s1").await.unwrap().unwrap();
+    assert_eq!(rotated.validator_hash, vec![2; 32]);
+    // The replaced validator is kept, with the time of the winning rotation.
     assert_eq!(
-        store
-            .get_remember("s1")
-            .await
-            .unwrap()
-            .unwrap()
-            .validator_hash,
-        vec![2; 32]
+        (rotated.previous_hash, rotated.rotated_at),
+        (Some(vec![1; 32]), 100)
     );
     store.delete_remember("s1").await.unwrap();
     assert_eq!(store.get_remember("s1").await.unwrap(), None);
@@ -415,15 +417,31 @@ async fn captchas(store: Arc<dyn Store>) {
         png: vec![0x89, b'P', b'N', b'G'],
         expires_at: 1000,
     };
-    store.insert_captcha(&challenge).await.unwrap();
-    store
-        .insert_captcha(&CaptchaRecord {
-            id: "c2".into(),
-            expires_at: 500,
-            ..challenge.clone()
-        })
-        .await
-        .unwrap();
+    assert!(store.insert_captcha(&challenge, 2, 0).await.unwrap());
+    assert!(
+        store
+            .insert_captcha(
+                &CaptchaRecord {
+                    id: "c2".into(),
+                    expires_at: 500,
+                    ..challenge.clone()
+                },
+                2,
+                0
+            )
+            .await
+            .unwrap()
+    );
+    // The limit counts live challenges from everyone: full at 2, room again once one expired.
+    let third = CaptchaRecord {
+        id: "c3".into(),
+        expires_at: 900,
+        ..challenge.clone()
+    };
+    assert!(!store.insert_captcha(&third, 2, 0).await.unwrap());
+    assert_eq!(store.captcha_image("c3", 0).await.unwrap(), None);
+    assert!(store.insert_captcha(&third, 2, 500).await.unwrap());
+    assert_eq!(store.take_captcha("c3").await.unwrap(), Some(third));
     assert_eq!(
         store.captcha_image("c1", 999).await.unwrap(),
         Some(challenge.png.clone())
@@ -445,6 +463,40 @@ async fn captchas(store: Arc<dyn Store>) {
     assert_eq!(taken, [challenge]);
     assert_eq!(store.purge_captchas(600).await.unwrap(), 1);
     assert_eq!(store.take_captcha("c2").await.unwrap(), None);
+}
+
+/// Secrets are made once and shared: every caller, at once or later, gets the same bytes.
+async fn secrets(store: Arc<dyn Store>) {
+    let asks = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.secret("login_csrf").await.unwrap() })
+    });
+    let mut seen = Vec::new();
+    for a in asks {
+        seen.push(a.await.unwrap());
+    }
+    assert!(seen.iter().all(|s| *s == seen[0]), "one secret for all");
+    assert_ne!(seen[0], [0u8; 32]);
+    assert_eq!(store.secret("login_csrf").await.unwrap(), seen[0]);
+    assert_ne!(store.secret("other").await.unwrap(), seen[0]);
+}
+
+/// Adding a session that is already there keeps the first (a raced remember-me renewal).
+async fn sessions_added_twice(store: Arc<dyn Store>) {
+    let ann = store
+        .create_user(new_user("ann", "ann@example.com"), 0)
+        .await
+        .unwrap();
+    let first = session(9, ann.id, 100);
+    store.insert_session(&first).await.unwrap();
+    store
+        .insert_session(&SessionRecord {
+            last_seen: 999,
+            ..first.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.get_session(&first.hash).await.unwrap(), Some(first));
 }
 
 async fn events(store: Arc<dyn Store>) {
@@ -560,7 +612,76 @@ macro_rules! conformance {
     };
 }
 
-conformance!(users, sessions, remember_tokens, counters, captchas, events);
+conformance!(
+    users,
+    sessions,
+    sessions_added_twice,
+    remember_tokens,
+    counters,
+    captchas,
+    secrets,
+    events
+);
+
+/// A user row whose groups cannot be read is an error, never "no groups" (which would escape
+/// every group restriction), on both stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_groups_are_corrupt_not_empty_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir).await;
+    let ann = store
+        .create_user(new_user("ann", "ann@example.com"), 0)
+        .await
+        .unwrap();
+    for bad in ["not json", "{\"a\":1}", "[1,2]", ""] {
+        let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+        conn.execute("UPDATE users SET groups = ?1", [bad]).unwrap();
+        drop(conn);
+        for got in [
+            store.get_user(ann.id).await.map(|_| ()),
+            store.find_user("ann").await.map(|_| ()),
+            store.list_users().await.map(|_| ()),
+        ] {
+            assert!(
+                matches!(got, Err(StoreError::Corrupt(_))),
+                "{bad:?}: {got:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_groups_are_corrupt_not_empty_on_postgres() {
+    let Some(server) = common::pg::server() else {
+        return;
+    };
+    let db = common::pg::Database::create(&server);
+    let store = PostgresStore::open(&db.url).await.unwrap();
+    let ann = store
+        .create_user(new_user("ann", "ann@example.com"), 0)
+        .await
+        .unwrap();
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for bad in ["not json", "{\"a\":1}", "[1,2]", ""] {
+        client
+            .execute("UPDATE users SET groups = $1", &[&bad])
+            .await
+            .unwrap();
+        for got in [
+            store.get_user(ann.id).await.map(|_| ()),
+            store.find_user("ann").await.map(|_| ()),
+            store.list_users().await.map(|_| ()),
+        ] {
+            assert!(
+                matches!(got, Err(StoreError::Corrupt(_))),
+                "{bad:?}: {got:?}"
+            );
+        }
+    }
+}
 
 #[tokio::test]
 async fn an_unreachable_postgres_is_an_error_within_seconds_and_never_shows_the_url() {

@@ -456,7 +456,7 @@ impl Gateway {
             .unwrap()
             .block_on(async {
                 let store = SqliteStore::open(&path).await.unwrap();
-                store.insert_captcha(&record).await.unwrap();
+                assert!(store.insert_captcha(&record, u32::MAX, 0).await.unwrap());
             });
         id
     }
@@ -732,4 +732,45 @@ pub fn raw_request(addr: SocketAddr, request: &str) -> String {
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A plain TCP connection to `addr` from the source address `ip` (127.0.0.N), blocking, with a
+/// 10 s read timeout.
+pub fn connect_from(ip: &str, addr: SocketAddr) -> std::net::TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::new(ip.parse().unwrap(), 0))
+            .unwrap();
+        socket.connect(addr).await.unwrap().into_std().unwrap()
+    });
+    stream.set_nonblocking(false).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// Sends `request` as it is from `ip` and returns the whole answer (the connection is read
+/// until the gateway closes it, at most 10 s).
+pub fn raw_request_from(ip: &str, addr: SocketAddr, request: &[u8]) -> String {
+    use std::io::Read;
+    let mut stream = connect_from(ip, addr);
+    stream.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of an HTTP/1.1 answer read as text, or 0.
+pub fn status_of(answer: &str) -> u16 {
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
