@@ -21,7 +21,14 @@ fn hot_path(c: &mut Criterion) {
     ];
 
     c.bench_function("route protected path", |b| {
-        b.iter(|| decision::route(black_box("GET"), black_box("/crm/deal/42/"), &publics))
+        b.iter(|| {
+            decision::route(
+                black_box("GET"),
+                black_box("/crm/deal/42/"),
+                false,
+                &publics,
+            )
+        })
     });
     c.bench_function("find session cookie", |b| {
         b.iter(|| {
@@ -72,7 +79,14 @@ fn session_cache(c: &mut Criterion) {
         let (audit, events) = Audit::start(store.clone(), None, metrics.clone()).unwrap();
         tokio::spawn(events.run());
         let idle = Duration::from_secs(24 * 60);
-        let sessions = Sessions::new(store.clone(), audit, Arc::new(SystemClock), idle, metrics);
+        let sessions = Sessions::new(
+            store.clone(),
+            [7; 32],
+            audit,
+            Arc::new(SystemClock),
+            idle,
+            metrics,
+        );
         let user = store
             .create_user(
                 NewUser {

@@ -65,6 +65,7 @@ fn main() {
         tokio::spawn(events.run());
         let sessions = Sessions::new(
             store.clone(),
+            [7; 32],
             audit,
             Arc::new(SystemClock),
             Duration::from_secs(24 * 60),

@@ -70,9 +70,9 @@ pub fn image_path(id: &str) -> String {
 }
 
 /// Draws a new challenge and stores it; returns its id.
-/// Draws and stores a new challenge; `None` when `limit` live challenges already exist (the
-/// store never fills with pictures, whoever asks).
-pub async fn issue(store: &dyn Store, now: UnixTime, limit: u32) -> StoreResult<Option<String>> {
+/// Draws and stores a new challenge; the store keeps at most `limit` live ones, pushing out the
+/// oldest, so no number of addresses can fill it with pictures.
+pub async fn issue(store: &dyn Store, now: UnixTime, limit: u32) -> StoreResult<String> {
     let id = token::challenge_id();
     let (answer, png) = tokio::task::spawn_blocking(|| {
         let mut rng = OsRng;
@@ -88,10 +88,14 @@ pub async fn issue(store: &dyn Store, now: UnixTime, limit: u32) -> StoreResult<
         png,
         expires_at: now + LIFETIME.as_secs() as i64,
     };
-    Ok(store
-        .insert_captcha(&record, limit, now)
-        .await?
-        .then_some(id))
+    let evicted = store.insert_captcha(&record, limit, now).await?;
+    if evicted > 0 {
+        tracing::warn!(
+            limit,
+            "throttle.captcha_limit live CAPTCHA challenges: the oldest was pushed out"
+        );
+    }
+    Ok(id)
 }
 
 /// Uses up a challenge: true only for the right answer, within its lifetime, the first time.

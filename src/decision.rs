@@ -32,11 +32,13 @@ pub enum Endpoint {
     MethodNotAllowed,
 }
 
-pub fn route(method: &str, path: &str, public_paths: &[String]) -> Route {
+/// Where a request goes. Only a `GET` or `HEAD` without a body can be public: static files
+/// need nothing else, and a body or another method could reach a portal's front controller.
+pub fn route(method: &str, path: &str, has_body: bool, public_paths: &[String]) -> Route {
     if let Some(rest) = path.strip_prefix(PREFIX) {
         return Route::Local(endpoint(method, rest));
     }
-    if is_public(path, public_paths) {
+    if matches!(method, "GET" | "HEAD") && !has_body && is_public(path, public_paths) {
         Route::Public
     } else {
         Route::Protected
@@ -89,8 +91,9 @@ pub fn is_public(path: &str, public_paths: &[String]) -> bool {
 /// by `/`, each a plain name, the last one possibly empty (a directory). An allow-list, so that
 /// what a servlet container, IIS or a framework makes of a path can never climb out of the
 /// prefix: after one percent-decoding every byte must be a plain character (no `.`-only
-/// segments, `;` parameters, `%` left for a second decoding, separators, controls, spaces or
-/// anything outside ASCII, which Unicode normalisation could turn into one of those).
+/// segments, `;` parameters, `%` left for a second decoding, separators, controls, spaces,
+/// brackets or anything outside ASCII, which Unicode normalisation could turn into one of
+/// those).
 fn plain_below(rest: &str) -> bool {
     let segments: Vec<&str> = rest.split('/').collect();
     let last = segments.len() - 1;
@@ -107,11 +110,12 @@ fn plain_segment(raw: &str) -> bool {
     decoded.iter().all(|&b| plain_byte(b)) && decoded.iter().any(u8::is_ascii_alphanumeric)
 }
 
-/// Letters, digits and the punctuation that no server or framework reads as a separator, a
-/// parameter, an escape or a space: `-._~!$&'()*,=@`. (`+` is a space to some decoders, `:`
-/// a stream name to Windows.)
+/// Letters, digits and `-._~@`: what file names of static assets are made of, and nothing a
+/// server or framework reads as a separator, a parameter, an escape, a space or a special
+/// segment (`+` is a space to some decoders, `:` a stream name to Windows, `(S(…))` a session
+/// segment that ASP.NET removes, `;` a parameter to servlet containers).
 fn plain_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*,=@".contains(&b)
+    b.is_ascii_alphanumeric() || b"-._~@".contains(&b)
 }
 
 /// Percent-decodes once; `None` for a `%` that does not start two hex digits (`%u002e`, `%`).
@@ -288,11 +292,31 @@ mod tests {
             ("GET", "/static//admin", Route::Protected),
             ("GET", "/static/\u{ff0e}\u{ff0e}/admin", Route::Protected),
             ("GET", "/static/a b.css", Route::Protected),
+            ("GET", "/static/(S(x))/(S(y))-admin/p", Route::Protected),
+            ("GET", "/static/icon@2x.png", Route::Public),
+            ("HEAD", "/static/app.css", Route::Public),
             ("GET", "/", Route::Protected),
             ("GET", "/STATIC/app.css", Route::Protected),
         ];
         for (method, path, want) in cases {
-            assert_eq!(route(method, path, &publics()), want, "{method} {path}");
+            assert_eq!(
+                route(method, path, false, &publics()),
+                want,
+                "{method} {path}"
+            );
+        }
+        // Another method, or a body, is never public.
+        for (method, body) in [
+            ("POST", false),
+            ("PUT", false),
+            ("OPTIONS", false),
+            ("GET", true),
+        ] {
+            assert_eq!(
+                route(method, "/static/app.css", body, &publics()),
+                Route::Protected,
+                "{method} with a body: {body}"
+            );
         }
     }
 
@@ -389,9 +413,26 @@ mod tests {
             format!("/{}", out.join("/"))
         }
 
-        pub const ALL: [fn(&str) -> String; 7] = [
+        /// ASP.NET's cookieless session segments, `(S(…))`, removed with what follows up to
+        /// the next segment (CVE-2023-36899 joined the neighbours).
+        pub fn aspnet_cookieless(p: &str) -> String {
+            let mut out = p.to_string();
+            while let Some(at) = out.find("(S(") {
+                let end = out[at..].find("))").map_or(out.len(), |e| at + e + 2);
+                let end = if out[end..].starts_with('/') {
+                    end + 1
+                } else {
+                    end
+                };
+                out.replace_range(at..end, "");
+            }
+            out
+        }
+
+        pub const ALL: [fn(&str) -> String; 8] = [
             percent_decode,
             iis_unicode,
+            aspnet_cookieless,
             strip_parameters,
             backslash_as_slash,
             nfkc,
@@ -454,6 +495,8 @@ mod tests {
             "?",
             "#",
             ":",
+            "(S(x))",
+            ")",
         ];
 
         fn tail() -> impl Strategy<Value = String> {

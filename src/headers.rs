@@ -110,6 +110,18 @@ pub enum BadFraming {
     ContentLength,
     /// Both `Transfer-Encoding` and `Content-Length`.
     BothLengths,
+    /// `Content_Length`, `Transfer_Encoding` or `Host` spelled with `_`: a portal that folds
+    /// `_` into `-` would frame or route the request otherwise.
+    Underscored,
+}
+
+/// Whether a header name is a framing header (`Host`, `Content-Length`, `Transfer-Encoding`)
+/// spelled with an underscore.
+pub fn underscored_framing(name: &str) -> bool {
+    name.contains('_')
+        && ["host", "content-length", "transfer-encoding"]
+            .iter()
+            .any(|f| same_cgi_name(name, f))
 }
 
 /// The facts of a request's framing, as read from its head.
@@ -120,9 +132,14 @@ pub struct Framing<'a> {
     pub hosts: &'a [&'a [u8]],
     pub content_lengths: &'a [&'a [u8]],
     pub transfer_encoding: bool,
+    /// A framing header spelled with `_` is present (`underscored_framing`).
+    pub underscored: bool,
 }
 
 pub fn framing_problem(f: Framing) -> Option<BadFraming> {
+    if f.underscored {
+        return Some(BadFraming::Underscored);
+    }
     let host_ok = match f.hosts {
         [] => !f.needs_host,
         [one] => std::str::from_utf8(one).is_ok_and(valid_host),
@@ -222,6 +239,7 @@ mod tests {
             hosts,
             content_lengths: lengths,
             transfer_encoding: te,
+            underscored: false,
         };
         let cases: &[(Framing, Option<BadFraming>)] = &[
             (f(true, host, &[], false), None),
@@ -259,5 +277,18 @@ mod tests {
         for (framing, want) in cases {
             assert_eq!(framing_problem(*framing), *want, "{framing:?}");
         }
+        let underscored = Framing {
+            underscored: true,
+            ..f(true, host, &[], false)
+        };
+        assert_eq!(framing_problem(underscored), Some(BadFraming::Underscored));
+        for name in ["Content_Length", "transfer_encoding", "HOST_", "_host"] {
+            assert_eq!(
+                underscored_framing(name),
+                !name.ends_with('_') && !name.starts_with('_'),
+                "{name}"
+            );
+        }
+        assert!(!underscored_framing("Content-Length") && !underscored_framing("X_Other"));
     }
 }

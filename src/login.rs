@@ -130,8 +130,7 @@ impl Ctx<'_> {
             .client(&c.ip, &c.user_agent)
     }
 
-    /// A new challenge, unless the store holds `throttle.captcha_limit` live ones already.
-    async fn challenge(&self) -> Result<Option<String>, StoreError> {
+    async fn challenge(&self) -> Result<String, StoreError> {
         let limit = self.cfg.throttle.captcha_limit;
         captcha::issue(self.app.store.as_ref(), self.secs(), limit).await
     }
@@ -385,10 +384,9 @@ async fn check_captcha(
             true
         }
     };
-    Ok(Some(match ctx.challenge().await? {
-        Some(captcha) => Outcome::CaptchaRequired { captcha, wrong },
-        // No picture can be drawn now (the store holds the most it may): nothing is checked.
-        None => busy(ctx),
+    Ok(Some(Outcome::CaptchaRequired {
+        captcha: ctx.challenge().await?,
+        wrong,
     }))
 }
 
@@ -427,7 +425,7 @@ async fn count_failure(ctx: &Ctx<'_>, login_key: &str) -> Result<Option<String>,
                 .detail(escalation.reason()),
         );
     }
-    ctx.challenge().await
+    Ok(Some(ctx.challenge().await?))
 }
 
 /// The challenge the login page shows before anyone types a login: when the address itself has
@@ -449,5 +447,7 @@ pub async fn page_captcha(
         return Ok(None);
     }
     let limit = cfg.throttle.captcha_limit;
-    captcha::issue(app.store.as_ref(), now.div_euclid(1000), limit).await
+    Ok(Some(
+        captcha::issue(app.store.as_ref(), now.div_euclid(1000), limit).await?,
+    ))
 }

@@ -91,38 +91,43 @@ fn is_port(text: &str) -> bool {
 }
 
 /// The hops a header names, left (farthest) to right (nearest), each parsed or `None` where it
-/// is not an address. `Err` when the header as a whole cannot be read.
-fn hops(header: ForwardedHeader, values: &[&[u8]]) -> Result<Vec<Option<IpAddr>>, Unreadable> {
-    let mut texts = Vec::with_capacity(values.len());
-    for v in values {
-        // Visible ASCII, spaces and tabs only (RFC 9110 field-value without obs-text).
-        if !v.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) {
-            return Err(Unreadable);
-        }
-        texts.push(std::str::from_utf8(v).map_err(|_| Unreadable)?);
-    }
+/// cannot be read or is not an address. Read per hop: what a client wrote to the left of the
+/// hop its proxy appended cannot spoil that hop, only itself.
+fn hops(header: ForwardedHeader, values: &[&[u8]]) -> Vec<Option<IpAddr>> {
     match header {
-        ForwardedHeader::XForwardedFor => {
-            Ok(texts.iter().flat_map(|v| v.split(',')).map(hop).collect())
-        }
-        ForwardedHeader::Forwarded => {
-            let mut out = Vec::new();
-            for v in texts {
-                for element in forwarded_elements(v)? {
-                    out.push(element.map(hop).unwrap_or(None));
-                }
-            }
-            Ok(out)
-        }
+        ForwardedHeader::XForwardedFor => values
+            .iter()
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(|h| text(h).and_then(hop))
+            .collect(),
+        // A line is read whole (its quoted strings may hold commas): a line that is not text,
+        // or not well-formed, is one hop that cannot be read.
+        ForwardedHeader::Forwarded => values
+            .iter()
+            .flat_map(|v| match text(v).map(forwarded_elements) {
+                Some(Ok(elements)) => elements.into_iter().map(|e| e.and_then(hop)).collect(),
+                _ => vec![None],
+            })
+            .collect(),
         // Set, not appended: two lines, or a list, mean something else wrote it too.
-        ForwardedHeader::XRealIp => match texts.as_slice() {
-            [one] if !one.contains(',') => Ok(vec![hop(one)]),
-            _ => Err(Unreadable),
+        ForwardedHeader::XRealIp => match values {
+            [one] => vec![text(one).filter(|t| !t.contains(',')).and_then(hop)],
+            _ => vec![None],
         },
     }
 }
 
-/// A forwarding header that cannot be read as a whole.
+/// Bytes as text when they are visible ASCII, spaces and tabs (RFC 9110 field content without
+/// obs-text); `None` otherwise.
+fn text(bytes: &[u8]) -> Option<&str> {
+    bytes
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        .then(|| std::str::from_utf8(bytes).ok())
+        .flatten()
+}
+
+/// A `Forwarded` line that is not well-formed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Unreadable;
 
@@ -184,17 +189,16 @@ fn split_unquoted(text: &str, sep: char) -> Vec<&str> {
 }
 
 /// SPEC §3 step 1: the peer, unless the peer is a trusted proxy; then the right-most hop of the
-/// configured forwarding header that is not itself trusted. A header that is there but cannot
-/// be read, or a hop that is not an address where the walk stops, makes the client `0.0.0.0`.
+/// configured forwarding header that is not itself trusted. A hop that cannot be read (bytes
+/// that are not text, a malformed `Forwarded` line, a second `X-Real-IP`) or is not an address,
+/// where the walk stops, makes the client `0.0.0.0`: never another header, never the peer.
 /// A trusted peer that sends no such header is the client itself (its own health checks).
 pub fn resolve(peer: PeerAddr, trusted: &AddrSet, headers: Forwarding) -> ClientAddr {
     let peer_ip = canonical(peer.0);
     if !trusted.contains_ip(peer_ip) || headers.values.is_empty() {
         return ClientAddr::new(peer_ip);
     }
-    let Ok(hops) = hops(headers.header, headers.values) else {
-        return ClientAddr::new(UNRESOLVABLE);
-    };
+    let hops = hops(headers.header, headers.values);
     // Walk from the right: every hop a trusted proxy added is believed until the first one
     // that is not trusted, which is the client. The left-most hop is the client even when it
     // is trusted (a request a proxy made on its own behalf).
@@ -289,9 +293,12 @@ mod tests {
             ("10.0.0.1", Xff, &[b"198.51.100.1, "], "0.0.0.0"),
             ("10.0.0.1", Xff, &[b"198.51.100.1:99999"], "0.0.0.0"),
             // A value that is not text: never skipped, never a fall-through to the peer.
-            ("10.0.0.1", Xff, &[b"\xe9, 203.0.113.9"], "0.0.0.0"),
+            // What the client wrote left of its proxy's hop cannot spoil that hop.
+            ("10.0.0.1", Xff, &[b"\xe9, 203.0.113.9"], "203.0.113.9"),
+            ("10.0.0.1", Xff, &[b"\xe9", b"203.0.113.9"], "203.0.113.9"),
             ("10.0.0.1", Xff, &[b"203.0.113.9", b"\xe9"], "0.0.0.0"),
             ("10.0.0.1", Xff, &[b"203.0.113.9\x01"], "0.0.0.0"),
+            ("10.0.0.1", Xff, &[b"\xe9, 203.0.113.9\xa0"], "0.0.0.0"),
             // The configured header only: the others are not even looked at.
             ("10.0.0.1", Xff, &[], "10.0.0.1"),
             (
@@ -330,7 +337,7 @@ mod tests {
                 "10.0.0.1",
                 Forwarded,
                 &[b"\xe9", b"for=198.51.100.1"],
-                "0.0.0.0",
+                "198.51.100.1",
             ),
             ("10.0.0.1", XRealIp, &[b"198.51.100.9"], "198.51.100.9"),
             (
@@ -346,6 +353,13 @@ mod tests {
                 "0.0.0.0",
             ),
             ("10.0.0.1", XRealIp, &[b"10.0.0.9"], "10.0.0.9"),
+            ("10.0.0.1", XRealIp, &[b"198.51.100.9\xe9"], "0.0.0.0"),
+            (
+                "10.0.0.1",
+                Forwarded,
+                &[b"for=198.51.100.1", b"for=\"\xe9\""],
+                "0.0.0.0",
+            ),
             (
                 "::ffff:10.0.0.1",
                 Xff,
@@ -406,8 +420,8 @@ mod tests {
             #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
             /// Whatever a client sends, its proxy's appended hop decides: the client is the
-            /// address the proxy saw, or `0.0.0.0` when the client made the header unreadable;
-            /// never an address of the client's choosing.
+            /// address the proxy saw, never one of the client's choosing, never `0.0.0.0`
+            /// (which would hide it among everyone who sends garbage).
             #[test]
             fn a_client_cannot_choose_its_address_through_x_forwarded_for(
                 prefix in client_bytes(),
@@ -427,10 +441,7 @@ mod tests {
                     &trusted,
                     Forwarding { header: ForwardedHeader::XForwardedFor, values: &lines },
                 );
-                prop_assert!(
-                    got.ip() == IpAddr::V4(real) || got.ip() == UNRESOLVABLE,
-                    "{:?} gave {got}", String::from_utf8_lossy(&joined)
-                );
+                prop_assert_eq!(got.ip(), IpAddr::V4(real), "{:?}", String::from_utf8_lossy(&joined));
             }
 
             #[test]
@@ -446,7 +457,7 @@ mod tests {
                     &trusted,
                     Forwarding { header: ForwardedHeader::Forwarded, values: &lines },
                 );
-                prop_assert!(got.ip() == IpAddr::V4(real) || got.ip() == UNRESOLVABLE, "{got}");
+                prop_assert_eq!(got.ip(), IpAddr::V4(real));
             }
 
             /// An untrusted peer is the client, whatever it claims.

@@ -102,23 +102,24 @@ impl RememberToken {
     }
 
     /// What this token is traded for at its next use: a session id and the same selector with
-    /// a new validator, both derived from this validator (HMAC-SHA256 keyed with it). Every
-    /// gateway that sees this token computes the same pair, so parallel requests of one browser
-    /// racing with it all get the one session the winner made; nobody without the validator can
-    /// compute them, the store included, which keeps only hashes.
-    pub fn successor(&self) -> (SessionToken, RememberToken) {
+    /// a new validator, both HMAC-SHA256 of this validator under `key`, a secret every gateway
+    /// of the store shares (and the store keeps apart from the tokens' hashes). Every gateway
+    /// that sees this token computes the same pair, so parallel requests of one browser racing
+    /// with it all get the one session the winner made; without the key nobody can compute
+    /// them, not even someone holding this very token.
+    pub fn successor(&self, key: &[u8; 32]) -> (SessionToken, RememberToken) {
         let derive = |label: &[u8]| {
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.validator.as_bytes())
-                .expect("HMAC takes a key of any length");
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes 32 bytes");
             mac.update(label);
+            mac.update(self.validator.as_bytes());
             URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
         };
         let next = RememberToken {
             selector: self.selector.clone(),
-            validator: derive(b"portcullis remember-me validator"),
+            validator: derive(b"portcullis remember-me validator\0"),
         };
         (
-            SessionToken(derive(b"portcullis remember-me session")),
+            SessionToken(derive(b"portcullis remember-me session\0")),
             next,
         )
     }
@@ -260,19 +261,21 @@ mod tests {
         let t = RememberToken::generate();
         let parsed = RememberToken::parse(&t.expose()).unwrap();
         assert!(parsed.matches(&t.validator_hash()));
-        let (session, r) = t.successor();
+        let key = [3u8; 32];
+        let (session, r) = t.successor(&key);
         assert_eq!(r.selector, t.selector);
         assert!(!t.matches(&r.validator_hash()));
         assert!(!format!("{t:?}").contains(&t.validator));
-        // Well-formed, and the same for everyone holding the token, and only for them.
+        // Well-formed, and the same for every gateway holding the key and the token.
         assert_eq!(RememberToken::parse(&r.expose()), Some(r.clone()));
         assert_eq!(SessionToken::parse(session.expose()), Some(session.clone()));
-        assert_eq!(parsed.successor().0, session);
-        assert_eq!(parsed.successor().1, r);
+        assert_eq!(parsed.successor(&key), (session.clone(), r.clone()));
         let other = RememberToken::generate();
-        assert_ne!(other.successor().0, session);
-        assert_ne!(r.successor().0, session, "each step derives anew");
+        assert_ne!(other.successor(&key).0, session);
+        assert_ne!(r.successor(&key).0, session, "each step derives anew");
         assert_ne!(session.expose(), r.validator);
+        // The token alone (a thief's copy) does not give the next session: the key is needed.
+        assert_ne!(t.successor(&[4u8; 32]).0, session);
     }
 
     #[test]

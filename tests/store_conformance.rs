@@ -417,31 +417,19 @@ async fn captchas(store: Arc<dyn Store>) {
         png: vec![0x89, b'P', b'N', b'G'],
         expires_at: 1000,
     };
-    assert!(store.insert_captcha(&challenge, 2, 0).await.unwrap());
-    assert!(
-        store
-            .insert_captcha(
-                &CaptchaRecord {
-                    id: "c2".into(),
-                    expires_at: 500,
-                    ..challenge.clone()
-                },
-                2,
-                0
-            )
-            .await
-            .unwrap()
-    );
-    // The limit counts live challenges from everyone: full at 2, room again once one expired.
-    let third = CaptchaRecord {
-        id: "c3".into(),
-        expires_at: 900,
-        ..challenge.clone()
-    };
-    assert!(!store.insert_captcha(&third, 2, 0).await.unwrap());
-    assert_eq!(store.captcha_image("c3", 0).await.unwrap(), None);
-    assert!(store.insert_captcha(&third, 2, 500).await.unwrap());
-    assert_eq!(store.take_captcha("c3").await.unwrap(), Some(third));
+    assert_eq!(store.insert_captcha(&challenge, 100, 0).await.unwrap(), 0);
+    store
+        .insert_captcha(
+            &CaptchaRecord {
+                id: "c2".into(),
+                expires_at: 500,
+                ..challenge.clone()
+            },
+            100,
+            0,
+        )
+        .await
+        .unwrap();
     assert_eq!(
         store.captcha_image("c1", 999).await.unwrap(),
         Some(challenge.png.clone())
@@ -460,9 +448,57 @@ async fn captchas(store: Arc<dyn Store>) {
     for t in takes {
         taken.extend(t.await.unwrap());
     }
-    assert_eq!(taken, [challenge]);
+    assert_eq!(taken, std::slice::from_ref(&challenge));
     assert_eq!(store.purge_captchas(600).await.unwrap(), 1);
     assert_eq!(store.take_captcha("c2").await.unwrap(), None);
+    // At most `limit` live challenges, from everyone: the expired go first, then the oldest.
+    let at = |id: &str, expires_at| CaptchaRecord {
+        id: id.into(),
+        expires_at,
+        ..challenge.clone()
+    };
+    for (id, expires) in [("d1", 2000), ("d2", 1500), ("d3", 2500)] {
+        assert_eq!(
+            store
+                .insert_captcha(&at(id, expires), 3, 1000)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+    assert_eq!(
+        store
+            .insert_captcha(&at("d4", 3000), 3, 1000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.captcha_image("d2", 1000).await.unwrap(),
+        None,
+        "the oldest went"
+    );
+    for id in ["d1", "d3", "d4"] {
+        assert!(
+            store.captcha_image(id, 1000).await.unwrap().is_some(),
+            "{id}"
+        );
+    }
+    // Later, one expired: it makes the room, nobody live is pushed out.
+    assert_eq!(
+        store
+            .insert_captcha(&at("d5", 4000), 3, 2000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.captcha_image("d1", 1999).await.unwrap(), None);
+    for id in ["d3", "d4", "d5"] {
+        assert!(
+            store.captcha_image(id, 2000).await.unwrap().is_some(),
+            "{id}"
+        );
+    }
 }
 
 /// Secrets are made once and shared: every caller, at once or later, gets the same bytes.

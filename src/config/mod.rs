@@ -143,6 +143,9 @@ pub struct Timeouts {
     pub request_body: Duration,
     /// An idle connection between two requests.
     pub keepalive: Duration,
+    /// The longest a client may take to accept one write of a response (a chunk of at most
+    /// 64 KiB): a client that stops reading is disconnected.
+    pub send: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -620,6 +623,7 @@ impl Validator<'_> {
             request_header: positive("timeouts.request_header", raw.request_header, 10),
             request_body: positive("timeouts.request_body", raw.request_body, 10),
             keepalive: positive("timeouts.keepalive", raw.keepalive, 60),
+            send: positive("timeouts.send", raw.send, 30),
         }
     }
 

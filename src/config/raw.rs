@@ -113,6 +113,7 @@ pub struct RawTimeouts {
     pub request_header: Option<Scalar>,
     pub request_body: Option<Scalar>,
     pub keepalive: Option<Scalar>,
+    pub send: Option<Scalar>,
 }
 
 #[derive(Deserialize, Debug, Default)]

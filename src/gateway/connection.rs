@@ -91,6 +91,8 @@ impl ServerApp for Guarded {
             // A body the gateway does not read (a refusal, a redirect) is drained before the
             // connection is used again: within `request_body`, or the connection closes.
             session.set_total_drain_timeout(Some(limits.request_body));
+            // A client that stops reading a response is let go, and the portal with it.
+            session.set_write_timeout(Some(limits.send));
             session.set_pipelined_prefix(std::mem::take(&mut buf));
             // The settings carried over hold nothing the gateway uses: keep-alive is set above
             // and pipelining, the only source of carried-over bytes, is never enabled.
@@ -128,11 +130,11 @@ async fn read_head(
         if buf.is_empty() && *shutdown.borrow() {
             return Head::Gone;
         }
-        if head_complete(buf, &mut scanned) {
-            return Head::Ready;
-        }
-        if buf.len() > MAX_HEAD {
-            return Head::TooLarge;
+        match head_end(buf, &mut scanned) {
+            Some(end) if end <= MAX_HEAD => return Head::Ready,
+            Some(_) => return Head::TooLarge,
+            None if buf.len() > MAX_HEAD => return Head::TooLarge,
+            None => {}
         }
         let until = deadline.unwrap_or(idle_until);
         let waiting = buf.is_empty();
@@ -152,21 +154,21 @@ async fn read_head(
     }
 }
 
-/// Whether `buf` holds a head: after any empty lines before the request line (RFC 9112 §2.2),
-/// a line ending followed by an empty line (`\n\n`, `\r\n\r\n`, or mixed). `scanned` keeps the
-/// work linear for a head that arrives a byte at a time.
-fn head_complete(buf: &[u8], scanned: &mut usize) -> bool {
-    let Some(start) = buf.iter().position(|&b| b != b'\r' && b != b'\n') else {
-        return false;
-    };
+/// Where the head in `buf` ends, if it is whole: after any empty lines before the request
+/// line (RFC 9112 §2.2), the end of the first empty line (`\n\n`, `\r\n\r\n`, or mixed).
+/// `scanned` keeps the work linear for a head that arrives a byte at a time.
+fn head_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
     let from = (*scanned).max(start);
-    let found = (from..buf.len()).any(|i| {
-        buf[i] == b'\n'
-            && match buf.get(i + 1) {
-                Some(b'\n') => true,
-                Some(b'\r') => buf.get(i + 2) == Some(&b'\n'),
-                _ => false,
-            }
+    let found = (from..buf.len()).find_map(|i| {
+        if buf[i] != b'\n' {
+            return None;
+        }
+        match buf.get(i + 1) {
+            Some(b'\n') => Some(i + 2),
+            Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => Some(i + 3),
+            _ => None,
+        }
     });
     // The last two bytes may begin an ending that the next read completes.
     *scanned = buf.len().saturating_sub(2).max(start);
@@ -209,7 +211,7 @@ mod tests {
         ];
         for (bytes, want) in cases {
             assert_eq!(
-                head_complete(bytes, &mut 0),
+                head_end(bytes, &mut 0).is_some(),
                 want,
                 "{:?}",
                 String::from_utf8_lossy(bytes)
@@ -222,8 +224,10 @@ mod tests {
         let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
         let mut scanned = 0;
         for n in 1..head.len() {
-            assert!(!head_complete(&head[..n], &mut scanned), "after {n} bytes");
+            assert_eq!(head_end(&head[..n], &mut scanned), None, "after {n} bytes");
         }
-        assert!(head_complete(head, &mut scanned));
+        assert_eq!(head_end(head, &mut scanned), Some(head.len()));
+        let with_body = b"POST / HTTP/1.1\r\nHost: a\r\n\r\nbody";
+        assert_eq!(head_end(with_body, &mut 0), Some(with_body.len() - 4));
     }
 }

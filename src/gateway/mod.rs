@@ -78,6 +78,7 @@ impl App {
                 .map_err(|e| StartError::Runtime(e.to_string()))?;
         let sessions = Sessions::new(
             store.clone(),
+            store.secret("remember_me").await?,
             audit.clone(),
             clock.clone(),
             config.session.idle_timeout,

@@ -245,7 +245,9 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         let method = req.method.clone();
         let method = method.as_str();
-        let route = decision::route(method, req.uri.path(), &cfg.public_paths);
+        let has_body = req.headers.contains_key(header::TRANSFER_ENCODING)
+            || header_str(req, header::CONTENT_LENGTH).is_some_and(|n| n != "0");
+        let route = decision::route(method, req.uri.path(), has_body, &cfg.public_paths);
         let facts = Facts::of(session, &cfg.network);
         if !network::globally_allowed(&cfg.network.allow, &facts.addr) {
             self.app.audit.record_once_per_minute(
@@ -448,6 +450,10 @@ fn bad_framing(req: &RequestHeader) -> Option<headers::BadFraming> {
         hosts: &hosts,
         content_lengths: &lengths,
         transfer_encoding: req.headers.contains_key(header::TRANSFER_ENCODING),
+        underscored: req
+            .headers
+            .keys()
+            .any(|k| headers::underscored_framing(k.as_str())),
     })
 }
 

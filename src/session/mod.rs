@@ -187,6 +187,8 @@ pub struct Client {
 
 pub struct Sessions {
     store: Arc<dyn Store>,
+    /// The key of `RememberToken::successor`, shared by every gateway through the store.
+    remember_key: [u8; 32],
     audit: Audit,
     clock: Arc<dyn Clock>,
     cache: Cache<SessionHash, Arc<LiveSession>>,
@@ -220,6 +222,7 @@ impl Ended {
 impl Sessions {
     pub fn new(
         store: Arc<dyn Store>,
+        remember_key: [u8; 32],
         audit: Audit,
         clock: Arc<dyn Clock>,
         idle_timeout: Duration,
@@ -227,6 +230,7 @@ impl Sessions {
     ) -> Sessions {
         Sessions {
             store,
+            remember_key,
             audit,
             clock,
             metrics,
@@ -461,7 +465,7 @@ impl Sessions {
         let Some(user) = self.store.get_user(rec.user_id).await? else {
             return Ok(Renewal::Invalid);
         };
-        let (token, next) = presented.successor();
+        let (token, next) = presented.successor(&self.remember_key);
         let step = if presented.matches(&rec.validator_hash) {
             Step::Current
         } else if raced(&rec, presented, &next, now) {
@@ -729,6 +733,7 @@ mod tests {
         tokio::spawn(events.run());
         let sessions = Sessions::new(
             store.clone(),
+            [9; 32],
             audit,
             clock,
             Duration::from_secs(240),

@@ -215,14 +215,16 @@ pub trait Store: Send + Sync {
     /// Deletes counters with no failure since `failed_before` and nothing pending at `now`.
     async fn purge_counters(&self, failed_before: i64, now: i64) -> StoreResult<u64>;
 
-    /// Adds a challenge unless `limit` live ones (unexpired at `now`) are already there, from
-    /// every gateway; false when it was not added.
+    /// Adds a challenge, first deleting expired ones and then, while `limit` or more remain
+    /// (from every gateway), the oldest (the first to expire, then the first made): the table never holds more than `limit`, and the
+    /// newest challenges, those people are answering, are the ones kept. Returns how many
+    /// live challenges were pushed out.
     async fn insert_captcha(
         &self,
         challenge: &CaptchaRecord,
         limit: u32,
         now: UnixTime,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<u64>;
     /// The picture of a challenge that is neither used nor expired.
     async fn captcha_image(&self, id: &str, now: UnixTime) -> StoreResult<Option<Vec<u8>>>;
     /// Removes a challenge and returns it: each can be answered once.

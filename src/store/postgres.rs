@@ -99,6 +99,8 @@ CREATE TABLE secrets (
     name TEXT PRIMARY KEY,
     value BYTEA NOT NULL
 );
+ALTER TABLE captchas ADD COLUMN seq BIGSERIAL;
+CREATE INDEX captchas_by_expiry ON captchas(expires_at, seq);
 "#,
 ];
 
@@ -108,6 +110,7 @@ const LOCK_CLASS: i32 = 0x7063_6c73;
 /// Keys within the class (counters use the hash of their own key).
 const MIGRATION_LOCK: i32 = 1;
 const REVOCATION_LOCK: i32 = 2;
+const CAPTCHA_LOCK: i32 = 3;
 /// The NOTIFY channel for revocations.
 const CHANNEL: &str = "portcullis_revocations";
 /// The longest any store call may take, connecting included.
@@ -899,28 +902,38 @@ impl Store for PostgresStore {
         ch: &CaptchaRecord,
         limit: u32,
         now: UnixTime,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<u64> {
         let ch = ch.clone();
         let limit = i64::from(limit);
-        self.run(move |c| async move {
-            // Two gateways inserting at the same instant may both pass the count: the limit
-            // bounds the table within a few rows, which is all it is for.
-            let n = c
+        self.run(move |mut c| async move {
+            let tx = c.transaction().await?;
+            // One insertion at a time across the cluster, so the count stays exact.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                &[&LOCK_CLASS, &CAPTCHA_LOCK],
+            )
+            .await?;
+            tx.execute("DELETE FROM captchas WHERE expires_at <= $1", &[&now])
+                .await?;
+            let live: i64 = tx
+                .query_one("SELECT COUNT(*) FROM captchas", &[])
+                .await?
+                .try_get(0)?;
+            let excess = (live - limit + 1).max(0);
+            let evicted = tx
                 .execute(
-                    "INSERT INTO captchas (id, answer_hash, png, expires_at)
-                     SELECT $1, $2, $3, $4
-                     WHERE (SELECT COUNT(*) FROM captchas WHERE expires_at > $5) < $6",
-                    &[
-                        &ch.id,
-                        &ch.answer_hash,
-                        &ch.png,
-                        &ch.expires_at,
-                        &now,
-                        &limit,
-                    ],
+                    "DELETE FROM captchas WHERE id IN
+                     (SELECT id FROM captchas ORDER BY expires_at, seq LIMIT $1)",
+                    &[&excess],
                 )
                 .await?;
-            Ok(n == 1)
+            tx.execute(
+                "INSERT INTO captchas (id, answer_hash, png, expires_at) VALUES ($1, $2, $3, $4)",
+                &[&ch.id, &ch.answer_hash, &ch.png, &ch.expires_at],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(evicted)
         })
         .await
     }

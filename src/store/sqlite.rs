@@ -94,6 +94,7 @@ CREATE TABLE secrets (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL
 );
+CREATE INDEX captchas_by_expiry ON captchas(expires_at);
 "#,
 ];
 
@@ -660,16 +661,24 @@ impl Store for SqliteStore {
         ch: &CaptchaRecord,
         limit: u32,
         now: UnixTime,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<u64> {
         let ch = ch.clone();
         self.with(move |c| {
-            let n = c.execute(
-                "INSERT INTO captchas (id, answer_hash, png, expires_at)
-                 SELECT ?1, ?2, ?3, ?4
-                 WHERE (SELECT COUNT(*) FROM captchas WHERE expires_at > ?5) < ?6",
-                params![ch.id, ch.answer_hash, ch.png, ch.expires_at, now, limit],
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM captchas WHERE expires_at <= ?1", [now])?;
+            let live: i64 = tx.query_row("SELECT COUNT(*) FROM captchas", [], |r| r.get(0))?;
+            let excess = (live - i64::from(limit) + 1).max(0);
+            let evicted = tx.execute(
+                "DELETE FROM captchas WHERE id IN
+                 (SELECT id FROM captchas ORDER BY expires_at, rowid LIMIT ?1)",
+                [excess],
             )?;
-            Ok(n == 1)
+            tx.execute(
+                "INSERT INTO captchas (id, answer_hash, png, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![ch.id, ch.answer_hash, ch.png, ch.expires_at],
+            )?;
+            tx.commit()?;
+            Ok(evicted as u64)
         })
         .await
     }

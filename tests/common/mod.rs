@@ -24,6 +24,8 @@ use sha2::{Digest, Sha256};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 pub const PASSWORD: &str = "correct horse battery";
+/// The size of the upstream's `/static/big`.
+pub const BIG_FILE: usize = 64 << 20;
 
 /// What the upstream saw of one request.
 #[derive(Debug, Clone)]
@@ -104,10 +106,16 @@ impl Upstream {
                                             "method": seen.method, "path": seen.path,
                                             "headers": seen.headers, "body_len": seen.body_len, "body_sha256": seen.body_sha256,
                                         });
+                                        // `/static/big`: a large file (64 MiB), for clients that stop reading.
+                                        let body = if seen.path == "/static/big" {
+                                            Bytes::from(vec![b'x'; BIG_FILE])
+                                        } else {
+                                            Bytes::from(reply.to_string())
+                                        };
                                         log.lock().unwrap().push(seen);
                                         Ok::<_, Infallible>(hyper::Response::builder()
                                             .header("Content-Type", "application/json")
-                                            .body(Full::new(Bytes::from(reply.to_string()))).unwrap())
+                                            .body(Full::new(body)).unwrap())
                                     }
                                 });
                                 let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
@@ -456,7 +464,7 @@ impl Gateway {
             .unwrap()
             .block_on(async {
                 let store = SqliteStore::open(&path).await.unwrap();
-                assert!(store.insert_captcha(&record, u32::MAX, 0).await.unwrap());
+                store.insert_captcha(&record, u32::MAX, 0).await.unwrap();
             });
         id
     }
