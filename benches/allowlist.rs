@@ -5,8 +5,9 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use portcullis::allowlist::{AddrSet, ClientAddr};
-use portcullis::network::{Forwarding, PeerAddr, resolve};
+use portcullis::core::addr::PeerAddr;
+use portcullis::core::addr::{AddrSet, ClientAddr};
+use portcullis::policy::network::{Forwarding, resolve};
 
 /// The public way to a `ClientAddr`: resolution of a direct, untrusted peer.
 fn client(ip: IpAddr) -> ClientAddr {

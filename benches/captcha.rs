@@ -2,7 +2,7 @@
 //! `cargo bench --bench captcha`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use portcullis::captcha::{self, Distortion};
+use portcullis::service::captcha::{self, Distortion};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 

@@ -2,9 +2,9 @@
 //! header stripping of the Cookie header. Run with `cargo bench --bench hot_path`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use portcullis::decision::{self, SessionState};
-use portcullis::session::cookie;
-use portcullis::token::SessionToken;
+use portcullis::core::secret::SessionToken;
+use portcullis::policy::route::{self, SessionState};
+use portcullis::web::cookies as cookie;
 use std::hint::black_box;
 
 fn hot_path(c: &mut Criterion) {
@@ -22,7 +22,7 @@ fn hot_path(c: &mut Criterion) {
 
     c.bench_function("route protected path", |b| {
         b.iter(|| {
-            decision::route(
+            route::route(
                 black_box("GET"),
                 black_box("/crm/deal/42/"),
                 false,
@@ -41,7 +41,7 @@ fn hot_path(c: &mut Criterion) {
     });
     c.bench_function("decide authenticated", |b| {
         b.iter(|| {
-            decision::decide(
+            route::decide(
                 black_box("GET"),
                 black_box("/crm/deal/42/"),
                 true,
@@ -58,12 +58,13 @@ fn hot_path(c: &mut Criterion) {
 /// A session cache hit among 10 000 cached sessions (hash, lookup, slide), through the real
 /// session code; each lookup runs inside `block_on`, measured alone too, to subtract.
 fn session_cache(c: &mut Criterion) {
-    use portcullis::audit::Audit;
-    use portcullis::clock::SystemClock;
     use portcullis::config::SessionConfig;
-    use portcullis::metrics::Metrics;
-    use portcullis::session::{Client, Lookup, Sessions};
-    use portcullis::store::{NewUser, SqliteStore, Store};
+    use portcullis::core::identity::{Client, NewUser};
+    use portcullis::core::time::SystemClock;
+    use portcullis::service::audit::Audit;
+    use portcullis::service::metrics::Metrics;
+    use portcullis::service::sessions::{Lookup, Sessions};
+    use portcullis::store::{SqliteStore, Store};
     use std::sync::Arc;
     use std::time::Duration;
 

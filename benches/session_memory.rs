@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
-use portcullis::audit::Audit;
-use portcullis::clock::SystemClock;
-use portcullis::metrics::Metrics;
-use portcullis::session::{Client, Sessions};
-use portcullis::store::{NewUser, SqliteStore, Store};
+use portcullis::core::identity::{Client, NewUser};
+use portcullis::core::time::SystemClock;
+use portcullis::service::audit::Audit;
+use portcullis::service::metrics::Metrics;
+use portcullis::service::sessions::Sessions;
+use portcullis::store::{SqliteStore, Store};
 
 /// The system allocator, counting the bytes currently allocated.
 struct Counting;

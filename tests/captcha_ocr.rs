@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use portcullis::captcha::{self, ALPHABET, Distortion};
+use portcullis::service::captcha::{self, ALPHABET, Distortion};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

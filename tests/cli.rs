@@ -164,8 +164,8 @@ fn hash_password_prints_a_verifiable_argon2id_string() {
     assert_eq!(out.status.code(), Some(0));
     let phc = text(&out).0.trim().to_string();
     assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
-    let pw = portcullis::password::Password::new("s3cret passphrase");
-    assert!(portcullis::password::verify_now(&pw, &phc));
+    let pw = portcullis::core::secret::Password::new("s3cret passphrase");
+    assert!(portcullis::service::hasher::verify_now(&pw, &phc));
     let empty = run_cli(&["hash-password"], None, Some(""));
     assert_eq!(empty.status.code(), Some(2));
 }

@@ -670,8 +670,8 @@ fn events_reach_the_event_file_and_audit_filters_them() {
 
 #[test]
 fn old_events_are_pruned_after_the_retention() {
-    use portcullis::audit::{Event, EventKind};
-    use portcullis::store::{SqliteStore, Store};
+    use portcullis::core::event::{Event, EventKind};
+    use portcullis::store::{EventStore, SqliteStore};
     let up = Upstream::start();
     let mut gw = Gateway::start(up.addr, "audit:\n  retention: 7d\n");
     let now = std::time::SystemTime::now()

@@ -551,7 +551,7 @@ fn a_replayed_remember_me_cookie_is_still_theft() {
     let v0 = b.remember().unwrap();
     assert_eq!(parallel_with(&gw, &v0, 1)[0].0, 200);
     std::thread::sleep(Duration::from_secs(
-        portcullis::session::REMEMBER_GRACE as u64 + 1,
+        portcullis::service::sessions::REMEMBER_GRACE as u64 + 1,
     ));
     assert_eq!(
         parallel_with(&gw, &v0, 1)[0].0,

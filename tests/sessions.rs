@@ -299,7 +299,7 @@ fn logout_ends_the_session_and_the_remember_token() {
     assert_eq!(forged.status, 403);
     b.get(&gw.url("/")).echo();
 
-    let csrf = portcullis::token::SessionToken::parse(&session)
+    let csrf = portcullis::core::secret::SessionToken::parse(&session)
         .unwrap()
         .csrf();
     let r = b.post_form(&gw.url("/_portcullis/logout"), &[("csrf", &csrf)]);

@@ -6,13 +6,14 @@ mod common;
 
 use std::sync::Arc;
 
-use portcullis::audit::{Event, EventKind};
+use portcullis::core::counter::Counter;
+use portcullis::core::event::{Event, EventKind};
+use portcullis::core::identity::NewUser;
+use portcullis::core::secret::SessionHash;
 use portcullis::store::{
-    CaptchaRecord, EventFilter, NewUser, PostgresStore, Purged, RememberRecord, Revoked,
-    SessionBounds, SessionRecord, SqliteStore, Store, StoreError, UserChange,
+    CaptchaRecord, EventFilter, PostgresStore, Purged, RememberRecord, Revoked, SessionBounds,
+    SessionRecord, SessionStore, SqliteStore, Store, StoreError, UserChange, UserStore,
 };
-use portcullis::throttle::Counter;
-use portcullis::token::SessionHash;
 
 fn new_user(login: &str, email: &str) -> NewUser {
     NewUser {

@@ -2,6 +2,7 @@
 //! collected with its line and column; request-time code only ever sees a valid `Config`,
 //! swapped whole on reload, and never parses anything again.
 
+mod cookies;
 mod locate;
 mod raw;
 
@@ -13,10 +14,9 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use crate::allowlist::AddrSet;
-use crate::audit::EventFile;
-use crate::network::{ForwardedHeader, Restriction};
-use crate::session::cookie::CookieNames;
+use crate::core::addr::AddrSet;
+
+pub use cookies::CookieNames;
 
 use locate::Locator;
 pub use locate::Position;
@@ -173,6 +173,70 @@ pub struct Argon2Params {
     pub memory_kib: u32,
     pub iterations: u32,
     pub parallelism: u32,
+}
+
+/// Where `audit.file` copies events to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventFile {
+    Stdout,
+    Path(PathBuf),
+}
+
+impl std::fmt::Display for EventFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventFile::Stdout => f.write_str("standard output"),
+            EventFile::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// The one header the trusted proxies set (`network.forwarded_header`); no other is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, …`: nginx's `$proxy_add_x_forwarded_for`, most load
+    /// balancers.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+    /// `X-Real-IP: client`, set (not appended) by the proxy: exactly one value.
+    XRealIp,
+}
+
+impl ForwardedHeader {
+    pub const NAMES: [&'static str; 3] = ["X-Forwarded-For", "Forwarded", "X-Real-IP"];
+
+    /// The header's name, lower-case, as `http` stores it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+            ForwardedHeader::XRealIp => "x-real-ip",
+        }
+    }
+
+    /// Case-insensitive, as operators write header names.
+    pub fn parse(text: &str) -> Option<ForwardedHeader> {
+        [
+            ForwardedHeader::XForwardedFor,
+            ForwardedHeader::Forwarded,
+            ForwardedHeader::XRealIp,
+        ]
+        .into_iter()
+        .find(|h| h.name().eq_ignore_ascii_case(text.trim()))
+    }
+}
+
+/// One `network.restrictions` entry, validated.
+#[derive(Debug, Clone)]
+pub struct Restriction {
+    pub name: String,
+    /// Lower-cased.
+    pub groups: Vec<String>,
+    /// Lower-cased logins or emails.
+    pub users: Vec<String>,
+    pub allow: AddrSet,
 }
 
 #[derive(Debug, Clone)]
@@ -342,7 +406,7 @@ impl Validator<'_> {
             return None;
         };
         let authority = rest.trim_end_matches('/');
-        if !crate::headers::valid_host(authority) {
+        if !crate::core::addr::valid_host(authority) {
             self.error(
                 "public_url",
                 format!("`{text}` must be a scheme and host only, e.g. https://portal.example.com"),

@@ -68,7 +68,11 @@ impl ServeHttp for Admin {
                     Ok(n) => self.app.metrics.set_sessions_active(n),
                     Err(e) => tracing::warn!(error = %e, "cannot count sessions for /metrics"),
                 }
-                reply(200, crate::metrics::CONTENT_TYPE, self.app.metrics.render())
+                reply(
+                    200,
+                    crate::service::metrics::CONTENT_TYPE,
+                    self.app.metrics.render(),
+                )
             }
             _ => text(404, "not found\n".into()),
         }

@@ -2,6 +2,7 @@
 //! way upstream strip what clients must not send (identity headers, the gateway's cookies) and
 //! add what the portal needs (identity, X-Forwarded-*).
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,22 +12,17 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use serde_json::json;
 
 use super::App;
-use super::local;
-use super::reply::{self, Reply};
-use crate::allowlist::ClientAddr;
-use crate::audit::{Event, EventKind};
-use crate::config::{Config, IdentityHeaders, NetworkConfig};
-use crate::decision::{self, Decision, Route, SessionState};
-use crate::headers::{self, Framing};
-use crate::network::{self, Forwarding, PeerAddr};
-use crate::pages::messages;
-use crate::session::cookie::{self, CookieNames};
-use crate::session::{Client, Ended, Identity, LiveSession, Lookup, Renewal};
-use crate::token::{RememberToken, SessionToken};
-use std::net::{IpAddr, Ipv4Addr};
+use super::write;
+use crate::config::{Config, CookieNames, IdentityHeaders};
+use crate::core::identity::Identity;
+use crate::policy::headers;
+use crate::web::cookies;
+use crate::web::gate::{self, Verdict};
+use crate::web::handlers::{self, takes_body};
+use crate::web::reply::Reply;
+use crate::web::request::{Facts, Request, header_str};
 
 pub struct Gateway {
     app: Arc<App>,
@@ -35,6 +31,30 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(app: Arc<App>) -> Gateway {
         Gateway { app }
+    }
+
+    /// One of the gateway's own endpoints: the body read first (for a `POST`), then the
+    /// handler.
+    async fn local(
+        &self,
+        session: &mut Session,
+        cfg: &Config,
+        endpoint: crate::policy::route::Endpoint,
+        facts: &Facts,
+    ) -> Reply {
+        let body = match takes_body(&session.req_header().method) {
+            true => match write::read_body(session, &cfg.timeouts).await {
+                Ok(body) => body,
+                Err(why) => return handlers::body_refused(&endpoint, why),
+            },
+            false => Bytes::new(),
+        };
+        let req = Request {
+            head: session.req_header(),
+            facts,
+            body: &body,
+        };
+        handlers::handle(&self.app.site, cfg, endpoint, &req).await
     }
 }
 
@@ -50,177 +70,6 @@ pub struct Ctx {
     sent_upstream: Option<std::time::Instant>,
 }
 
-/// The facts about a request that the gateway's decisions use.
-pub struct Facts {
-    pub addr: ClientAddr,
-    pub client: Client,
-    /// The `Cookie` headers (shared with the request, not copied).
-    cookies: Vec<HeaderValue>,
-}
-
-impl Facts {
-    pub fn of(session: &Session, network: &NetworkConfig) -> Facts {
-        let req = session.req_header();
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-        let values: Vec<&[u8]> = req
-            .headers
-            .get_all(network.forwarded_header.name())
-            .iter()
-            .map(HeaderValue::as_bytes)
-            .collect();
-        let addr = network::resolve(
-            PeerAddr(peer),
-            &network.trusted_proxies,
-            Forwarding {
-                header: network.forwarded_header,
-                values: &values,
-            },
-        );
-        let user_agent = header_str(req, header::USER_AGENT)
-            .unwrap_or_default()
-            .to_string();
-        Facts {
-            addr,
-            client: Client {
-                ip: addr.to_string(),
-                user_agent,
-            },
-            cookies: req
-                .headers
-                .get_all(header::COOKIE)
-                .iter()
-                .cloned()
-                .collect(),
-        }
-    }
-
-    pub fn cookie(&self, name: &str) -> Option<&str> {
-        cookie::find(self.cookies.iter().filter_map(|v| v.to_str().ok()), name)
-    }
-}
-
-pub fn header_str(req: &RequestHeader, name: impl http::header::AsHeaderName) -> Option<&str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The outcome of looking for a session on a protected request.
-struct Resolved {
-    state: SessionState,
-    live: Option<Arc<LiveSession>>,
-    set_cookies: Vec<String>,
-}
-
-impl Gateway {
-    /// Session cookie first; failing that, a remember-me cookie renews silently.
-    async fn resolve(
-        &self,
-        facts: &Facts,
-        cfg: &Config,
-    ) -> Result<Resolved, crate::store::StoreError> {
-        let names = &cfg.cookies;
-        let mut state = SessionState::Missing;
-        let mut set_cookies = Vec::new();
-        if let Some(token) = facts.cookie(&names.session).and_then(SessionToken::parse) {
-            match self.app.sessions.lookup(&token, &cfg.session).await? {
-                Lookup::Live(live) => {
-                    return Ok(Resolved {
-                        state: SessionState::Live,
-                        live: Some(live),
-                        set_cookies,
-                    });
-                }
-                Lookup::Expired(_) => state = SessionState::Expired,
-                Lookup::Unknown => {}
-            }
-            set_cookies.push(names.clear(&names.session));
-        }
-        let Some(raw) = facts.cookie(&names.remember) else {
-            return Ok(Resolved {
-                state,
-                live: None,
-                set_cookies,
-            });
-        };
-        let renewal = match RememberToken::parse(raw) {
-            Some(token) if cfg.session.remember_me.is_some() => {
-                self.app.sessions.renew(&token, &facts.client).await?
-            }
-            _ => Renewal::Invalid,
-        };
-        match renewal {
-            Renewal::Renewed(issued) => {
-                let set = vec![
-                    names.set(&names.session, issued.token.expose(), None),
-                    names.set(
-                        &names.remember,
-                        &issued.remember.map(|r| r.expose()).unwrap_or_default(),
-                        cfg.session.remember_me,
-                    ),
-                ];
-                Ok(Resolved {
-                    state: SessionState::Live,
-                    live: Some(issued.live),
-                    set_cookies: set,
-                })
-            }
-            Renewal::Theft { login } => {
-                tracing::warn!(%login, ip = %facts.client.ip, "a replayed remember-me token ended every session of the user");
-                set_cookies.push(names.clear(&names.remember));
-                Ok(Resolved {
-                    state,
-                    live: None,
-                    set_cookies,
-                })
-            }
-            Renewal::Invalid => {
-                set_cookies.push(names.clear(&names.remember));
-                Ok(Resolved {
-                    state,
-                    live: None,
-                    set_cookies,
-                })
-            }
-        }
-    }
-}
-
-impl Gateway {
-    /// A live session used from outside its user's allowed ranges ends here (SPEC §3 step 7).
-    async fn restricted(&self, live: &LiveSession, facts: &Facts) {
-        if let Err(e) = self.app.sessions.end(live, Ended::IpRestricted).await {
-            tracing::error!(error = %e, "could not end an IP-restricted session");
-        }
-        self.app.audit.record(
-            Event::new(EventKind::IpRestricted, self.app.sessions.now())
-                .login(&live.identity.login)
-                .client(&facts.client.ip, &facts.client.user_agent)
-                .session(live.hash.short())
-                .detail("session"),
-        );
-    }
-}
-
-/// A refusal as a page for browsers and as JSON `{"error": code}` for everything else.
-pub fn refusal(session: &Session, status: u16, code: &str, title: &str, message: &str) -> Reply {
-    let req = session.req_header();
-    if decision::accepts_html(header_str(req, header::ACCEPT)) {
-        Reply::page(status, title, message)
-    } else {
-        Reply::json(status, json!({"error": code}))
-    }
-}
-
-fn unavailable() -> Reply {
-    Reply::page(
-        503,
-        "Service unavailable",
-        "Sign-in is temporarily unavailable. Please try again in a minute.",
-    )
-}
-
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
@@ -234,109 +83,33 @@ impl ProxyHttp for Gateway {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        if bad_framing(session.req_header()).is_some() {
-            // Framing the portal might read differently: answer, and never read on.
-            session.set_keepalive(None);
-            let reply = Reply::page(400, "Bad request", "The request could not be read.");
-            reply::write(session, reply).await?;
-            return Ok(true);
-        }
         let cfg = self.app.config.load_full();
-        let req = session.req_header();
-        let method = req.method.clone();
-        let method = method.as_str();
-        let has_body = req.headers.contains_key(header::TRANSFER_ENCODING)
-            || header_str(req, header::CONTENT_LENGTH).is_some_and(|n| n != "0");
-        let route = decision::route(method, req.uri.path(), has_body, &cfg.public_paths);
-        let facts = Facts::of(session, &cfg.network);
-        if !network::globally_allowed(&cfg.network.allow, &facts.addr) {
-            self.app.audit.record_once_per_minute(
-                format!("ip_denied {}", crate::throttle::addr_key(&facts.addr)),
-                Event::new(EventKind::IpDenied, self.app.sessions.now())
-                    .client(&facts.client.ip, &facts.client.user_agent),
-            );
-            let reply = refusal(
-                session,
-                403,
-                "ip_denied",
-                "Access denied",
-                messages::IP_DENIED,
-            );
-            self.app.metrics.request("ip_denied");
-            reply::write(session, reply).await?;
-            return Ok(true);
-        }
-        if !matches!(route, Route::Local(_)) {
-            ctx.client_ip = facts.client.ip.clone();
-        }
-        let protected = match route {
-            Route::Local(endpoint) => {
-                self.app.metrics.request("local");
-                let reply = local::handle(&self.app, &cfg, endpoint, session, &facts).await;
-                reply::write(session, reply).await?;
-                return Ok(true);
-            }
-            Route::Public => {
-                self.app.metrics.request("public");
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let facts = Facts::of(session.req_header(), peer, &cfg.network);
+        let verdict = gate::decide(&self.app.site, &cfg, session.req_header(), &facts).await;
+        let reply = match verdict {
+            Verdict::Forward {
+                identity,
+                set_cookies,
+            } => {
+                ctx.identity = identity;
+                ctx.set_cookies = set_cookies;
+                ctx.client_ip = facts.client.ip;
                 return Ok(false);
             }
-            Route::Protected => self.resolve(&facts, &cfg).await,
+            Verdict::Reply(reply) => reply,
+            Verdict::Close(reply) => {
+                // Framing the portal might read differently: answer, and never read on.
+                session.set_keepalive(None);
+                reply
+            }
+            Verdict::Local(endpoint) => self.local(session, &cfg, endpoint, &facts).await,
         };
-        let resolved = match protected {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "session lookup failed");
-                reply::write(session, unavailable()).await?;
-                return Ok(true);
-            }
-        };
-        let req = session.req_header();
-        let path_and_query = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let accepts_html = decision::accepts_html(header_str(req, header::ACCEPT));
-        if let Some(live) = &resolved.live
-            && !network::user_allowed(&cfg.network.restrictions, &live.identity, &facts.addr)
-        {
-            self.restricted(live, &facts).await;
-            let names = &cfg.cookies;
-            let reply = refusal(
-                session,
-                403,
-                "ip_restricted",
-                "Access restricted",
-                messages::IP_RESTRICTED,
-            )
-            .cookies([names.clear(&names.session)]);
-            self.app.metrics.request("ip_restricted");
-            reply::write(session, reply).await?;
-            return Ok(true);
-        }
-        let decided = decision::decide(method, path_and_query, accepts_html, resolved.state);
-        self.app.metrics.request(match decided {
-            Decision::Forward => "proxied",
-            Decision::LoginRedirect { .. } => "login_redirect",
-            Decision::Unauthenticated { .. } => "unauthenticated",
-        });
-        match decided {
-            Decision::Forward => {
-                ctx.identity = resolved.live.map(|l| l.identity.clone());
-                ctx.set_cookies = resolved.set_cookies;
-                Ok(false)
-            }
-            Decision::LoginRedirect { location } => {
-                let reply = Reply::redirect(302, &location).cookies(resolved.set_cookies);
-                reply::write(session, reply).await?;
-                Ok(true)
-            }
-            Decision::Unauthenticated { login_url } => {
-                let reply = Reply::json(
-                    401,
-                    json!({"error": "unauthenticated", "login_url": login_url}),
-                )
-                .cookies(resolved.set_cookies);
-                reply::write(session, reply).await?;
-                Ok(true)
-            }
-        }
+        write::write(session, reply).await?;
+        Ok(true)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -399,7 +172,7 @@ impl ProxyHttp for Gateway {
                 "The portal is not responding",
                 "The gateway could not reach the portal. Please try again in a few moments.",
             );
-            if let Err(err) = reply::write(session, page).await {
+            if let Err(err) = write::write(session, page).await {
                 tracing::debug!(error = %err, "could not send the 502 page");
             }
         } else if code > 0 {
@@ -435,28 +208,6 @@ fn strip_untrusted(req: &mut RequestHeader, identity: &IdentityHeaders) {
     }
 }
 
-/// SPEC §3: a request whose framing a portal might read otherwise than the gateway.
-fn bad_framing(req: &RequestHeader) -> Option<headers::BadFraming> {
-    let all = |name| -> Vec<&[u8]> {
-        req.headers
-            .get_all(name)
-            .iter()
-            .map(HeaderValue::as_bytes)
-            .collect()
-    };
-    let (hosts, lengths) = (all(header::HOST), all(header::CONTENT_LENGTH));
-    headers::framing_problem(Framing {
-        needs_host: req.version == http::Version::HTTP_11,
-        hosts: &hosts,
-        content_lengths: &lengths,
-        transfer_encoding: req.headers.contains_key(header::TRANSFER_ENCODING),
-        underscored: req
-            .headers
-            .keys()
-            .any(|k| headers::underscored_framing(k.as_str())),
-    })
-}
-
 /// The host the portal is told was asked for: `public_url`'s when configured, else the
 /// request's own (already checked by `bad_framing`), else none.
 fn forwarded_host(cfg: &Config, req: &RequestHeader) -> Option<String> {
@@ -464,7 +215,8 @@ fn forwarded_host(cfg: &Config, req: &RequestHeader) -> Option<String> {
         return Some(url.authority.clone());
     }
     let host = header_str(req, header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str()));
-    host.filter(|h| headers::valid_host(h)).map(str::to_string)
+    host.filter(|h| crate::core::addr::valid_host(h))
+        .map(str::to_string)
 }
 
 fn set_identity(req: &mut RequestHeader, headers: &IdentityHeaders, id: &Identity) -> Result<()> {
@@ -497,8 +249,8 @@ fn strip_gateway_cookies(req: &mut RequestHeader, names: &CookieNames) -> Result
         .collect();
     let kept = match values.as_slice() {
         [] => return Ok(()),
-        [one] => cookie::without(one, &names.all()),
-        many => cookie::without(&many.join(&b"; "[..]), &names.all()),
+        [one] => cookies::without(one, &names.all()),
+        many => cookies::without(&many.join(&b"; "[..]), &names.all()),
     };
     req.remove_header(&header::COOKIE);
     if let Some(kept) = kept {
@@ -534,16 +286,6 @@ fn forwarded(
     req.insert_header("X-Forwarded-Proto", proto)?;
     req.insert_header("Forwarded", rfc7239)?;
     Ok(())
-}
-
-/// Records the end of a session by the person who owned it.
-pub fn logout_event(app: &App, identity: &Identity, client: &Client, short: String) {
-    app.audit.record(
-        Event::new(EventKind::Logout, app.sessions.now())
-            .login(&identity.login)
-            .client(&client.ip, &client.user_agent)
-            .session(short),
-    );
 }
 
 #[cfg(test)]

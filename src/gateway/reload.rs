@@ -12,8 +12,8 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::App;
-use crate::audit::{Event, EventKind};
 use crate::config::Config;
+use crate::core::event::{Event, EventKind};
 
 /// Makes SIGHUP harmless from the start (its default action ends the process); the reloader
 /// listens for it once the server runs.

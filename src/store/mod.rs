@@ -1,8 +1,10 @@
-//! The store interface: users, sessions, remember-me tokens, revocations, throttle counters,
-//! CAPTCHA challenges and events behind one
-//! async trait, so that callers never know which database is underneath (SQLite, embedded, or
-//! PostgreSQL, shared by a cluster). It keeps hashes of secrets only, never the secrets.
+//! The store: one trait per aggregate (users, sessions and their revocations, remember-me
+//! tokens, throttle counters, CAPTCHA challenges, events, secrets), each implemented for
+//! SQLite (embedded) and PostgreSQL (shared by a cluster) with migrations of its own, so that
+//! callers never know which database is underneath and a new aggregate arrives as a new trait.
+//! It keeps hashes of secrets only, never the secrets.
 
+mod migrations;
 mod postgres;
 mod sqlite;
 
@@ -13,13 +15,12 @@ use async_trait::async_trait;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-use crate::audit::Event;
 use crate::config::StoreConfig;
-use crate::throttle::Counter;
-use crate::token::SessionHash;
-
-/// Seconds since the Unix epoch.
-pub type UnixTime = i64;
+use crate::core::counter::Counter;
+use crate::core::event::Event;
+use crate::core::identity::{NewUser, User};
+use crate::core::secret::SessionHash;
+use crate::core::time::UnixTime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,29 +34,6 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub id: i64,
-    pub login: String,
-    pub email: String,
-    pub name: String,
-    pub phone: String,
-    pub groups: Vec<String>,
-    pub password_hash: String,
-    pub dismissed: bool,
-    pub created_at: UnixTime,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewUser {
-    pub login: String,
-    pub email: String,
-    pub name: String,
-    pub phone: String,
-    pub groups: Vec<String>,
-    pub password_hash: String,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -145,27 +123,46 @@ pub struct EventFilter {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store:
+    UserStore + SessionStore + RememberStore + ThrottleStore + CaptchaStore + EventStore + SecretStore
+{
     /// Cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
+}
 
+/// Users: logins and emails share one case-insensitive namespace.
+#[async_trait]
+pub trait UserStore: Send + Sync {
     async fn create_user(&self, user: NewUser, now: UnixTime) -> StoreResult<User>;
+
     /// Finds a user by login or by email, case-insensitively.
     async fn find_user(&self, login_or_email: &str) -> StoreResult<Option<User>>;
-    async fn get_user(&self, id: i64) -> StoreResult<Option<User>>;
-    async fn list_users(&self) -> StoreResult<Vec<User>>;
-    async fn set_password_hash(&self, user_id: i64, hash: &str) -> StoreResult<()>;
-    async fn set_dismissed(&self, user_id: i64, dismissed: bool) -> StoreResult<()>;
 
+    async fn get_user(&self, id: i64) -> StoreResult<Option<User>>;
+
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+
+    async fn set_password_hash(&self, user_id: i64, hash: &str) -> StoreResult<()>;
+
+    async fn set_dismissed(&self, user_id: i64, dismissed: bool) -> StoreResult<()>;
+}
+
+/// Sessions, and the revocation feed that tells every gateway which ones ended.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
     /// Adds a session; a session with the same hash already there is kept as it is (a
     /// remember-me renewal raced by the same browser derives the same id).
     async fn insert_session(&self, session: &SessionRecord) -> StoreResult<()>;
+
     async fn get_session(&self, hash: &SessionHash) -> StoreResult<Option<SessionRecord>>;
+
     /// Moves `last_seen` forward (never back). False when the session is gone or its user is
     /// dismissed: the caller must stop trusting its copy.
     async fn touch_session(&self, hash: &SessionHash, last_seen: UnixTime) -> StoreResult<bool>;
+
     /// Deletes one session and publishes its revocation; true if it existed.
     async fn end_session(&self, hash: &SessionHash, now: UnixTime) -> StoreResult<bool>;
+
     /// Makes `change` to a user, deletes every session and remember-me token of theirs and
     /// publishes the revocation, with `reason` and the number of sessions ended, which it
     /// returns: all in one transaction.
@@ -176,14 +173,41 @@ pub trait Store: Send + Sync {
         reason: &str,
         change: UserChange,
     ) -> StoreResult<u64>;
+
     /// Deletes sessions created before `created_before` (counted as `absolute`), then those
     /// idle since before `idle_before` (counted as `idle`).
     async fn purge_sessions(&self, bounds: SessionBounds) -> StoreResult<Purged>;
+
     /// Sessions seen since `idle_before` and created since `created_before`.
     async fn count_sessions(&self, bounds: SessionBounds) -> StoreResult<u64>;
 
+    /// Revocations published after `seq`, oldest first. Sequence numbers become visible in
+    /// order: none can appear later below one already read.
+    async fn revocations_since(&self, seq: i64) -> StoreResult<Vec<Revocation>>;
+
+    /// Takes the count of sessions revocation `seq` ended, leaving 0: of several gateways
+    /// reading the feed, exactly one gets it.
+    async fn claim_ended(&self, seq: i64) -> StoreResult<u64>;
+
+    /// Deletes revocations made before `before`: they only need to outlive the gateways' reads.
+    async fn purge_revocations(&self, before: UnixTime) -> StoreResult<u64>;
+
+    async fn last_revocation(&self) -> StoreResult<i64>;
+
+    /// Bumped whenever revocations may have been published, for stores that can say so
+    /// (PostgreSQL's LISTEN/NOTIFY); the feed is also read on a timer either way.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+}
+
+/// "Stay signed in" tokens: a selector and the hash of its validator.
+#[async_trait]
+pub trait RememberStore: Send + Sync {
     async fn insert_remember(&self, token: &RememberRecord) -> StoreResult<()>;
+
     async fn get_remember(&self, selector: &str) -> StoreResult<Option<RememberRecord>>;
+
     /// Replaces the validator hash only if it is still `old`, keeping `old` as the previous one
     /// with the time `now`; false if another use won the race.
     async fn rotate_remember(
@@ -193,28 +217,29 @@ pub trait Store: Send + Sync {
         new: &[u8],
         now: UnixTime,
     ) -> StoreResult<bool>;
+
     async fn delete_remember(&self, selector: &str) -> StoreResult<()>;
+}
 
-    /// Revocations published after `seq`, oldest first. Sequence numbers become visible in
-    /// order: none can appear later below one already read.
-    async fn revocations_since(&self, seq: i64) -> StoreResult<Vec<Revocation>>;
-    /// Takes the count of sessions revocation `seq` ended, leaving 0: of several gateways
-    /// reading the feed, exactly one gets it.
-    async fn claim_ended(&self, seq: i64) -> StoreResult<u64>;
-    async fn last_revocation(&self) -> StoreResult<i64>;
-    /// Deletes revocations made before `before`: they only need to outlive the gateways' reads.
-    async fn purge_revocations(&self, before: UnixTime) -> StoreResult<u64>;
-
+/// Throttle counters per login and per address, changed atomically.
+#[async_trait]
+pub trait ThrottleStore: Send + Sync {
     async fn counter(&self, key: &str) -> StoreResult<Option<Counter>>;
+
     /// Applies `update` atomically and returns the counter as it was before.
     async fn update_counter(
         &self,
         key: &str,
         update: CounterUpdate,
     ) -> StoreResult<Option<Counter>>;
+
     /// Deletes counters with no failure since `failed_before` and nothing pending at `now`.
     async fn purge_counters(&self, failed_before: i64, now: i64) -> StoreResult<u64>;
+}
 
+/// CAPTCHA challenges: the picture and the hash of the answer.
+#[async_trait]
+pub trait CaptchaStore: Send + Sync {
     /// Adds a challenge, first deleting expired ones and then, while `limit` or more remain
     /// (from every gateway), the oldest (the first to expire, then the first made): the table never holds more than `limit`, and the
     /// newest challenges, those people are answering, are the ones kept. Returns how many
@@ -225,27 +250,34 @@ pub trait Store: Send + Sync {
         limit: u32,
         now: UnixTime,
     ) -> StoreResult<u64>;
+
     /// The picture of a challenge that is neither used nor expired.
     async fn captcha_image(&self, id: &str, now: UnixTime) -> StoreResult<Option<Vec<u8>>>;
+
     /// Removes a challenge and returns it: each can be answered once.
     async fn take_captcha(&self, id: &str) -> StoreResult<Option<CaptchaRecord>>;
-    async fn purge_captchas(&self, now: UnixTime) -> StoreResult<u64>;
 
+    async fn purge_captchas(&self, now: UnixTime) -> StoreResult<u64>;
+}
+
+/// The event log.
+#[async_trait]
+pub trait EventStore: Send + Sync {
     /// Stores `events` in one transaction: all or none.
     async fn record_events(&self, events: &[Event]) -> StoreResult<()>;
+
     /// Oldest first: deletes at most `limit` events older than `before`; returns how many.
     async fn purge_events(&self, before: UnixTime, limit: u32) -> StoreResult<u64>;
-    async fn events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>>;
 
+    async fn events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>>;
+}
+
+/// Random secrets the gateways of one store share (MAC keys).
+#[async_trait]
+pub trait SecretStore: Send + Sync {
     /// A random 32-byte secret kept under `name`: made by whichever gateway (or command) asks
     /// first, then the same for every gateway of the store (e.g. the login form's CSRF key).
     async fn secret(&self, name: &str) -> StoreResult<[u8; 32]>;
-
-    /// Bumped whenever revocations may have been published, for stores that can say so
-    /// (PostgreSQL's LISTEN/NOTIFY); the feed is also read on a timer either way.
-    fn changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        None
-    }
 }
 
 /// The case-insensitive form under which logins and emails are unique and looked up.

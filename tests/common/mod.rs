@@ -445,15 +445,15 @@ impl Gateway {
     /// the store interface, and returns its id. (The gateway's own challenges are only ever
     /// stored hashed, so a test cannot answer them.)
     pub fn mint_captcha(&self, answer: &str) -> String {
-        use portcullis::store::{CaptchaRecord, SqliteStore, Store};
-        let id = portcullis::token::challenge_id();
+        use portcullis::store::{CaptchaRecord, CaptchaStore, SqliteStore};
+        let id = portcullis::core::secret::challenge_id();
         let expires_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs() as i64
             + 300;
         let record = CaptchaRecord {
-            answer_hash: portcullis::captcha::answer_hash(&id, answer),
+            answer_hash: portcullis::service::captcha::answer_hash(&id, answer),
             id: id.clone(),
             png: Vec::new(),
             expires_at,

@@ -1,0 +1,437 @@
+//! The command line (SPEC §1): parses arguments, runs one command, and turns every failure into
+//! one clear line on stderr and an exit code (0 ok, 1 runtime failure, 2 bad usage or input).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+pub mod demo;
+
+use crate::config::{Argon2Params, Config};
+use crate::core::secret::Password;
+use crate::core::time::{Clock, SystemClock};
+use crate::service::accounts::{self, AccountError, Accounts, Profile};
+use crate::service::audit::{Filters, Query};
+use crate::service::hasher;
+use crate::store;
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An authenticating reverse proxy for on-premise portals"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// How the gateway's own log lines (on stderr) are written.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// A one-command tour: the gateway in front of a built-in demo portal.
+    Demo {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// Validate a configuration file; print `ok` or every problem.
+    CheckConfig {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Read a password from stdin and print its argon2id hash.
+    HashPassword,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Query the event log, oldest first.
+    Audit {
+        /// Events of this login (case-insensitive).
+        #[arg(long, value_name = "LOGIN")]
+        user: Option<String>,
+        /// Events from this address, CIDR block or FIRST-LAST range.
+        #[arg(long, value_name = "CIDR")]
+        ip: Option<String>,
+        /// Events of this kind, e.g. login_failure.
+        #[arg(long, value_name = "EVENT")]
+        event: Option<String>,
+        /// Events of the last DURATION, e.g. 90s, 24m, 12h, 30d.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user (prints a generated password unless --password-stdin is given).
+    Add {
+        login: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        phone: String,
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// List every user.
+    List {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Show one user.
+    Show {
+        login: String,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Set a new password (read from stdin) and end the user's sessions.
+    SetPassword {
+        login: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Block a user from signing in and end their sessions.
+    Dismiss {
+        login: String,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Allow a dismissed user to sign in again.
+    Restore {
+        login: String,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// End every session and remember-me token of a user, on every gateway.
+    LogoutAll {
+        login: String,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+/// A failure to report: the message (one line per problem) and the exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>) -> CliError {
+        CliError {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    pub fn runtime(message: impl std::fmt::Display) -> CliError {
+        CliError {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<store::StoreError> for CliError {
+    fn from(e: store::StoreError) -> CliError {
+        match e {
+            store::StoreError::Duplicate(m) => CliError::usage(m),
+            other => CliError::runtime(other),
+        }
+    }
+}
+
+impl From<AccountError> for CliError {
+    fn from(e: AccountError) -> CliError {
+        match e {
+            AccountError::Store(e) => e.into(),
+            AccountError::Invalid(_) | AccountError::NotFound(_) => CliError::usage(e.to_string()),
+            AccountError::Hash(e) => CliError::runtime(e),
+        }
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match dispatch(cli.command) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("portcullis: {}", e.message);
+            e.code
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Serve { config, log_format } => {
+            let config = load(&config)?;
+            init_logging(log_format);
+            crate::gateway::serve(config, Vec::new()).map_err(CliError::runtime)
+        }
+        Command::Demo { port } => {
+            init_logging(LogFormat::Text);
+            crate::cli::demo::run(port)
+        }
+        Command::CheckConfig { config } => {
+            load(&config)?;
+            println!("ok");
+            Ok(())
+        }
+        Command::HashPassword => {
+            let pw = read_password()?;
+            let defaults = Config::parse("upstream: http://127.0.0.1:1\n", "-", Path::new("."))
+                .map_err(|e| CliError::runtime(e.to_string()))?;
+            println!("{}", hash(&pw, defaults.passwords.argon2)?);
+            Ok(())
+        }
+        Command::User { command } => user(command),
+        Command::Audit {
+            user,
+            ip,
+            event,
+            since,
+            json,
+            config,
+        } => {
+            let filters = Filters {
+                user: user.as_deref(),
+                ip: ip.as_deref(),
+                event: event.as_deref(),
+                since: since.as_deref(),
+            };
+            audit(&filters, json, &config)
+        }
+    }
+}
+
+/// `portcullis audit`: filters are checked before the config and the store are touched.
+fn audit(filters: &Filters<'_>, json: bool, config: &Path) -> Result<(), CliError> {
+    let query = Query::parse(filters, now()).map_err(CliError::usage)?;
+    let config = load(config)?;
+    let mut events = runtime()?.block_on(async {
+        let store = store::open(&config.store).await?;
+        store.events(&query.filter).await
+    })?;
+    events.retain(|e| query.keeps(e));
+    events.reverse();
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        events
+            .iter()
+            .try_for_each(|e| writeln!(out, "{}", e.to_json()))
+    } else {
+        out.write_all(crate::service::audit::table(&events).as_bytes())
+    };
+    // A closed pipe (`| head`) is the reader's choice, not a failure.
+    match written.and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::runtime(e)),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One readable line per record.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Log lines go to stderr (stdout may carry `audit.file: "-"`); `RUST_LOG` picks the level,
+/// `info` by default. Pingora's own `log` records come through the same way.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        // Colours only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+pub fn load(path: &Path) -> Result<Config, CliError> {
+    Config::load(path).map_err(|e| CliError::usage(e.to_string()))
+}
+
+/// Reads a password from stdin; one trailing newline is not part of it.
+fn read_password() -> Result<Password, CliError> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| CliError::usage(format!("cannot read the password from stdin: {e}")))?;
+    let text = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if text.is_empty() {
+        return Err(CliError::usage("the password read from stdin is empty"));
+    }
+    Ok(Password::new(text))
+}
+
+fn hash(pw: &Password, params: Argon2Params) -> Result<String, CliError> {
+    hasher::hash_now(pw, params).map_err(CliError::runtime)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::runtime)
+}
+
+fn user(command: UserCommand) -> Result<(), CliError> {
+    let config_path = match &command {
+        UserCommand::Add { config, .. }
+        | UserCommand::List { config }
+        | UserCommand::Show { config, .. }
+        | UserCommand::SetPassword { config, .. }
+        | UserCommand::Dismiss { config, .. }
+        | UserCommand::Restore { config, .. }
+        | UserCommand::LogoutAll { config, .. } => config.clone(),
+    };
+    let config = load(&config_path)?;
+    runtime()?.block_on(async {
+        let store = store::open(&config.store).await?;
+        let accounts = Accounts::new(store.as_ref(), &config);
+        run_user(&accounts, command).await
+    })
+}
+
+fn now() -> i64 {
+    SystemClock.now()
+}
+
+const STATUS: [&str; 2] = ["active", "dismissed"];
+
+async fn run_user(accounts: &Accounts<'_>, command: UserCommand) -> Result<(), CliError> {
+    match command {
+        UserCommand::Add {
+            login,
+            email,
+            name,
+            phone,
+            groups,
+            password_stdin,
+            ..
+        } => {
+            let profile = Profile {
+                login,
+                email,
+                name,
+                phone,
+                groups,
+            };
+            add(accounts, profile, password_stdin).await
+        }
+        UserCommand::List { .. } => {
+            println!(
+                "{:<24} {:<32} {:<24} {:<20} STATUS",
+                "LOGIN", "EMAIL", "NAME", "GROUPS"
+            );
+            for u in accounts.list().await? {
+                println!(
+                    "{:<24} {:<32} {:<24} {:<20} {}",
+                    u.login,
+                    u.email,
+                    u.name,
+                    u.groups.join(","),
+                    STATUS[usize::from(u.dismissed)]
+                );
+            }
+            Ok(())
+        }
+        UserCommand::Show { login, .. } => {
+            let u = accounts.find(&login).await?;
+            println!("login:   {}", u.login);
+            println!("email:   {}", u.email);
+            println!("name:    {}", u.name);
+            println!("phone:   {}", u.phone);
+            println!("groups:  {}", u.groups.join(", "));
+            println!("status:  {}", STATUS[usize::from(u.dismissed)]);
+            Ok(())
+        }
+        UserCommand::SetPassword { login, .. } => {
+            let u = accounts.find(&login).await?;
+            let pw = read_password()?;
+            let n = accounts.set_password(&u, &pw, "by administrator").await?;
+            println!("Password changed for {}; {n} session(s) ended", u.login);
+            Ok(())
+        }
+        UserCommand::Dismiss { login, .. } => {
+            let u = accounts.find(&login).await?;
+            let n = accounts.dismiss(&u).await?;
+            println!("Dismissed {}; {n} session(s) ended", u.login);
+            Ok(())
+        }
+        UserCommand::Restore { login, .. } => {
+            let u = accounts.find(&login).await?;
+            accounts.restore(&u).await?;
+            println!("Restored {}", u.login);
+            Ok(())
+        }
+        UserCommand::LogoutAll { login, .. } => {
+            let u = accounts.find(&login).await?;
+            let n = accounts.logout_all(&u).await?;
+            println!("Ended {n} session(s) of {}", u.login);
+            Ok(())
+        }
+    }
+}
+
+/// `user add`: the fields are checked before the password is read, and a generated password
+/// is printed once.
+async fn add(
+    accounts: &Accounts<'_>,
+    profile: Profile,
+    password_stdin: bool,
+) -> Result<(), CliError> {
+    accounts::check_profile(&profile)?;
+    let (pw, generated) = if password_stdin {
+        (read_password()?, false)
+    } else {
+        (Password::generate(), true)
+    };
+    let user = accounts.create(profile, &pw).await?;
+    println!("Created user {}", user.login);
+    if generated {
+        println!("Password: {}", pw.expose());
+    }
+    Ok(())
+}

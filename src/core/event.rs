@@ -1,0 +1,135 @@
+//! What the event log holds: the kinds of events (docs/reference.md, Events) and one event
+//! with its fields. Plain data; nothing secret is ever a field.
+
+use crate::core::time::{UnixTime, rfc3339};
+
+/// Every kind of event of SPEC §10.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    LoginSuccess,
+    LoginFailure,
+    CaptchaRequired,
+    AccountLocked,
+    Logout,
+    SessionExpired,
+    SessionRenewed,
+    IpDenied,
+    IpRestricted,
+    UserCreated,
+    UserDismissed,
+    UserRestored,
+    PasswordChanged,
+    SessionsRevoked,
+    ConfigReloaded,
+    ConfigRejected,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 16] = [
+        EventKind::LoginSuccess,
+        EventKind::LoginFailure,
+        EventKind::CaptchaRequired,
+        EventKind::AccountLocked,
+        EventKind::Logout,
+        EventKind::SessionExpired,
+        EventKind::SessionRenewed,
+        EventKind::IpDenied,
+        EventKind::IpRestricted,
+        EventKind::UserCreated,
+        EventKind::UserDismissed,
+        EventKind::UserRestored,
+        EventKind::PasswordChanged,
+        EventKind::SessionsRevoked,
+        EventKind::ConfigReloaded,
+        EventKind::ConfigRejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::LoginSuccess => "login_success",
+            EventKind::LoginFailure => "login_failure",
+            EventKind::CaptchaRequired => "captcha_required",
+            EventKind::AccountLocked => "account_locked",
+            EventKind::Logout => "logout",
+            EventKind::SessionExpired => "session_expired",
+            EventKind::SessionRenewed => "session_renewed",
+            EventKind::IpDenied => "ip_denied",
+            EventKind::IpRestricted => "ip_restricted",
+            EventKind::UserCreated => "user_created",
+            EventKind::UserDismissed => "user_dismissed",
+            EventKind::UserRestored => "user_restored",
+            EventKind::PasswordChanged => "password_changed",
+            EventKind::SessionsRevoked => "sessions_revoked",
+            EventKind::ConfigReloaded => "config_reloaded",
+            EventKind::ConfigRejected => "config_rejected",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// One line of the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub ts: UnixTime,
+    pub event: String,
+    pub login: String,
+    pub ip: String,
+    pub user_agent: String,
+    /// First 8 hex characters of the session hash, or empty.
+    pub session: String,
+    pub detail: String,
+}
+
+impl Event {
+    pub fn new(kind: EventKind, ts: UnixTime) -> Event {
+        Event {
+            ts,
+            event: kind.as_str().to_string(),
+            login: String::new(),
+            ip: String::new(),
+            user_agent: String::new(),
+            session: String::new(),
+            detail: String::new(),
+        }
+    }
+
+    pub fn login(mut self, login: &str) -> Event {
+        self.login = login.to_string();
+        self
+    }
+
+    pub fn client(mut self, ip: &str, user_agent: &str) -> Event {
+        self.ip = ip.to_string();
+        // A user agent is client-chosen text: bound it so it cannot bloat the log.
+        self.user_agent = user_agent.chars().take(256).collect();
+        self
+    }
+
+    pub fn session(mut self, short_hash: String) -> Event {
+        self.session = short_hash;
+        self
+    }
+
+    pub fn detail(mut self, detail: &str) -> Event {
+        self.detail = detail.to_string();
+        self
+    }
+
+    /// One line of `audit.file` and of `portcullis audit --json`: the SPEC §10 fields, `ts` in
+    /// RFC 3339 UTC.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "ts": rfc3339(self.ts),
+            "event": self.event,
+            "login": self.login,
+            "ip": self.ip,
+            "user_agent": self.user_agent,
+            "session": self.session,
+            "detail": self.detail,
+        })
+        .to_string()
+    }
+}

@@ -1,0 +1,9 @@
+//! The bottom layer: types every other layer shares (time, addresses, identities, events,
+//! secrets, throttle counters). Imports nothing of the crate but itself.
+
+pub mod addr;
+pub mod counter;
+pub mod event;
+pub mod identity;
+pub mod secret;
+pub mod time;

@@ -1,0 +1,378 @@
+//! Secret values: what the gateway hands out (session ids, remember-me tokens, CSRF tokens),
+//! their hashes, and passwords as typed. Their `Debug` prints `[redacted]`, so they cannot
+//! reach a log line by accident; only hashes are ever stored.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+fn random_b64(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// True when `s` looks like something we issued: base64url of the right length.
+fn is_b64_of_len(s: &str, chars: usize) -> bool {
+    s.len() == chars
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// SHA-256 of a session id: the only form in which the store keeps it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionHash(pub [u8; 32]);
+
+impl SessionHash {
+    /// First 8 hex characters: enough to follow one session through the event log.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+}
+
+impl fmt::Debug for SessionHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionHash({})", self.short())
+    }
+}
+
+/// A session id: 256 random bits, base64url.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionToken(String);
+
+impl SessionToken {
+    pub fn generate() -> SessionToken {
+        SessionToken(random_b64(32))
+    }
+
+    /// Accepts a cookie value only if it has the shape of an id we issue.
+    pub fn parse(value: &str) -> Option<SessionToken> {
+        is_b64_of_len(value, 43).then(|| SessionToken(value.to_string()))
+    }
+
+    pub fn hash(&self) -> SessionHash {
+        SessionHash(sha256(&[self.0.as_bytes()]))
+    }
+
+    /// The value to put in the cookie. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The CSRF token for forms posted within this session: derived from the id, so it needs no
+    /// storage and cannot be computed by someone who does not hold the cookie.
+    pub fn csrf(&self) -> String {
+        URL_SAFE_NO_PAD.encode(&sha256(&[b"portcullis-csrf\0", self.0.as_bytes()])[..16])
+    }
+}
+
+impl fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionToken([redacted])")
+    }
+}
+
+/// A "Stay signed in" token: `selector.validator`. The selector finds the row, the validator
+/// proves possession and is stored only as a hash; each use issues a new validator.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RememberToken {
+    pub selector: String,
+    validator: String,
+}
+
+impl RememberToken {
+    pub fn generate() -> RememberToken {
+        RememberToken {
+            selector: random_b64(16),
+            validator: random_b64(32),
+        }
+    }
+
+    /// What this token is traded for at its next use: a session id and the same selector with
+    /// a new validator, both HMAC-SHA256 of this validator under `key`, a secret every gateway
+    /// of the store shares (and the store keeps apart from the tokens' hashes). Every gateway
+    /// that sees this token computes the same pair, so parallel requests of one browser racing
+    /// with it all get the one session the winner made; without the key nobody can compute
+    /// them, not even someone holding this very token.
+    pub fn successor(&self, key: &[u8; 32]) -> (SessionToken, RememberToken) {
+        let derive = |label: &[u8]| {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes 32 bytes");
+            mac.update(label);
+            mac.update(self.validator.as_bytes());
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        };
+        let next = RememberToken {
+            selector: self.selector.clone(),
+            validator: derive(b"portcullis remember-me validator\0"),
+        };
+        (
+            SessionToken(derive(b"portcullis remember-me session\0")),
+            next,
+        )
+    }
+
+    pub fn parse(value: &str) -> Option<RememberToken> {
+        let (selector, validator) = value.split_once('.')?;
+        (is_b64_of_len(selector, 22) && is_b64_of_len(validator, 43)).then(|| RememberToken {
+            selector: selector.to_string(),
+            validator: validator.to_string(),
+        })
+    }
+
+    pub fn validator_hash(&self) -> [u8; 32] {
+        sha256(&[self.validator.as_bytes()])
+    }
+
+    /// Constant-time comparison with a stored validator hash.
+    pub fn matches(&self, stored: &[u8]) -> bool {
+        self.validator_hash().ct_eq(stored).into()
+    }
+
+    /// The cookie value. Never log it.
+    pub fn expose(&self) -> String {
+        format!("{}.{}", self.selector, self.validator)
+    }
+}
+
+impl fmt::Debug for RememberToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RememberToken({}.[redacted])", self.selector)
+    }
+}
+
+/// How long a login form's CSRF token is accepted.
+pub const LOGIN_CSRF_LIFETIME: i64 = 4 * 3600;
+const LOGIN_CSRF_BYTES: usize = 8 + 12 + 16;
+
+/// The login form's CSRF token, carried in a cookie and in the form (double submit) and bound,
+/// by an HMAC under a key all gateways share, to its expiry and to the client's address
+/// (`client`: the throttle key, so an IPv6 client is bound to its /64). Nobody can pick their
+/// own, and one fetched by someone else, from another address, does not work.
+/// Layout, base64url: expiry (seconds, 8 bytes) ‖ nonce (12) ‖ tag (16).
+pub fn login_csrf(key: &[u8; 32], client: &str, now: i64) -> String {
+    let mut bytes = Vec::with_capacity(LOGIN_CSRF_BYTES);
+    bytes.extend_from_slice(&(now + LOGIN_CSRF_LIFETIME).to_be_bytes());
+    let mut nonce = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    bytes.extend_from_slice(&nonce);
+    let tag = login_csrf_tag(key, &bytes, client);
+    bytes.extend_from_slice(&tag);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Seconds a login CSRF token has left at `now`, if it is one of ours, for this client.
+pub fn login_csrf_left(key: &[u8; 32], token: &str, client: &str, now: i64) -> Option<i64> {
+    let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+    if bytes.len() != LOGIN_CSRF_BYTES {
+        return None;
+    }
+    let (signed, tag) = bytes.split_at(20);
+    let expected = login_csrf_tag(key, signed, client);
+    if !bool::from(expected.ct_eq(tag)) {
+        return None;
+    }
+    let expires = i64::from_be_bytes(signed[..8].try_into().ok()?);
+    (expires > now).then_some(expires - now)
+}
+
+fn login_csrf_tag(key: &[u8; 32], signed: &[u8], client: &str) -> [u8; 16] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes 32-byte keys");
+    mac.update(b"portcullis login csrf\0");
+    mac.update(signed);
+    mac.update(client.as_bytes());
+    let full = mac.finalize().into_bytes();
+    let mut tag = [0u8; 16];
+    tag.copy_from_slice(&full[..16]);
+    tag
+}
+
+/// A CAPTCHA challenge id: 128 random bits, base64url (it appears in the image's URL).
+pub fn challenge_id() -> String {
+    random_b64(16)
+}
+
+pub fn is_challenge_id(id: &str) -> bool {
+    is_b64_of_len(id, 22)
+}
+
+/// Constant-time equality for two submitted tokens.
+pub fn same_token(a: &str, b: &str) -> bool {
+    !a.is_empty() && a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// A password as typed. `Debug` never shows it.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(text: impl Into<String>) -> Password {
+        Password(text.into())
+    }
+
+    /// Characters, not bytes: what a person counts.
+    pub fn len(&self) -> usize {
+        self.0.chars().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A random password for generated accounts: 16 characters that are easy to read aloud.
+    pub fn generate() -> Password {
+        use rand::Rng;
+        use rand::rngs::OsRng;
+        const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKMNPQRSTUVWXYZ23456789";
+        let mut rng = OsRng;
+        Password(
+            (0..16)
+                .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+                .collect(),
+        )
+    }
+
+    /// The text, for hashing or for printing once to the operator who asked for it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_ids_are_22_base64url_characters() {
+        assert!(is_challenge_id(&challenge_id()));
+        assert!(is_challenge_id("abcdefghijklmnopqrstu_"));
+        assert!(!is_challenge_id("abcdefghijklmnopqrstu"));
+        assert!(!is_challenge_id("abcdefghijklmnopqrst/_"));
+        assert!(!is_challenge_id("../../../../etc/passwd"));
+    }
+
+    #[test]
+    fn session_tokens_round_trip_and_hide_in_debug() {
+        let t = SessionToken::generate();
+        assert_eq!(SessionToken::parse(t.expose()), Some(t.clone()));
+        assert_eq!(format!("{t:?}"), "SessionToken([redacted])");
+        assert_ne!(t.hash(), SessionToken::generate().hash());
+        assert_eq!(t.hash().short().len(), 8);
+    }
+
+    #[test]
+    fn malformed_cookie_values_are_refused() {
+        for bad in [
+            "",
+            "abc",
+            "../../etc/passwd",
+            &"a".repeat(44),
+            &"+".repeat(43),
+        ] {
+            assert!(SessionToken::parse(bad).is_none(), "{bad}");
+        }
+        for bad in [
+            "",
+            "a.b",
+            "nodot",
+            &format!("{}.{}", "a".repeat(22), "b".repeat(42)),
+        ] {
+            assert!(RememberToken::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn remember_tokens_rotate_validator_only() {
+        let t = RememberToken::generate();
+        let parsed = RememberToken::parse(&t.expose()).unwrap();
+        assert!(parsed.matches(&t.validator_hash()));
+        let key = [3u8; 32];
+        let (session, r) = t.successor(&key);
+        assert_eq!(r.selector, t.selector);
+        assert!(!t.matches(&r.validator_hash()));
+        assert!(!format!("{t:?}").contains(&t.validator));
+        // Well-formed, and the same for every gateway holding the key and the token.
+        assert_eq!(RememberToken::parse(&r.expose()), Some(r.clone()));
+        assert_eq!(SessionToken::parse(session.expose()), Some(session.clone()));
+        assert_eq!(parsed.successor(&key), (session.clone(), r.clone()));
+        let other = RememberToken::generate();
+        assert_ne!(other.successor(&key).0, session);
+        assert_ne!(r.successor(&key).0, session, "each step derives anew");
+        assert_ne!(session.expose(), r.validator);
+        // The token alone (a thief's copy) does not give the next session: the key is needed.
+        assert_ne!(t.successor(&[4u8; 32]).0, session);
+    }
+
+    #[test]
+    fn login_csrf_tokens_are_bound_to_key_client_and_time() {
+        let key = [7u8; 32];
+        let t = login_csrf(&key, "addr:192.0.2.1", 1000);
+        assert_eq!(
+            login_csrf_left(&key, &t, "addr:192.0.2.1", 1000),
+            Some(LOGIN_CSRF_LIFETIME)
+        );
+        assert_eq!(
+            login_csrf_left(&key, &t, "addr:192.0.2.1", 1000 + LOGIN_CSRF_LIFETIME),
+            None
+        );
+        assert_eq!(
+            login_csrf_left(&key, &t, "addr:192.0.2.2", 1000),
+            None,
+            "other address"
+        );
+        assert_eq!(
+            login_csrf_left(&[8u8; 32], &t, "addr:192.0.2.1", 1000),
+            None,
+            "other key"
+        );
+        assert_ne!(
+            t,
+            login_csrf(&key, "addr:192.0.2.1", 1000),
+            "a fresh nonce each time"
+        );
+        // Tampering with the expiry, or any byte, breaks the tag; so do forms not ours.
+        let mut bytes = URL_SAFE_NO_PAD.decode(&t).unwrap();
+        bytes[7] ^= 1;
+        let moved = URL_SAFE_NO_PAD.encode(&bytes);
+        for bad in [
+            moved.as_str(),
+            "",
+            "X",
+            "abcdefghijklmnopqrstuv",
+            &t[..t.len() - 1],
+        ] {
+            assert_eq!(
+                login_csrf_left(&key, bad, "addr:192.0.2.1", 1000),
+                None,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn csrf_is_bound_to_the_session() {
+        let a = SessionToken::generate();
+        assert_eq!(a.csrf(), a.csrf());
+        assert_ne!(a.csrf(), SessionToken::generate().csrf());
+        assert!(same_token(&a.csrf(), &a.csrf()));
+        assert!(!same_token("", ""));
+    }
+}

@@ -1,0 +1,245 @@
+//! Accounts: the rules for creating a user, setting a password, dismissing, restoring and
+//! ending every session of one, in one place for the command line, the demo and (later)
+//! self-service and invitations. Each change that ends sessions does so in the store's
+//! transaction, so running gateways drop them within 2 s; every change is an event.
+
+use crate::config::{Config, EventFile, PasswordPolicy};
+use crate::core::event::{Event, EventKind};
+use crate::core::identity::{NewUser, User};
+use crate::core::secret::Password;
+use crate::core::time::{Clock, SystemClock, UnixTime};
+use crate::service::audit;
+use crate::service::hasher;
+use crate::service::sessions::Ended;
+use crate::store::{Store, StoreError, UserChange};
+
+/// Why an account change was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The input breaks a rule; the message says which, for people.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("there is no user `{0}`")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hash(#[from] hasher::HashError),
+}
+
+/// What a new user is given.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    pub login: String,
+    pub email: String,
+    pub name: String,
+    pub phone: String,
+    pub groups: Vec<String>,
+}
+
+/// The account rules over one store, with the configuration's password policy and event file.
+pub struct Accounts<'a> {
+    store: &'a dyn Store,
+    passwords: &'a PasswordPolicy,
+    event_file: Option<&'a EventFile>,
+}
+
+impl<'a> Accounts<'a> {
+    pub fn new(store: &'a dyn Store, config: &'a Config) -> Accounts<'a> {
+        Accounts {
+            store,
+            passwords: &config.passwords,
+            event_file: config.audit.file.as_ref(),
+        }
+    }
+
+    fn now() -> UnixTime {
+        SystemClock.now()
+    }
+
+    pub async fn find(&self, login: &str) -> Result<User, AccountError> {
+        self.store
+            .find_user(login)
+            .await?
+            .ok_or_else(|| AccountError::NotFound(login.to_string()))
+    }
+
+    pub async fn list(&self) -> Result<Vec<User>, AccountError> {
+        Ok(self.store.list_users().await?)
+    }
+
+    /// Records what was done. The change itself is made already, so a failure here is
+    /// reported but does not undo it.
+    async fn event(&self, kind: EventKind, login: &str, detail: &str) {
+        let event = Event::new(kind, Self::now()).login(login).detail(detail);
+        if let Err(e) = audit::record_directly(self.store, self.event_file, event).await {
+            tracing::warn!(error = %e, "an account change was made but not recorded");
+            eprintln!("portcullis: warning: {e}");
+        }
+    }
+
+    /// Creates a user with `password` (the policy applies). Logins and emails are unique,
+    /// case-insensitively: "A user with this email already exists".
+    pub async fn create(
+        &self,
+        profile: Profile,
+        password: &Password,
+    ) -> Result<User, AccountError> {
+        check_profile(&profile)?;
+        self.check_policy(password)?;
+        let new = NewUser {
+            login: profile.login,
+            email: profile.email,
+            name: profile.name,
+            phone: profile.phone,
+            groups: profile.groups,
+            password_hash: hasher::hash_now(password, self.passwords.argon2)?,
+        };
+        let user = self.store.create_user(new, Self::now()).await?;
+        self.event(EventKind::UserCreated, &user.login, "").await;
+        Ok(user)
+    }
+
+    /// A new password; every session and remember-me token of the user ends. Returns how many
+    /// sessions ended.
+    pub async fn set_password(
+        &self,
+        user: &User,
+        password: &Password,
+        by: &str,
+    ) -> Result<u64, AccountError> {
+        self.check_policy(password)?;
+        let phc = hasher::hash_now(password, self.passwords.argon2)?;
+        let n = self
+            .end_sessions(user, UserChange::Password(phc), "password changed")
+            .await?;
+        self.event(EventKind::PasswordChanged, &user.login, by)
+            .await;
+        Ok(n)
+    }
+
+    /// Blocks sign-in and ends the user's sessions.
+    pub async fn dismiss(&self, user: &User) -> Result<u64, AccountError> {
+        let n = self
+            .end_sessions(user, UserChange::Dismissed, "dismissed")
+            .await?;
+        self.event(EventKind::UserDismissed, &user.login, "").await;
+        Ok(n)
+    }
+
+    pub async fn restore(&self, user: &User) -> Result<(), AccountError> {
+        self.store.set_dismissed(user.id, false).await?;
+        self.event(EventKind::UserRestored, &user.login, "").await;
+        Ok(())
+    }
+
+    /// Ends every session and remember-me token of the user, on every gateway.
+    pub async fn logout_all(&self, user: &User) -> Result<u64, AccountError> {
+        self.end_sessions(user, UserChange::Nothing, "logout-all")
+            .await
+    }
+
+    /// Makes `change` and ends the user's sessions on every gateway, at once; the gateways
+    /// count them as dismissed or revoked.
+    async fn end_sessions(
+        &self,
+        user: &User,
+        change: UserChange,
+        why: &str,
+    ) -> Result<u64, AccountError> {
+        let reason = match change {
+            UserChange::Dismissed => Ended::Dismissed,
+            _ => Ended::Revoked,
+        };
+        let n = self
+            .store
+            .end_user_sessions(user.id, Self::now(), reason.as_str(), change)
+            .await?;
+        self.event(EventKind::SessionsRevoked, &user.login, why)
+            .await;
+        Ok(n)
+    }
+
+    /// Creates `profile`'s user, or gives the existing one a new password and restores it; the
+    /// password is generated and returned (the demo's `demo` user).
+    pub async fn ensure(&self, profile: Profile) -> Result<Password, AccountError> {
+        let password = Password::generate();
+        match self.store.find_user(&profile.login).await? {
+            Some(u) => {
+                let phc = hasher::hash_now(&password, self.passwords.argon2)?;
+                self.store.set_password_hash(u.id, &phc).await?;
+                self.store.set_dismissed(u.id, false).await?;
+            }
+            None => {
+                self.create(profile, &password).await?;
+            }
+        }
+        Ok(password)
+    }
+
+    fn check_policy(&self, password: &Password) -> Result<(), AccountError> {
+        let min = self.passwords.min_length;
+        if password.len() < min {
+            return Err(AccountError::Invalid(format!(
+                "the password must be at least {min} characters long"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Text that ends up in identity headers: no control characters, no commas in group names.
+fn check_text(
+    what: &str,
+    value: &str,
+    allow_empty: bool,
+    forbid: &[char],
+) -> Result<(), AccountError> {
+    if !allow_empty && value.trim().is_empty() {
+        return Err(AccountError::Invalid(format!(
+            "the {what} must not be empty"
+        )));
+    }
+    if value.chars().any(|c| c.is_control() || forbid.contains(&c)) || value.len() > 254 {
+        return Err(AccountError::Invalid(format!(
+            "the {what} `{value}` contains characters that are not allowed{}",
+            if forbid.is_empty() {
+                String::new()
+            } else {
+                format!(" (no {forbid:?})")
+            }
+        )));
+    }
+    Ok(())
+}
+
+fn check_email(email: &str) -> Result<(), AccountError> {
+    check_text("email", email, false, &[' ', ','])?;
+    match email.split_once('@') {
+        Some((local, domain))
+            if !local.is_empty() && domain.contains('.') && !domain.contains('@') =>
+        {
+            Ok(())
+        }
+        _ => Err(AccountError::Invalid(format!(
+            "`{email}` is not an email address"
+        ))),
+    }
+}
+
+/// The rules a new user's fields must meet, checked before anything else (the password too).
+pub fn check_profile(p: &Profile) -> Result<(), AccountError> {
+    check_text("login", &p.login, false, &[','])?;
+    if p.login.trim() != p.login {
+        return Err(AccountError::Invalid(
+            "the login must not start or end with a space".into(),
+        ));
+    }
+    check_email(&p.email)?;
+    check_text("name", &p.name, true, &[])?;
+    check_text("phone", &p.phone, true, &[','])?;
+    for g in &p.groups {
+        check_text("group", g, false, &[','])?;
+    }
+    Ok(())
+}

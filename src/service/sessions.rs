@@ -1,0 +1,814 @@
+//! Sessions: issuing, finding, sliding and ending them. A moka cache with time-to-idle sits in
+//! front of the store so that a request never waits on the store while its session is hot;
+//! `last_seen` reaches the store lazily (at most `idle_timeout / 24` behind).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use moka::sync::Cache;
+
+use crate::config::SessionConfig;
+use crate::core::event::{Event, EventKind};
+use crate::core::identity::{Client, Identity, User};
+use crate::core::secret::{RememberToken, SessionHash, SessionToken};
+use crate::core::time::{Clock, UnixTime};
+use crate::policy::expiry::{Expiry, expiry, touch_interval};
+use crate::service::audit::Audit;
+use crate::service::metrics::Metrics;
+use crate::store::{
+    Purged, RememberRecord, Revoked, SessionBounds, SessionRecord, Store, StoreResult, UserChange,
+};
+
+/// A session in the cache.
+#[derive(Debug)]
+pub struct LiveSession {
+    pub hash: SessionHash,
+    pub identity: Arc<Identity>,
+    pub created_at: UnixTime,
+    pub remember_selector: Option<String>,
+    last_seen: AtomicI64,
+    stored_last_seen: AtomicI64,
+    /// When the store last confirmed the session (read it, or took its `last_seen`). A cached
+    /// session unconfirmed for longer than the idle timeout is asked about again: during a
+    /// store outage it keeps working that long at most.
+    confirmed: AtomicI64,
+}
+
+impl LiveSession {
+    /// A session as the store had it at `now`.
+    fn from_record(rec: &SessionRecord, identity: Arc<Identity>, now: UnixTime) -> LiveSession {
+        LiveSession {
+            hash: rec.hash,
+            identity,
+            created_at: rec.created_at,
+            remember_selector: rec.remember_selector.clone(),
+            last_seen: AtomicI64::new(rec.last_seen),
+            stored_last_seen: AtomicI64::new(rec.last_seen),
+            confirmed: AtomicI64::new(now),
+        }
+    }
+
+    pub fn last_seen(&self) -> UnixTime {
+        self.last_seen.load(Ordering::Relaxed)
+    }
+
+    /// Whether the cached copy may be trusted without asking the store: it was confirmed no
+    /// longer than an idle timeout ago.
+    fn recently_confirmed(&self, now: UnixTime, cfg: &SessionConfig) -> bool {
+        now - self.confirmed.load(Ordering::Relaxed) <= cfg.idle_timeout.as_secs() as i64
+    }
+
+    /// Seconds left before idle expiry (or the absolute limit, if sooner).
+    pub fn expires_in(&self, now: UnixTime, cfg: &SessionConfig) -> i64 {
+        let idle = self.last_seen() + cfg.idle_timeout.as_secs() as i64 - now;
+        match cfg.absolute_timeout {
+            Some(abs) => idle.min(self.created_at + abs.as_secs() as i64 - now),
+            None => idle,
+        }
+        .max(0)
+    }
+}
+
+pub enum Lookup {
+    Live(Arc<LiveSession>),
+    Expired(Expiry),
+    Unknown,
+}
+
+/// A freshly issued session (and remember-me token, when asked for).
+pub struct Issued {
+    pub token: SessionToken,
+    pub remember: Option<RememberToken>,
+    pub live: Arc<LiveSession>,
+}
+
+/// How long the validator a rotation replaced still renews, for the parallel requests of one
+/// browser that carried it; it gets them the rotation's own result, never a session of its own.
+pub const REMEMBER_GRACE: i64 = 10;
+
+/// Which validator a remember-me cookie presented.
+enum Step {
+    /// The current one: this request rotates it.
+    Current,
+    /// The one a parallel request just replaced, within the grace.
+    Raced,
+}
+
+/// Whether `presented` is the validator the last rotation replaced, within the grace, and that
+/// rotation was its own (the record now holds `next`, derived from it), not a later one.
+fn raced(
+    rec: &RememberRecord,
+    presented: &RememberToken,
+    next: &RememberToken,
+    now: UnixTime,
+) -> bool {
+    rec.previous_hash
+        .as_deref()
+        .is_some_and(|prev| presented.matches(prev))
+        && now - rec.rotated_at <= REMEMBER_GRACE
+        && next.matches(&rec.validator_hash)
+}
+
+pub enum Renewal {
+    Renewed(Issued),
+    /// A known selector with a wrong validator: every session of `login` was ended.
+    Theft {
+        login: String,
+    },
+    Invalid,
+}
+
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    /// The key of `RememberToken::successor`, shared by every gateway through the store.
+    remember_key: [u8; 32],
+    audit: Audit,
+    clock: Arc<dyn Clock>,
+    cache: Cache<SessionHash, Arc<LiveSession>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Why a session ended here, for `portcullis_sessions_ended_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Signed out, or replaced by a new sign-in in the same browser.
+    Logout,
+    Expired(Expiry),
+    /// Ended with all of its user's sessions (a replayed remember-me token).
+    Revoked,
+    Dismissed,
+    IpRestricted,
+}
+
+impl Ended {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ended::Logout => "logout",
+            Ended::Expired(why) => why.as_str(),
+            Ended::Revoked => "revoked",
+            Ended::Dismissed => "dismissed",
+            Ended::IpRestricted => "ip_restricted",
+        }
+    }
+}
+
+impl Sessions {
+    pub fn new(
+        store: Arc<dyn Store>,
+        remember_key: [u8; 32],
+        audit: Audit,
+        clock: Arc<dyn Clock>,
+        idle_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Sessions {
+        Sessions {
+            store,
+            remember_key,
+            audit,
+            clock,
+            metrics,
+            cache: Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_idle(idle_timeout)
+                .build(),
+        }
+    }
+
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    /// Finds the session for a cookie, sliding its expiry. Cache first, then the store.
+    pub async fn lookup(&self, token: &SessionToken, cfg: &SessionConfig) -> StoreResult<Lookup> {
+        let now = self.clock.now();
+        let hash = token.hash();
+        let cached = self.cache.get(&hash);
+        self.metrics.session_cache(cached.is_some());
+        if let Some(live) = cached {
+            match expiry(now, live.created_at, live.last_seen(), cfg) {
+                None if live.recently_confirmed(now, cfg) => {
+                    self.slide(&live, now, cfg);
+                    return Ok(Lookup::Live(live));
+                }
+                _ => self.cache.invalidate(&hash),
+            }
+        }
+        // Not cached, or expired here: the store is the judge (another gateway may have seen
+        // the session more recently).
+        let Some(rec) = self.store.get_session(&hash).await? else {
+            return Ok(Lookup::Unknown);
+        };
+        if let Some(why) = expiry(now, rec.created_at, rec.last_seen, cfg) {
+            // Parallel requests of one browser may all get here: the one that ends the session
+            // counts and records it.
+            if !self.store.end_session(&hash, now).await? {
+                return Ok(Lookup::Expired(why));
+            }
+            self.metrics.sessions_ended(Ended::Expired(why).as_str(), 1);
+            let login = match self.store.get_user(rec.user_id).await? {
+                Some(u) => u.login,
+                None => String::new(),
+            };
+            self.audit.record(
+                Event::new(EventKind::SessionExpired, now)
+                    .login(&login)
+                    .client(&rec.ip, &rec.user_agent)
+                    .session(hash.short())
+                    .detail(why.as_str()),
+            );
+            return Ok(Lookup::Expired(why));
+        }
+        let Some(user) = self.store.get_user(rec.user_id).await? else {
+            return Ok(Lookup::Unknown);
+        };
+        if user.dismissed {
+            if self.store.end_session(&hash, now).await? {
+                self.metrics.sessions_ended(Ended::Dismissed.as_str(), 1);
+            }
+            return Ok(Lookup::Unknown);
+        }
+        let live = Arc::new(LiveSession::from_record(
+            &rec,
+            Arc::new(Identity::of(&user)),
+            now,
+        ));
+        self.slide(&live, now, cfg);
+        self.cache.insert(hash, live.clone());
+        Ok(Lookup::Live(live))
+    }
+
+    /// Like `lookup` but without extending the session (for `GET api/session`).
+    pub async fn peek(
+        &self,
+        token: &SessionToken,
+        cfg: &SessionConfig,
+    ) -> StoreResult<Option<Arc<LiveSession>>> {
+        let now = self.clock.now();
+        if let Some(live) = self.cache.get(&token.hash())
+            && live.recently_confirmed(now, cfg)
+        {
+            return Ok(expiry(now, live.created_at, live.last_seen(), cfg)
+                .is_none()
+                .then_some(live));
+        }
+        let Some(rec) = self.store.get_session(&token.hash()).await? else {
+            return Ok(None);
+        };
+        if expiry(now, rec.created_at, rec.last_seen, cfg).is_some() {
+            return Ok(None);
+        }
+        let Some(user) = self
+            .store
+            .get_user(rec.user_id)
+            .await?
+            .filter(|u| !u.dismissed)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(LiveSession::from_record(
+            &rec,
+            Arc::new(Identity::of(&user)),
+            now,
+        ))))
+    }
+
+    /// Records activity; writes `last_seen` to the store only when it lags by the interval.
+    fn slide(&self, live: &Arc<LiveSession>, now: UnixTime, cfg: &SessionConfig) {
+        live.last_seen.fetch_max(now, Ordering::Relaxed);
+        let stored = live.stored_last_seen.load(Ordering::Relaxed);
+        if now - stored >= touch_interval(cfg)
+            && live
+                .stored_last_seen
+                .compare_exchange(stored, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let (store, cache, live) = (self.store.clone(), self.cache.clone(), live.clone());
+            tokio::spawn(async move {
+                match store.touch_session(&live.hash, now).await {
+                    Ok(true) => {
+                        live.confirmed.fetch_max(now, Ordering::Relaxed);
+                    }
+                    // Ended or its user dismissed, and the revocation not seen here (yet).
+                    Ok(false) => cache.invalidate(&live.hash),
+                    Err(e) => {
+                        // Not written: the next request tries again.
+                        let _ = live.stored_last_seen.compare_exchange(
+                            now,
+                            stored,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                        tracing::warn!(error = %e, "could not record session activity");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Issues a new session (never reusing an id the client sent: no fixation).
+    pub async fn issue(
+        &self,
+        user: &User,
+        remember_for: Option<Duration>,
+        client: &Client,
+    ) -> StoreResult<Issued> {
+        let now = self.clock.now();
+        let remember = match remember_for {
+            Some(lifetime) => {
+                let token = RememberToken::generate();
+                self.store
+                    .insert_remember(&RememberRecord {
+                        selector: token.selector.clone(),
+                        validator_hash: token.validator_hash().to_vec(),
+                        user_id: user.id,
+                        expires_at: now + lifetime.as_secs() as i64,
+                        previous_hash: None,
+                        rotated_at: 0,
+                    })
+                    .await?;
+                Some(token)
+            }
+            None => None,
+        };
+        let selector = remember.as_ref().map(|t| t.selector.clone());
+        let (token, live) = self.start(user, selector, client, now).await?;
+        Ok(Issued {
+            token,
+            remember,
+            live,
+        })
+    }
+
+    async fn start(
+        &self,
+        user: &User,
+        remember_selector: Option<String>,
+        client: &Client,
+        now: UnixTime,
+    ) -> StoreResult<(SessionToken, Arc<LiveSession>)> {
+        let token = SessionToken::generate();
+        let live = self
+            .start_with(&token, user, remember_selector, client, now)
+            .await?;
+        Ok((token, live))
+    }
+
+    async fn start_with(
+        &self,
+        token: &SessionToken,
+        user: &User,
+        remember_selector: Option<String>,
+        client: &Client,
+        now: UnixTime,
+    ) -> StoreResult<Arc<LiveSession>> {
+        let rec = SessionRecord {
+            hash: token.hash(),
+            user_id: user.id,
+            created_at: now,
+            last_seen: now,
+            remember_selector,
+            ip: client.ip.clone(),
+            user_agent: client.user_agent.chars().take(256).collect(),
+        };
+        self.store.insert_session(&rec).await?;
+        let live = Arc::new(LiveSession::from_record(
+            &rec,
+            Arc::new(Identity::of(user)),
+            now,
+        ));
+        self.cache.insert(rec.hash, live.clone());
+        Ok(live)
+    }
+
+    /// Trades a remember-me cookie for a new session, rotating its validator. The session id
+    /// and the new validator are derived from the presented validator, so parallel requests of
+    /// one browser that all carry it (after a restart, a page with many assets) end up with the
+    /// same session whichever wins: the others, arriving with the validator just replaced, get
+    /// the winner's result for `REMEMBER_GRACE`. Any other validator for a known selector, or
+    /// the replaced one later than that, is a stolen token replayed.
+    pub async fn renew(&self, presented: &RememberToken, client: &Client) -> StoreResult<Renewal> {
+        let now = self.clock.now();
+        let Some(rec) = self.store.get_remember(&presented.selector).await? else {
+            return Ok(Renewal::Invalid);
+        };
+        if rec.expires_at <= now {
+            self.store.delete_remember(&rec.selector).await?;
+            return Ok(Renewal::Invalid);
+        }
+        let Some(user) = self.store.get_user(rec.user_id).await? else {
+            return Ok(Renewal::Invalid);
+        };
+        let (token, next) = presented.successor(&self.remember_key);
+        let step = if presented.matches(&rec.validator_hash) {
+            Step::Current
+        } else if raced(&rec, presented, &next, now) {
+            Step::Raced
+        } else {
+            return self.theft(user, client, now).await;
+        };
+        if user.dismissed {
+            return Ok(Renewal::Invalid);
+        }
+        let live = match step {
+            Step::Current => {
+                self.rotate(&rec, presented, &next, &token, &user, client, now)
+                    .await?
+            }
+            Step::Raced => self.raced_session(&token, &user, now).await?,
+        };
+        Ok(match live {
+            Some(live) => Renewal::Renewed(Issued {
+                token,
+                remember: Some(next),
+                live,
+            }),
+            None => Renewal::Invalid,
+        })
+    }
+
+    /// The winner's part: the session first, the rotation second (if the rotation cannot be
+    /// made, the browser's validator stays the valid one). Losing the rotation to a parallel
+    /// request with the same token is no loss: it derived the same session.
+    #[allow(clippy::too_many_arguments)]
+    async fn rotate(
+        &self,
+        rec: &RememberRecord,
+        presented: &RememberToken,
+        next: &RememberToken,
+        token: &SessionToken,
+        user: &User,
+        client: &Client,
+        now: UnixTime,
+    ) -> StoreResult<Option<Arc<LiveSession>>> {
+        let live = self
+            .start_with(token, user, Some(rec.selector.clone()), client, now)
+            .await?;
+        let rotated = self
+            .store
+            .rotate_remember(
+                &rec.selector,
+                &rec.validator_hash,
+                &next.validator_hash(),
+                now,
+            )
+            .await?;
+        if rotated {
+            self.audit.record(
+                Event::new(EventKind::SessionRenewed, now)
+                    .login(&user.login)
+                    .client(&client.ip, &client.user_agent)
+                    .session(live.hash.short()),
+            );
+            return Ok(Some(live));
+        }
+        // Someone rotated it first: a parallel request with this token (then the record now
+        // says so), or anything else (then this session is never handed out).
+        let again = self.store.get_remember(&rec.selector).await?;
+        if again.is_some_and(|r| raced(&r, presented, next, now)) {
+            return Ok(Some(live));
+        }
+        self.cache.invalidate(&live.hash);
+        self.store.end_session(&live.hash, now).await?;
+        Ok(None)
+    }
+
+    /// A parallel request's part: the session the winner made, if it still exists.
+    async fn raced_session(
+        &self,
+        token: &SessionToken,
+        user: &User,
+        now: UnixTime,
+    ) -> StoreResult<Option<Arc<LiveSession>>> {
+        let hash = token.hash();
+        if let Some(live) = self.cache.get(&hash) {
+            return Ok(Some(live));
+        }
+        let Some(rec) = self.store.get_session(&hash).await? else {
+            return Ok(None);
+        };
+        let live = Arc::new(LiveSession::from_record(
+            &rec,
+            Arc::new(Identity::of(user)),
+            now,
+        ));
+        self.cache.insert(hash, live.clone());
+        Ok(Some(live))
+    }
+
+    /// A replayed token: every session and remember-me token of the user ends.
+    async fn theft(&self, user: User, client: &Client, now: UnixTime) -> StoreResult<Renewal> {
+        self.end_user(user.id, Ended::Revoked).await?;
+        self.audit.record(
+            Event::new(EventKind::SessionsRevoked, now)
+                .login(&user.login)
+                .client(&client.ip, &client.user_agent)
+                .detail("remember-me token replayed"),
+        );
+        Ok(Renewal::Theft { login: user.login })
+    }
+
+    /// Ends one session and the remember-me token it came with.
+    pub async fn end(&self, live: &LiveSession, why: Ended) -> StoreResult<()> {
+        self.cache.invalidate(&live.hash);
+        if let Some(selector) = &live.remember_selector {
+            self.store.delete_remember(selector).await?;
+        }
+        if self.store.end_session(&live.hash, self.clock.now()).await? {
+            self.metrics.sessions_ended(why.as_str(), 1);
+        }
+        Ok(())
+    }
+
+    /// Forgets a remember-me token presented without a session (e.g. at logout).
+    pub async fn forget_remember(&self, token: &RememberToken) -> StoreResult<()> {
+        if let Some(rec) = self.store.get_remember(&token.selector).await?
+            && token.matches(&rec.validator_hash)
+        {
+            self.store.delete_remember(&rec.selector).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends every session and remember-me token of a user, here and (through the store's
+    /// revocation feed, which also counts them) on every gateway.
+    pub async fn end_user(&self, user_id: i64, why: Ended) -> StoreResult<u64> {
+        let n = self
+            .store
+            .end_user_sessions(user_id, self.clock.now(), why.as_str(), UserChange::Nothing)
+            .await?;
+        self.forget_user(user_id);
+        Ok(n)
+    }
+
+    fn forget_user(&self, user_id: i64) {
+        for (hash, live) in self.cache.iter() {
+            if live.identity.user_id == user_id {
+                self.cache.invalidate(hash.as_ref());
+            }
+        }
+    }
+
+    /// Applies revocations published after `seq` to the cache; returns the new high mark.
+    /// Sessions ended wholesale (by a command, or on any gateway) are counted here, by the one
+    /// gateway that claims them.
+    pub async fn apply_revocations(&self, seq: i64) -> StoreResult<i64> {
+        let mut high = seq;
+        for r in self.store.revocations_since(seq).await? {
+            match r.what {
+                Revoked::User(id) => self.forget_user(id),
+                Revoked::Session(hash) => self.cache.invalidate(&hash),
+            }
+            let reason = crate::service::metrics::END_REASONS
+                .iter()
+                .find(|known| **known == r.reason);
+            if let Some(reason) = reason
+                && r.uncounted > 0
+            {
+                let n = self.store.claim_ended(r.seq).await?;
+                self.metrics.sessions_ended(reason, n);
+            }
+            high = high.max(r.seq);
+        }
+        Ok(high)
+    }
+
+    /// Where sessions in the store stop being live: `idle_timeout` after their `last_seen`,
+    /// which the store may have up to `touch_interval` late, plus `slack`.
+    fn bounds(&self, cfg: &SessionConfig, slack: i64) -> SessionBounds {
+        let now = self.clock.now();
+        let idle = cfg.idle_timeout.as_secs() as i64;
+        let margin = touch_interval(cfg) + slack;
+        SessionBounds {
+            idle_before: now - idle - margin,
+            created_before: cfg.absolute_timeout.map(|a| now - a.as_secs() as i64),
+        }
+    }
+
+    /// Deletes sessions from the store that can no longer be valid. Whichever gateway deletes
+    /// a session counts it, so a cluster counts each once.
+    pub async fn purge(&self, cfg: &SessionConfig) -> StoreResult<Purged> {
+        // A minute of slack for clocks of a cluster a little apart.
+        let purged = self.store.purge_sessions(self.bounds(cfg, 60)).await?;
+        self.metrics
+            .sessions_ended(Ended::Expired(Expiry::Idle).as_str(), purged.idle);
+        self.metrics
+            .sessions_ended(Ended::Expired(Expiry::Absolute).as_str(), purged.absolute);
+        Ok(purged)
+    }
+
+    /// Sessions in the store, from every gateway, that are not past their expiry.
+    pub async fn count_live(&self, cfg: &SessionConfig) -> StoreResult<u64> {
+        self.store.count_sessions(self.bounds(cfg, 0)).await
+    }
+
+    pub fn cached(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(idle: u64, absolute: Option<u64>) -> SessionConfig {
+        SessionConfig {
+            cookie_name: "s".into(),
+            idle_timeout: Duration::from_secs(idle),
+            absolute_timeout: absolute.map(Duration::from_secs),
+            remember_me: None,
+        }
+    }
+
+    use crate::core::identity::NewUser;
+    use crate::core::time::ManualClock;
+    use crate::store::SqliteStore;
+
+    async fn setup(clock: Arc<ManualClock>) -> (tempfile::TempDir, Arc<dyn Store>, Sessions, User) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("s.db")).await.unwrap());
+        let user = store
+            .create_user(
+                NewUser {
+                    login: "ann".into(),
+                    email: "ann@example.com".into(),
+                    name: "Ann".into(),
+                    phone: String::new(),
+                    groups: vec!["staff".into()],
+                    password_hash: "x".into(),
+                },
+                clock.now(),
+            )
+            .await
+            .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (audit, events) = Audit::start(store.clone(), None, metrics.clone()).unwrap();
+        tokio::spawn(events.run());
+        let sessions = Sessions::new(
+            store.clone(),
+            [9; 32],
+            audit,
+            clock,
+            Duration::from_secs(240),
+            metrics,
+        );
+        (dir, store, sessions, user)
+    }
+
+    #[tokio::test]
+    async fn sessions_that_end_unseen_are_counted_when_purged_and_no_longer_live() {
+        let clock = ManualClock::at(1_000_000);
+        let (_dir, _store, sessions, user) = setup(clock.clone()).await;
+        let (idle, absolute) = (cfg(240, None), cfg(240, Some(600)));
+        let client = Client::default();
+        sessions.issue(&user, None, &client).await.unwrap();
+        clock.advance(500);
+        sessions.issue(&user, None, &client).await.unwrap();
+        assert_eq!(sessions.count_live(&idle).await.unwrap(), 1);
+        // 240 s idle, plus the margin (10 s lazy writes + 60 s), have passed for the first.
+        assert_eq!(
+            sessions.purge(&idle).await.unwrap(),
+            Purged {
+                idle: 1,
+                absolute: 0
+            }
+        );
+        clock.advance(200);
+        assert_eq!(sessions.count_live(&absolute).await.unwrap(), 1);
+        clock.advance(401);
+        // Created 601 s ago: past the absolute lifetime, though seen recently enough.
+        sessions.issue(&user, None, &client).await.unwrap();
+        assert_eq!(sessions.count_live(&absolute).await.unwrap(), 1);
+        assert_eq!(
+            sessions.purge(&absolute).await.unwrap(),
+            Purged {
+                idle: 0,
+                absolute: 1
+            }
+        );
+        let text = sessions.metrics.render();
+        assert!(text.contains("portcullis_sessions_ended_total{reason=\"idle\"} 1"));
+        assert!(text.contains("portcullis_sessions_ended_total{reason=\"absolute\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn last_seen_reaches_the_store_lazily_and_the_cache_slides_exactly() {
+        let clock = ManualClock::at(1_000_000);
+        let (_dir, store, sessions, user) = setup(clock.clone()).await;
+        let cfg = cfg(240, None); // lazy interval: 10 s
+        let issued = sessions
+            .issue(&user, None, &Client::default())
+            .await
+            .unwrap();
+        let hash = issued.token.hash();
+        let stored = |store: Arc<dyn Store>| async move {
+            store.get_session(&hash).await.unwrap().unwrap().last_seen
+        };
+        for step in 1..=9 {
+            clock.advance(1);
+            assert!(matches!(
+                sessions.lookup(&issued.token, &cfg).await.unwrap(),
+                Lookup::Live(_)
+            ));
+            tokio::task::yield_now().await;
+            assert_eq!(
+                stored(store.clone()).await,
+                1_000_000,
+                "written after {step} s"
+            );
+        }
+        clock.advance(1);
+        sessions.lookup(&issued.token, &cfg).await.unwrap();
+        let mut written = 0;
+        for _ in 0..100 {
+            written = stored(store.clone()).await;
+            if written == 1_000_010 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(written, 1_000_010, "one write after the interval");
+        // Sliding is exact from the cache: alive at 239 s after the last request, dead at 240.
+        clock.advance(239);
+        assert!(matches!(
+            sessions.lookup(&issued.token, &cfg).await.unwrap(),
+            Lookup::Live(_)
+        ));
+        clock.advance(240);
+        assert!(matches!(
+            sessions.lookup(&issued.token, &cfg).await.unwrap(),
+            Lookup::Expired(Expiry::Idle)
+        ));
+        assert!(
+            store.get_session(&hash).await.unwrap().is_none(),
+            "an expired session leaves the store"
+        );
+    }
+
+    #[tokio::test]
+    async fn revocations_published_elsewhere_empty_the_cache() {
+        let clock = ManualClock::at(2_000_000);
+        let (_dir, store, sessions, user) = setup(clock.clone()).await;
+        let cfg = cfg(240, None);
+        let issued = sessions
+            .issue(&user, None, &Client::default())
+            .await
+            .unwrap();
+        let seq = store.last_revocation().await.unwrap();
+        // Another process (the CLI) ends the user's sessions in the store.
+        store
+            .end_user_sessions(user.id, clock.now(), "revoked", UserChange::Nothing)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                sessions.lookup(&issued.token, &cfg).await.unwrap(),
+                Lookup::Live(_)
+            ),
+            "still cached"
+        );
+        sessions.apply_revocations(seq).await.unwrap();
+        assert!(matches!(
+            sessions.lookup(&issued.token, &cfg).await.unwrap(),
+            Lookup::Unknown
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_session_the_store_no_longer_has_leaves_the_cache_at_its_next_write() {
+        let clock = ManualClock::at(3_000_000);
+        let (_dir, store, sessions, user) = setup(clock.clone()).await;
+        let cfg = cfg(240, None); // lazy interval: 10 s
+        let issued = sessions
+            .issue(&user, None, &Client::default())
+            .await
+            .unwrap();
+        // Gone from the store with no revocation to say so (as if the feed missed it).
+        let everything = SessionBounds {
+            idle_before: i64::MAX,
+            created_before: None,
+        };
+        store.purge_sessions(everything).await.unwrap();
+        clock.advance(11);
+        let lookup = sessions.lookup(&issued.token, &cfg).await.unwrap();
+        assert!(
+            matches!(lookup, Lookup::Live(_)),
+            "served from the cache once"
+        );
+        // That use wrote `last_seen`, which found no session: the copy is dropped.
+        let gone = async {
+            while sessions.cached() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), gone)
+            .await
+            .unwrap();
+        assert!(matches!(
+            sessions.lookup(&issued.token, &cfg).await.unwrap(),
+            Lookup::Unknown
+        ));
+    }
+}

@@ -1,0 +1,93 @@
+//! The event log. The PostgreSQL side of `EventStore`.
+
+use super::*;
+
+/// The schema steps of this aggregate, in order.
+pub(super) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    id BIGSERIAL PRIMARY KEY,
+    ts BIGINT NOT NULL,
+    event TEXT NOT NULL,
+    login TEXT NOT NULL DEFAULT '',
+    ip TEXT NOT NULL DEFAULT '',
+    user_agent TEXT NOT NULL DEFAULT '',
+    session TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX events_by_ts ON events(ts);
+"#];
+
+fn event_from_row(r: &Row) -> Event {
+    Event {
+        ts: r.get(0),
+        event: r.get(1),
+        login: r.get(2),
+        ip: r.get(3),
+        user_agent: r.get(4),
+        session: r.get(5),
+        detail: r.get(6),
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn record_events(&self, events: &[Event]) -> StoreResult<()> {
+        let events = events.to_vec();
+        self.run(move |mut c| async move {
+            let tx = c.transaction().await?;
+            let insert = tx
+                .prepare(
+                    "INSERT INTO events (ts, event, login, ip, user_agent, session, detail)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .await?;
+            for e in &events {
+                tx.execute(
+                    &insert,
+                    &[
+                        &e.ts,
+                        &e.event,
+                        &e.login,
+                        &e.ip,
+                        &e.user_agent,
+                        &e.session,
+                        &e.detail,
+                    ],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+    async fn purge_events(&self, before: UnixTime, limit: u32) -> StoreResult<u64> {
+        self.run(move |c| async move {
+            Ok(c.execute(
+                "DELETE FROM events WHERE id IN
+                   (SELECT id FROM events WHERE ts < $1 ORDER BY ts LIMIT $2)",
+                &[&before, &i64::from(limit)],
+            )
+            .await?)
+        })
+        .await
+    }
+    async fn events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>> {
+        let f = filter.clone();
+        self.run(move |c| async move {
+            let limit = f.limit.map(i64::from);
+            let rows = c
+                .query(
+                    "SELECT ts, event, login, ip, user_agent, session, detail FROM events
+                     WHERE ($1::TEXT IS NULL OR lower(login) = lower($1))
+                       AND ($2::TEXT IS NULL OR event = $2)
+                       AND ($3::BIGINT IS NULL OR ts >= $3)
+                     ORDER BY ts DESC, id DESC LIMIT $4",
+                    &[&f.login, &f.event, &f.since, &limit],
+                )
+                .await?;
+            Ok(rows.iter().map(event_from_row).collect())
+        })
+        .await
+    }
+}

@@ -1,0 +1,268 @@
+//! Sessions and the revocation feed every gateway reads. The PostgreSQL side of `SessionStore`.
+
+use super::*;
+
+/// The schema steps of this aggregate, in order.
+pub(super) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE sessions (
+    id_hash BYTEA PRIMARY KEY,
+    user_id BIGINT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    last_seen BIGINT NOT NULL,
+    remember_selector TEXT,
+    ip TEXT NOT NULL DEFAULT '',
+    user_agent TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX sessions_by_user ON sessions(user_id);
+CREATE INDEX sessions_by_last_seen ON sessions(last_seen);
+CREATE TABLE revocations (
+    seq BIGSERIAL PRIMARY KEY,
+    user_id BIGINT,
+    session_hash BYTEA,
+    created_at BIGINT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    uncounted BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX revocations_by_time ON revocations(created_at);
+"#];
+
+fn session_from_row(hash: SessionHash, r: &Row) -> SessionRecord {
+    SessionRecord {
+        hash,
+        user_id: r.get(0),
+        created_at: r.get(1),
+        last_seen: r.get(2),
+        remember_selector: r.get(3),
+        ip: r.get(4),
+        user_agent: r.get(5),
+    }
+}
+
+/// Revocations are published one transaction at a time, so that their sequence numbers become
+/// visible in order and a gateway reading `seq > last` never skips one still being committed.
+async fn publishing_revocation(tx: &deadpool_postgres::Transaction<'_>) -> StoreResult<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, $2)",
+        &[&LOCK_CLASS, &REVOCATION_LOCK],
+    )
+    .await?;
+    Ok(())
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
+        let s = s.clone();
+        self.run(move |c| async move {
+            c.execute(
+                "INSERT INTO sessions (id_hash, user_id, created_at, last_seen, remember_selector, ip, user_agent)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id_hash) DO NOTHING",
+                &[
+                    &&s.hash.0[..],
+                    &s.user_id,
+                    &s.created_at,
+                    &s.last_seen,
+                    &s.remember_selector,
+                    &s.ip,
+                    &s.user_agent,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+    async fn get_session(&self, hash: &SessionHash) -> StoreResult<Option<SessionRecord>> {
+        let hash = *hash;
+        self.run(move |c| async move {
+            let row = c
+                .query_opt(
+                    "SELECT user_id, created_at, last_seen, remember_selector, ip, user_agent
+                     FROM sessions WHERE id_hash = $1",
+                    &[&&hash.0[..]],
+                )
+                .await?;
+            Ok(row.map(|r| session_from_row(hash, &r)))
+        })
+        .await
+    }
+    async fn touch_session(&self, hash: &SessionHash, last_seen: UnixTime) -> StoreResult<bool> {
+        let hash = *hash;
+        self.run(move |c| async move {
+            let n = c
+                .execute(
+                    "UPDATE sessions s SET last_seen = GREATEST(s.last_seen, $1)
+                     FROM users u
+                     WHERE s.id_hash = $2 AND u.id = s.user_id AND NOT u.dismissed",
+                    &[&last_seen, &&hash.0[..]],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+        .await
+    }
+    async fn end_session(&self, hash: &SessionHash, now: UnixTime) -> StoreResult<bool> {
+        let hash = *hash;
+        self.run(move |mut c| async move {
+            let tx = c.transaction().await?;
+            publishing_revocation(&tx).await?;
+            let n = tx
+                .execute("DELETE FROM sessions WHERE id_hash = $1", &[&&hash.0[..]])
+                .await?;
+            tx.execute(
+                "INSERT INTO revocations (session_hash, created_at) VALUES ($1, $2)",
+                &[&&hash.0[..], &now],
+            )
+            .await?;
+            tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
+            tx.commit().await?;
+            Ok(n > 0)
+        })
+        .await
+    }
+    async fn end_user_sessions(
+        &self,
+        user_id: i64,
+        now: UnixTime,
+        reason: &str,
+        change: UserChange,
+    ) -> StoreResult<u64> {
+        let reason = reason.to_string();
+        self.run(move |mut c| async move {
+            let tx = c.transaction().await?;
+            match change {
+                UserChange::Nothing => 0,
+                UserChange::Password(hash) => {
+                    tx.execute(
+                        "UPDATE users SET password_hash = $1 WHERE id = $2",
+                        &[&hash, &user_id],
+                    )
+                    .await?
+                }
+                UserChange::Dismissed => {
+                    tx.execute("UPDATE users SET dismissed = TRUE WHERE id = $1", &[&user_id])
+                        .await?
+                }
+            };
+            publishing_revocation(&tx).await?;
+            let n = tx
+                .execute("DELETE FROM sessions WHERE user_id = $1", &[&user_id])
+                .await?;
+            tx.execute("DELETE FROM remember_tokens WHERE user_id = $1", &[&user_id])
+                .await?;
+            tx.execute(
+                "INSERT INTO revocations (user_id, created_at, reason, uncounted) VALUES ($1, $2, $3, $4)",
+                &[&user_id, &now, &reason, &count(n)],
+            )
+            .await?;
+            tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
+            tx.commit().await?;
+            Ok(n)
+        })
+        .await
+    }
+    async fn purge_sessions(&self, b: SessionBounds) -> StoreResult<Purged> {
+        self.run(move |mut c| async move {
+            let tx = c.transaction().await?;
+            let absolute = match b.created_before {
+                Some(before) => {
+                    tx.execute("DELETE FROM sessions WHERE created_at < $1", &[&before])
+                        .await?
+                }
+                None => 0,
+            };
+            let idle = tx
+                .execute(
+                    "DELETE FROM sessions WHERE last_seen < $1",
+                    &[&b.idle_before],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok(Purged { idle, absolute })
+        })
+        .await
+    }
+    async fn count_sessions(&self, b: SessionBounds) -> StoreResult<u64> {
+        self.run(move |c| async move {
+            let n: i64 = c
+                .query_one(
+                    "SELECT COUNT(*) FROM sessions WHERE last_seen >= $1 AND created_at >= $2",
+                    &[&b.idle_before, &b.created_before.unwrap_or(i64::MIN)],
+                )
+                .await?
+                .get(0);
+            Ok(n.max(0) as u64)
+        })
+        .await
+    }
+    async fn revocations_since(&self, seq: i64) -> StoreResult<Vec<Revocation>> {
+        self.run(move |c| async move {
+            let rows = c
+                .query(
+                    "SELECT seq, user_id, session_hash, reason, uncounted FROM revocations
+                     WHERE seq > $1 ORDER BY seq",
+                    &[&seq],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let what = match (r.get::<_, Option<i64>>(1), r.get::<_, Option<Vec<u8>>>(2)) {
+                        (Some(u), _) => Revoked::User(u),
+                        (None, Some(h)) => Revoked::Session(hash_from(h)?),
+                        (None, None) => {
+                            return Err(StoreError::Corrupt("an empty revocation".into()));
+                        }
+                    };
+                    Ok(Revocation {
+                        seq: r.get(0),
+                        what,
+                        reason: r.get(3),
+                        uncounted: r.get::<_, i64>(4).max(0) as u64,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+    async fn claim_ended(&self, seq: i64) -> StoreResult<u64> {
+        self.run(move |c| async move {
+            let row = c
+                .query_opt(
+                    "UPDATE revocations r SET uncounted = 0
+                     FROM (SELECT seq, uncounted FROM revocations WHERE seq = $1 FOR UPDATE) old
+                     WHERE r.seq = old.seq AND old.uncounted > 0
+                     RETURNING old.uncounted",
+                    &[&seq],
+                )
+                .await?;
+            Ok(row.map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
+        })
+        .await
+    }
+    async fn purge_revocations(&self, before: UnixTime) -> StoreResult<u64> {
+        self.run(move |c| async move {
+            Ok(
+                c.execute("DELETE FROM revocations WHERE created_at < $1", &[&before])
+                    .await?,
+            )
+        })
+        .await
+    }
+    async fn last_revocation(&self) -> StoreResult<i64> {
+        self.run(|c| async move {
+            Ok(
+                c.query_one("SELECT COALESCE(MAX(seq), 0) FROM revocations", &[])
+                    .await?
+                    .get(0),
+            )
+        })
+        .await
+    }
+    fn changes(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.changes.clone())
+    }
+}

@@ -1,0 +1,87 @@
+//! The event log. The SQLite side of `EventStore`.
+
+use super::*;
+
+/// The schema steps of this aggregate, in order.
+pub(super) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    login TEXT NOT NULL DEFAULT '',
+    ip TEXT NOT NULL DEFAULT '',
+    user_agent TEXT NOT NULL DEFAULT '',
+    session TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX events_by_ts ON events(ts);
+"#];
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn record_events(&self, events: &[Event]) -> StoreResult<()> {
+        let events = events.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO events (ts, event, login, ip, user_agent, session, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                for e in &events {
+                    insert.execute(params![
+                        e.ts,
+                        e.event,
+                        e.login,
+                        e.ip,
+                        e.user_agent,
+                        e.session,
+                        e.detail
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+    async fn purge_events(&self, before: UnixTime, limit: u32) -> StoreResult<u64> {
+        self.with(move |c| {
+            Ok(c.execute(
+                "DELETE FROM events WHERE id IN
+                   (SELECT id FROM events WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
+                params![before, limit],
+            )? as u64)
+        })
+        .await
+    }
+    async fn events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>> {
+        let f = filter.clone();
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT ts, event, login, ip, user_agent, session, detail FROM events
+                 WHERE (?1 IS NULL OR lower(login) = lower(?1))
+                   AND (?2 IS NULL OR event = ?2)
+                   AND (?3 IS NULL OR ts >= ?3)
+                 ORDER BY ts DESC, id DESC LIMIT ?4",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![f.login, f.event, f.since, f.limit.unwrap_or(u32::MAX)],
+                    |r| {
+                        Ok(Event {
+                            ts: r.get(0)?,
+                            event: r.get(1)?,
+                            login: r.get(2)?,
+                            ip: r.get(3)?,
+                            user_agent: r.get(4)?,
+                            session: r.get(5)?,
+                            detail: r.get(6)?,
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}

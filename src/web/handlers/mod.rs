@@ -1,0 +1,119 @@
+//! The gateway's own endpoints under `/_portcullis/` (docs/reference.md, Endpoints), one file
+//! per page family: each handler is a function from a request's facts to a `Reply`, with the
+//! services it needs in `Site`. The gateway reads the body and writes the reply.
+
+mod captcha;
+mod login;
+mod logout;
+mod session;
+
+use std::sync::Arc;
+
+use http::Method;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::core::secret::SessionToken;
+use crate::policy::route::Endpoint;
+use crate::service::sessions::LiveSession;
+use crate::web::gate;
+use crate::web::reply::Reply;
+use crate::web::request::{Facts, Request};
+pub use crate::web::site::Site;
+
+/// Largest body of a request to the gateway; real forms are a few hundred bytes.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// Whether the gateway reads a body for this request before handling it (every `POST`).
+pub fn takes_body(method: &Method) -> bool {
+    method == Method::POST
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Over `MAX_BODY`.
+    TooLarge,
+    /// Not all of it within `timeouts.request_body`.
+    TooSlow,
+    /// The connection broke, or the body was malformed.
+    Unreadable,
+}
+
+/// The reply to a body that could not be read: JSON for the API, a page otherwise.
+pub fn body_refused(endpoint: &Endpoint, why: BodyError) -> Reply {
+    let (status, code, title, message) = match why {
+        BodyError::TooLarge => (
+            413,
+            "too_large",
+            "Request too large",
+            "The form sent was too large.",
+        ),
+        BodyError::TooSlow => (
+            408,
+            "timeout",
+            "Request timeout",
+            "The form took too long to arrive. Please try again.",
+        ),
+        BodyError::Unreadable => (
+            400,
+            "bad_request",
+            "Bad request",
+            "The request could not be read.",
+        ),
+    };
+    match endpoint {
+        Endpoint::ApiLogin | Endpoint::ApiLogout => Reply::json(status, json!({"error": code})),
+        _ => Reply::page(status, title, message),
+    }
+}
+
+/// Answers one request to the gateway's own endpoints.
+pub async fn handle(site: &Site, cfg: &Config, endpoint: Endpoint, req: &Request<'_>) -> Reply {
+    let result = match endpoint {
+        Endpoint::LoginPage => Ok(login::page(site, cfg, req).await),
+        Endpoint::LoginForm => login::form(site, cfg, req).await,
+        Endpoint::Logout => logout::logout(site, cfg, req, false).await,
+        Endpoint::ApiLogin => login::api(site, cfg, req).await,
+        Endpoint::ApiSession => Ok(session::api_session(site, cfg, req).await),
+        Endpoint::ApiLogout => logout::logout(site, cfg, req, true).await,
+        Endpoint::CaptchaImage(id) => Ok(captcha::image(site, &id).await),
+        Endpoint::NotFound => Ok(Reply::page(404, "Not found", "There is no such page.")),
+        Endpoint::MethodNotAllowed => Ok(Reply::page(
+            405,
+            "Method not allowed",
+            "This address does not accept that kind of request.",
+        )),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+/// A reply that ends a handler early: a refusal or a failure.
+type Handled = Result<Reply, Reply>;
+
+fn unavailable(e: impl std::fmt::Display) -> Reply {
+    tracing::error!(error = %e, "a sign-in request failed");
+    Reply::unavailable()
+}
+
+/// The session a request to the gateway carries, without extending it. A session used from
+/// outside its user's IP restrictions counts as none here; the gate ends it on its next
+/// request to the portal.
+async fn current(
+    site: &Site,
+    cfg: &Config,
+    facts: &Facts,
+) -> Result<Option<(SessionToken, Arc<LiveSession>)>, Reply> {
+    let names = &cfg.cookies;
+    let Some(token) = facts.cookie(&names.session).and_then(SessionToken::parse) else {
+        return Ok(None);
+    };
+    let live = site
+        .sessions
+        .peek(&token, &cfg.session)
+        .await
+        .map_err(unavailable)?;
+    Ok(live
+        .filter(|l| gate::allowed_here(cfg, l, facts))
+        .map(|l| (token, l)))
+}
