@@ -1,5 +1,5 @@
-//! Cluster mode (SPEC §11): two gateway processes on one PostgreSQL database behave as one, and
-//! a gateway rides out a database outage. Needs `PORTCULLIS_TEST_POSTGRES` (CI and `make test`
+//! Cluster mode (docs/reference.md, Store and cluster): two gateway processes on one
+//! PostgreSQL database behave as one, and a gateway rides out a database outage. Needs `PORTCULLIS_TEST_POSTGRES` (CI and `make test`
 //! set it); the outage test runs a private server of its own with `pg_ctl`.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Observability (SPEC §9, §10) end to end: every flow moves exactly its own metric series,
+//! Observability (docs/reference.md, Metrics and Events) end to end: every flow moves exactly its own metric series,
 //! `promtool` accepts the live metrics and the shipped rules, readiness follows the upstream, the
 //! event log reaches the store and `audit.file`, `portcullis audit` filters it, old events are
 //! pruned, and no secret used here turns up in the store, the logs or the event file.
@@ -328,7 +328,7 @@ fn promtool_accepts_the_live_metrics_and_every_series_is_there_from_the_start() 
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // SPEC §9, series by series, plus the drop counter of the event log.
+    // docs/reference.md (Metrics), series by series, plus the drop counter of the event log.
     let spec: &[(&str, &str, &[&str])] = &[
         (
             "portcullis_requests_total",
@@ -545,7 +545,8 @@ fn events_reach_the_event_file_and_audit_filters_them() {
     assert_eq!(r.status, 401);
     gw.assert_stored(&["unknown_login"]);
 
-    // The file: one JSON object per line, the SPEC §10 fields, the same events as the store.
+    // The file: one JSON object per line, the fields of docs/reference.md (Events), the
+    // same events as the store.
     let file = gw.dir.path().join("events.jsonl");
     let written = || std::fs::read_to_string(&file).unwrap().lines().count();
     assert!(within(Duration::from_secs(2), || written() == 4).is_some());

@@ -1,5 +1,5 @@
-//! Password guessing against the real binary (SPEC §6): failure counters per login and per
-//! address, the CAPTCHA step, the lock, the per-address rate, and what survives a restart.
+//! Password guessing against the real binary (docs/reference.md, Sign-in): failure counters
+//! per login and per address, the CAPTCHA step, the lock, the per-address rate, and what survives a restart.
 //! Clients use 127.0.0.N source addresses to act as different people.
 
 mod common;
@@ -41,7 +41,7 @@ fn error(r: &Resp) -> String {
     r.json()["error"].as_str().unwrap_or_default().to_string()
 }
 
-/// The challenge a refusal asks for; checks the SPEC §4 shape.
+/// The challenge a refusal asks for; checks the shape of docs/reference.md, Endpoints.
 fn challenge(r: &Resp) -> String {
     let c = &r.json()["captcha"];
     let id = c["id"]
@@ -242,7 +242,7 @@ fn a_login_locks_after_lock_after_failures_and_opens_after_lock_duration() {
     assert_eq!(gw.metric(HASHES), hashes, "a locked login is not hashed");
     assert_eq!(gw.metric(&attempts("locked")), 1.0);
 
-    // The form shows the SPEC §7 message.
+    // The form shows the message of docs/reference.md, Messages.
     let mut b = Browser::from_ip("127.0.0.45");
     let page = b.login_form(&gw, "alice@example.com", PASSWORD, false, "/");
     assert_eq!(page.status, 423);

@@ -15,7 +15,6 @@ use crate::cli::CliError;
 use crate::config::Config;
 use crate::service::accounts::{Accounts, Profile};
 use crate::store;
-use crate::web::pages::escape;
 
 /// The built-in portal: one page listing what the gateway told it.
 pub struct DemoPortal;
@@ -31,38 +30,31 @@ const SHOWN: [&str; 8] = [
     "cookie",
 ];
 
+#[derive(askama::Template)]
+#[template(path = "demo_portal.html")]
+struct PortalPage {
+    user: String,
+    rows: Vec<(&'static str, String)>,
+}
+
 pub fn portal_page(headers: &http::HeaderMap) -> String {
-    let rows: String = SHOWN
+    let rows = SHOWN
         .iter()
         .map(|name| {
             let value = headers
                 .get(*name)
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .unwrap_or_else(|| "(not sent)".into());
-            format!(
-                "<tr><th>{}</th><td>{}</td></tr>",
-                escape(name),
-                escape(&value)
-            )
+            (*name, value)
         })
         .collect();
     let user = headers
         .get("x-remote-name")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("stranger");
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>Demo portal</title>\
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:720px;margin:40px auto;padding:0 16px;color:#1d2330}}\
-table{{border-collapse:collapse;width:100%}}th,td{{text-align:left;padding:8px;border-bottom:1px solid #e3e6eb;font-size:14px}}\
-th{{width:200px;color:#5b6475}}button{{padding:10px 18px;font-size:15px;border-radius:8px;border:1px solid #c8ced9;background:#fff;cursor:pointer}}</style></head>\
-<body><h1>Demo portal</h1><p id=\"welcome\">Hello, {}. You reached the portal through Portcullis.</p>\
-<p>These are the headers the portal received from the gateway. Client-sent copies of the identity headers are always removed, and the gateway's own cookies never reach the portal.</p>\
-<table>{rows}</table>\
-<form method=\"post\" action=\"/_portcullis/logout\" style=\"margin-top:24px\"><button type=\"submit\">Sign out</button></form>\
-</body></html>\n",
-        escape(user)
-    )
+        .unwrap_or("stranger")
+        .to_string();
+    askama::Template::render(&PortalPage { user, rows })
+        .unwrap_or_else(|e| format!("The demo page could not be shown: {e}"))
 }
 
 #[async_trait]

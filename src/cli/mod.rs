@@ -1,5 +1,6 @@
-//! The command line (SPEC §1): parses arguments, runs one command, and turns every failure into
-//! one clear line on stderr and an exit code (0 ok, 1 runtime failure, 2 bad usage or input).
+//! The command line (docs/reference.md, Commands): parses arguments, runs one command, and
+//! turns every failure into one clear line on stderr and an exit code (0 ok, 1 runtime
+//! failure, 2 bad usage or input).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -238,7 +239,7 @@ fn dispatch(command: Command) -> Result<(), CliError> {
 
 /// `portcullis audit`: filters are checked before the config and the store are touched.
 fn audit(filters: &Filters<'_>, json: bool, config: &Path) -> Result<(), CliError> {
-    let query = Query::parse(filters, now()).map_err(CliError::usage)?;
+    let query = Query::parse(filters, now()).map_err(|e| CliError::usage(e.to_string()))?;
     let config = load(config)?;
     let mut events = runtime()?.block_on(async {
         let store = store::open(&config.store).await?;

@@ -133,7 +133,8 @@ pub struct ThrottleConfig {
     pub captcha_limit: u32,
 }
 
-/// How long a client may take (SPEC §3, docs: slow clients): past these the connection closes.
+/// How long a client may take (docs/reference.md, Configuration: `timeouts`): past these the
+/// connection closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// A request's whole head, from its first byte (on a new connection, from the accept).
@@ -516,7 +517,7 @@ impl Validator<'_> {
             Some(v) => match parse_duration(&v.text()) {
                 Ok(d) => d,
                 Err(msg) => {
-                    self.error(path, msg);
+                    self.error(path, msg.to_string());
                     default
                 }
             },
@@ -792,13 +793,18 @@ fn split_host_port(authority: &str, default_port: u16) -> (&str, String) {
     }
 }
 
+/// A duration that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a duration; write e.g. 90s, 24m, 12h or 30d")]
+pub struct DurationError(pub String);
+
 /// `90s`, `24m`, `12h`, `30d`, or `0`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     if text == "0" {
         return Ok(Duration::ZERO);
     }
-    let bad = || format!("`{text}` is not a duration; write e.g. 90s, 24m, 12h or 30d");
+    let bad = || DurationError(text.to_string());
     let unit = text.chars().last().ok_or_else(bad)?;
     let seconds: u64 = match unit {
         's' => 1,

@@ -3,7 +3,7 @@
 
 use crate::core::time::{UnixTime, rfc3339};
 
-/// Every kind of event of SPEC §10.
+/// Every kind of event of docs/reference.md (Events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
     LoginSuccess,
@@ -118,7 +118,8 @@ impl Event {
         self
     }
 
-    /// One line of `audit.file` and of `portcullis audit --json`: the SPEC §10 fields, `ts` in
+    /// One line of `audit.file` and of `portcullis audit --json`: the fields of
+    /// docs/reference.md (Events), `ts` in
     /// RFC 3339 UTC.
     pub fn to_json(&self) -> String {
         serde_json::json!({

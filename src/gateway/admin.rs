@@ -21,20 +21,35 @@ impl Admin {
     }
 
     /// `Ok` when the store answers and the upstream accepts a connection; otherwise which not.
-    async fn readiness(&self) -> Result<(), String> {
+    async fn readiness(&self) -> Result<(), NotReady> {
         let probe = Duration::from_secs(2);
+        let silent = "no answer within 2s".to_string();
         match tokio::time::timeout(probe, self.app.store.ping()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("store: {e}")),
-            Err(_) => return Err("store: no answer within 2s".into()),
+            Ok(Err(e)) => return Err(NotReady::Store(e.to_string())),
+            Err(_) => return Err(NotReady::Store(silent)),
         }
         let upstream = self.app.config.load().upstream.addr;
-        match tokio::time::timeout(probe, tokio::net::TcpStream::connect(upstream)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("upstream {upstream}: {e}")),
-            Err(_) => Err(format!("upstream {upstream}: no answer within 2s")),
-        }
+        let why = match tokio::time::timeout(probe, tokio::net::TcpStream::connect(upstream)).await
+        {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => silent,
+        };
+        Err(NotReady::Upstream { upstream, why })
     }
+}
+
+/// What `/readyz` reports missing.
+#[derive(Debug, thiserror::Error)]
+enum NotReady {
+    #[error("store: {0}")]
+    Store(String),
+    #[error("upstream {upstream}: {why}")]
+    Upstream {
+        upstream: std::net::SocketAddr,
+        why: String,
+    },
 }
 
 fn text(status: u16, body: String) -> Response<Vec<u8>> {

@@ -2,6 +2,12 @@
 //! "Chrome 120 on Windows", "Safari 17 on iOS", "curl 8.5", "Googlebot". The User-Agent is
 //! attacker-controlled, so a summary never holds control or bidi characters and is at most
 //! [`MAX_SUMMARY_CHARS`] characters long.
+//!
+//! Ours rather than a crate's: `woothee` 0.13 (a parser with no regex file to ship) was run over
+//! the 47 tested agents and summarises every one differently; beyond formatting (full versions,
+//! "Windows 10", "Mac OSX", "iPhone"), it gives no version for curl or Wget, nothing at all for
+//! python-requests, Go or Prometheus, and "Chrome" for Headless Chrome, so the sign-in table
+//! of `portcullis audit` would lose what it shows today.
 
 /// Longest summary, in characters (not bytes).
 const MAX_SUMMARY_CHARS: usize = 40;

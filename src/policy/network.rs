@@ -1,7 +1,7 @@
 //! Where a request comes from, and whether that place may use the portal: the TCP peer
 //! (`PeerAddr`) becomes a `ClientAddr` only through `resolve`, which believes forwarding
 //! headers from configured proxies alone; then the global allowlist and the per-user/group
-//! restrictions (SPEC §3 steps 1, 2, 7) are pure functions of that address.
+//! restrictions (docs/reference.md, What happens to a request) are pure functions of that address.
 
 use std::net::IpAddr;
 
@@ -148,11 +148,12 @@ fn split_unquoted(text: &str, sep: char) -> Vec<&str> {
     parts
 }
 
-/// SPEC §3 step 1: the peer, unless the peer is a trusted proxy; then the right-most hop of the
-/// configured forwarding header that is not itself trusted. A hop that cannot be read (bytes
-/// that are not text, a malformed `Forwarded` line, a second `X-Real-IP`) or is not an address,
-/// where the walk stops, makes the client `0.0.0.0`: never another header, never the peer.
-/// A trusted peer that sends no such header is the client itself (its own health checks).
+/// Who the client is (docs/reference.md, What happens to a request): the peer, unless the
+/// peer is a trusted proxy; then the right-most hop of the configured forwarding header that
+/// is not itself trusted. A hop that cannot be read (bytes that are not text, a malformed
+/// `Forwarded` line, a second `X-Real-IP`) or is not an address, where the walk stops, makes
+/// the client `0.0.0.0`: never another header, never the peer. A trusted peer that sends no
+/// such header at all is the client itself (its own health checks).
 pub fn resolve(peer: PeerAddr, trusted: &AddrSet, headers: Forwarding) -> ClientAddr {
     let peer_ip = canonical(peer.0);
     if !trusted.contains_ip(peer_ip) || headers.values.is_empty() {
@@ -184,12 +185,12 @@ fn applies_to(r: &Restriction, who: &Identity) -> bool {
             .any(|g| r.groups.contains(&g.to_lowercase()))
 }
 
-/// SPEC §3 step 2: inside the global allowlist (an empty list allows everyone).
+/// Inside the global allowlist (an empty list allows everyone).
 pub fn globally_allowed(allow: &AddrSet, client: &ClientAddr) -> bool {
     allow.is_empty() || allow.contains(client)
 }
 
-/// SPEC §3 step 7: a user under one or more restrictions may come only from the union of
+/// A user under one or more restrictions may come only from the union of
 /// their ranges; a user under none may come from anywhere.
 pub fn user_allowed(restrictions: &[Restriction], who: &Identity, client: &ClientAddr) -> bool {
     let mut applicable = restrictions

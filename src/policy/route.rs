@@ -17,7 +17,7 @@ pub enum Route {
     Protected,
 }
 
-/// The gateway's own endpoints (SPEC §4).
+/// The gateway's own endpoints (docs/reference.md, Endpoints).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     LoginPage,

@@ -1,5 +1,5 @@
-//! Prometheus metrics (SPEC §9): each registered once, here, and rendered for the admin
-//! listener. Labels are fixed words, never a login, an address or anything a client sent.
+//! Prometheus metrics (docs/reference.md, Metrics): each registered once, here, and rendered
+//! for the admin listener. Labels are fixed words, never a login, an address or anything a client sent.
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use prometheus::{
 /// The Prometheus text exposition format, version 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// `result` values of `portcullis_login_attempts_total`, in SPEC order.
+/// `result` values of `portcullis_login_attempts_total`, in the order docs/reference.md lists them.
 pub const LOGIN_RESULTS: &[&str] = &[
     "success",
     "invalid_credentials",

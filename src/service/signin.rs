@@ -518,3 +518,180 @@ impl Default for Gates {
         Gates::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::fixture::{PASSWORD, Services};
+
+    fn attempt(login: &str, password: &str, ip: &str) -> Attempt {
+        Attempt {
+            login: login.into(),
+            password: Password::new(password),
+            remember: false,
+            client: Client {
+                ip: ip.into(),
+                user_agent: "test".into(),
+            },
+            addr: ClientAddr::new(ip.parse().unwrap()),
+            captcha: None,
+        }
+    }
+
+    fn name(o: &Outcome) -> &'static str {
+        o.result()
+    }
+
+    /// Each refusal at its step, in the order of the step machine, without a socket: what was
+    /// refused, and how many passwords were hashed for the last attempt.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sign_in_order_as_a_table() {
+        type Setup = fn(&Services) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
+        let nothing: Setup = |_| Box::pin(async {});
+        let fail_once: Setup = |s| {
+            Box::pin(async move {
+                let a = attempt("alice@example.com", "wrong", "192.0.2.1");
+                s.signin.attempt(&s.config, a).await.unwrap();
+            })
+        };
+        let dismiss: Setup = |s| {
+            Box::pin(async move {
+                s.store.set_dismissed(s.alice.id, true).await.unwrap();
+            })
+        };
+        // (case, config, setup, login, password, outcome, hashes for the attempt)
+        let cases: [(&str, &str, Setup, &str, &str, &str, u64); 9] = [
+            (
+                "success",
+                "",
+                nothing,
+                "alice@example.com",
+                PASSWORD,
+                "success",
+                1,
+            ),
+            (
+                "wrong password",
+                "",
+                nothing,
+                "alice@example.com",
+                "nope",
+                "invalid_credentials",
+                1,
+            ),
+            (
+                "unknown login: one hash all the same",
+                "",
+                nothing,
+                "bob@example.com",
+                PASSWORD,
+                "invalid_credentials",
+                1,
+            ),
+            (
+                "throttled before anything",
+                "throttle: {ip_attempts_per_minute: 1}\n",
+                fail_once,
+                "alice@example.com",
+                PASSWORD,
+                "throttled",
+                0,
+            ),
+            (
+                "locked, the right password unread",
+                "throttle: {lock_after: 1, captcha_after: 0}\n",
+                fail_once,
+                "alice@example.com",
+                PASSWORD,
+                "locked",
+                0,
+            ),
+            (
+                "CAPTCHA required before the password",
+                "throttle: {captcha_after: 1}\n",
+                fail_once,
+                "alice@example.com",
+                PASSWORD,
+                "captcha_required",
+                0,
+            ),
+            (
+                "dismissed, after the password",
+                "",
+                dismiss,
+                "alice@example.com",
+                PASSWORD,
+                "dismissed",
+                1,
+            ),
+            (
+                "IP restricted, last",
+                "network:\n  restrictions:\n    - {groups: [staff], allow: [10.0.0.0/8]}\n",
+                nothing,
+                "alice@example.com",
+                PASSWORD,
+                "ip_restricted",
+                1,
+            ),
+            (
+                "email as login",
+                "",
+                nothing,
+                "ALICE@example.com",
+                PASSWORD,
+                "success",
+                1,
+            ),
+        ];
+        for (case, yaml, setup, login, password, want, hashes) in cases {
+            let s = Services::start(yaml).await;
+            setup(&s).await;
+            let before = s.hashes();
+            let outcome = s
+                .signin
+                .attempt(&s.config, attempt(login, password, "192.0.2.1"))
+                .await
+                .unwrap();
+            assert_eq!(name(&outcome), want, "{case}");
+            assert_eq!(s.hashes() - before, hashes, "{case}: hashes");
+            if let Outcome::Success { issued } = outcome {
+                let found = s
+                    .sessions
+                    .peek(&issued.token, &s.config.session)
+                    .await
+                    .unwrap();
+                assert!(found.is_some(), "{case}: the session is in the store");
+            }
+        }
+    }
+
+    /// A wrong CAPTCHA answer is refused before the password, and uses the challenge up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wrong_captcha_answer_is_refused_before_the_password() {
+        let s = Services::start("throttle: {captcha_after: 1}\n").await;
+        let first = s
+            .signin
+            .attempt(
+                &s.config,
+                attempt("alice@example.com", "wrong", "192.0.2.1"),
+            )
+            .await
+            .unwrap();
+        let Outcome::InvalidCredentials { captcha: Some(id) } = first else {
+            panic!("the failure that reaches the threshold brings a picture");
+        };
+        let before = s.hashes();
+        let mut answered = attempt("alice@example.com", PASSWORD, "192.0.2.1");
+        answered.captcha = Some(CaptchaReply {
+            id: id.clone(),
+            answer: "WRONG1".into(),
+        });
+        let outcome = s.signin.attempt(&s.config, answered).await.unwrap();
+        assert_eq!(name(&outcome), "captcha_failed");
+        assert_eq!(s.hashes(), before, "no hash for a wrong answer");
+        assert_eq!(
+            s.store.captcha_image(&id, s.clock.now()).await.unwrap(),
+            None
+        );
+    }
+}

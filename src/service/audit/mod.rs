@@ -290,18 +290,30 @@ pub async fn record_directly(
     store: &dyn EventStore,
     file: Option<&EventFile>,
     event: Event,
-) -> Result<(), String> {
+) -> Result<(), RecordError> {
     store
         .record_events(std::slice::from_ref(&event))
         .await
-        .map_err(|e| format!("could not store the event: {e}"))?;
+        .map_err(RecordError::Store)?;
     if let Some(target @ EventFile::Path(_)) = file {
         let line = event.to_json() + "\n";
         open(target)
             .and_then(|mut out| out.write_all(line.as_bytes()))
-            .map_err(|e| format!("could not append the event to {target}: {e}"))?;
+            .map_err(|error| RecordError::File {
+                file: target.to_string(),
+                error,
+            })?;
     }
     Ok(())
+}
+
+/// An event a command could not record.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("could not store the event: {0}")]
+    Store(crate::store::StoreError),
+    #[error("could not append the event to {file}: {error}")]
+    File { file: String, error: std::io::Error },
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use crate::config::{DurationError, parse_duration};
 use crate::core::addr::AddrSet;
 use crate::core::event::{Event, EventKind};
 use crate::core::time::UnixTime;
@@ -27,32 +28,46 @@ pub struct Filters<'a> {
     pub since: Option<&'a str>,
 }
 
+/// A filter of `portcullis audit` that cannot be used: which, and what would be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error("--user must not be empty")]
+    EmptyUser,
+    #[error("--event: `{0}` is not an event; events are {known}", known = known_events())]
+    UnknownEvent(String),
+    #[error("--since: {0}")]
+    Since(#[from] DurationError),
+    #[error("--since must be longer than 0")]
+    ZeroSince,
+    #[error("--ip: {0}")]
+    Ip(String),
+}
+
+fn known_events() -> String {
+    let known: Vec<_> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+    known.join(", ")
+}
+
 impl Query {
     /// Checks every filter; the error names the bad one and what would be accepted.
-    pub fn parse(filters: &Filters<'_>, now: UnixTime) -> Result<Query, String> {
+    pub fn parse(filters: &Filters<'_>, now: UnixTime) -> Result<Query, FilterError> {
         let login = match filters.user.map(str::trim) {
-            Some("") => return Err("--user must not be empty".into()),
+            Some("") => return Err(FilterError::EmptyUser),
             other => other.map(str::to_lowercase),
         };
         let event = match filters.event {
             None => None,
             Some(name) => match EventKind::parse(name.trim()) {
                 Some(kind) => Some(kind.as_str().to_string()),
-                None => {
-                    let known: Vec<_> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-                    return Err(format!(
-                        "--event: `{name}` is not an event; events are {}",
-                        known.join(", ")
-                    ));
-                }
+                None => return Err(FilterError::UnknownEvent(name.to_string())),
             },
         };
         let since = match filters.since {
             None => None,
             Some(text) => {
-                let d = crate::config::parse_duration(text).map_err(|e| format!("--since: {e}"))?;
+                let d = parse_duration(text)?;
                 if d.is_zero() {
-                    return Err("--since must be longer than 0".into());
+                    return Err(FilterError::ZeroSince);
                 }
                 Some(now.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
             }
@@ -60,12 +75,8 @@ impl Query {
         let addresses = match filters.ip {
             None => None,
             Some(text) => Some(AddrSet::parse([text]).map_err(|errors| {
-                let why = errors
-                    .into_iter()
-                    .next()
-                    .map(|(_, m)| m)
-                    .unwrap_or_default();
-                format!("--ip: {why}")
+                let why = errors.into_iter().next().map(|(_, m)| m);
+                FilterError::Ip(why.unwrap_or_default())
             })?),
         };
         Ok(Query {
@@ -155,7 +166,7 @@ mod tests {
     const NOW: UnixTime = 1_795_000_000;
 
     fn parse(f: Filters<'_>) -> Result<Query, String> {
-        Query::parse(&f, NOW)
+        Query::parse(&f, NOW).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl CaptchaStore for PostgresStore {
                     &[&id, &now],
                 )
                 .await?;
-            Ok(row.map(|r| r.get(0)))
+            row.map(|r| col(&r, 0)).transpose()
         })
         .await
     }
@@ -82,12 +82,15 @@ impl CaptchaStore for PostgresStore {
                     &[&id],
                 )
                 .await?;
-            Ok(row.map(|r| CaptchaRecord {
-                id,
-                answer_hash: r.get(0),
-                png: r.get(1),
-                expires_at: r.get(2),
-            }))
+            row.map(|r| {
+                Ok(CaptchaRecord {
+                    id,
+                    answer_hash: col(&r, 0)?,
+                    png: col(&r, 1)?,
+                    expires_at: col(&r, 2)?,
+                })
+            })
+            .transpose()
         })
         .await
     }

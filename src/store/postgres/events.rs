@@ -17,16 +17,16 @@ CREATE TABLE events (
 CREATE INDEX events_by_ts ON events(ts);
 "#];
 
-fn event_from_row(r: &Row) -> Event {
-    Event {
-        ts: r.get(0),
-        event: r.get(1),
-        login: r.get(2),
-        ip: r.get(3),
-        user_agent: r.get(4),
-        session: r.get(5),
-        detail: r.get(6),
-    }
+fn event_from_row(r: &Row) -> StoreResult<Event> {
+    Ok(Event {
+        ts: col(r, 0)?,
+        event: col(r, 1)?,
+        login: col(r, 2)?,
+        ip: col(r, 3)?,
+        user_agent: col(r, 4)?,
+        session: col(r, 5)?,
+        detail: col(r, 6)?,
+    })
 }
 
 #[async_trait]
@@ -86,7 +86,7 @@ impl EventStore for PostgresStore {
                     &[&f.login, &f.event, &f.since, &limit],
                 )
                 .await?;
-            Ok(rows.iter().map(event_from_row).collect())
+            rows.iter().map(event_from_row).collect()
         })
         .await
     }

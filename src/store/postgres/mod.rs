@@ -1,5 +1,5 @@
-//! The PostgreSQL store, for several gateways sharing one database (SPEC §11). Same interface
-//! and semantics as SQLite; every multi-row change is one transaction. Connections live on a
+//! The PostgreSQL store, for several gateways sharing one database (docs/reference.md, Store
+//! and cluster). Same interface and semantics as SQLite; every multi-row change is one transaction. Connections live on a
 //! runtime of the store's own, so they outlive whichever runtime made the first call, and every
 //! call is bounded in time: an unreachable database is an error within seconds, never a hang.
 //! Revocations are announced with NOTIFY; `changes` wakes the gateways that LISTEN.
@@ -278,6 +278,13 @@ async fn migrate(mut client: deadpool_postgres::Object) -> StoreResult<()> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Column `i` of a row, as the schema says it is: anything else is a corrupt row, never a
+/// panic and never a default.
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(r: &'a Row, i: usize) -> StoreResult<T> {
+    r.try_get(i)
+        .map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))
 }
 
 /// Keeps a connection that LISTENs for revocations, bumping `notify` on each one and whenever

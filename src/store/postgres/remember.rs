@@ -43,14 +43,17 @@ impl RememberStore for PostgresStore {
                     &[&selector],
                 )
                 .await?;
-            Ok(row.map(|r| RememberRecord {
-                selector,
-                validator_hash: r.get(0),
-                user_id: r.get(1),
-                expires_at: r.get(2),
-                previous_hash: r.get(3),
-                rotated_at: r.get(4),
-            }))
+            row.map(|r| {
+                Ok(RememberRecord {
+                    selector,
+                    validator_hash: col(&r, 0)?,
+                    user_id: col(&r, 1)?,
+                    expires_at: col(&r, 2)?,
+                    previous_hash: col(&r, 3)?,
+                    rotated_at: col(&r, 4)?,
+                })
+            })
+            .transpose()
         })
         .await
     }

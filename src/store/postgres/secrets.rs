@@ -24,7 +24,7 @@ impl SecretStore for PostgresStore {
             let row = c
                 .query_one("SELECT value FROM secrets WHERE name = $1", &[&name])
                 .await?;
-            secret_from(row.try_get(0)?)
+            secret_from(col(&row, 0)?)
         })
         .await
     }

@@ -26,16 +26,16 @@ CREATE TABLE revocations (
 CREATE INDEX revocations_by_time ON revocations(created_at);
 "#];
 
-fn session_from_row(hash: SessionHash, r: &Row) -> SessionRecord {
-    SessionRecord {
+fn session_from_row(hash: SessionHash, r: &Row) -> StoreResult<SessionRecord> {
+    Ok(SessionRecord {
         hash,
-        user_id: r.get(0),
-        created_at: r.get(1),
-        last_seen: r.get(2),
-        remember_selector: r.get(3),
-        ip: r.get(4),
-        user_agent: r.get(5),
-    }
+        user_id: col(r, 0)?,
+        created_at: col(r, 1)?,
+        last_seen: col(r, 2)?,
+        remember_selector: col(r, 3)?,
+        ip: col(r, 4)?,
+        user_agent: col(r, 5)?,
+    })
 }
 
 /// Revocations are published one transaction at a time, so that their sequence numbers become
@@ -86,7 +86,7 @@ impl SessionStore for PostgresStore {
                     &[&&hash.0[..]],
                 )
                 .await?;
-            Ok(row.map(|r| session_from_row(hash, &r)))
+            row.map(|r| session_from_row(hash, &r)).transpose()
         })
         .await
     }
@@ -194,7 +194,8 @@ impl SessionStore for PostgresStore {
                     &[&b.idle_before, &b.created_before.unwrap_or(i64::MIN)],
                 )
                 .await?
-                .get(0);
+                .try_get(0)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             Ok(n.max(0) as u64)
         })
         .await
@@ -210,7 +211,7 @@ impl SessionStore for PostgresStore {
                 .await?;
             rows.iter()
                 .map(|r| {
-                    let what = match (r.get::<_, Option<i64>>(1), r.get::<_, Option<Vec<u8>>>(2)) {
+                    let what = match (col::<Option<i64>>(r, 1)?, col::<Option<Vec<u8>>>(r, 2)?) {
                         (Some(u), _) => Revoked::User(u),
                         (None, Some(h)) => Revoked::Session(hash_from(h)?),
                         (None, None) => {
@@ -218,10 +219,10 @@ impl SessionStore for PostgresStore {
                         }
                     };
                     Ok(Revocation {
-                        seq: r.get(0),
+                        seq: col(r, 0)?,
                         what,
-                        reason: r.get(3),
-                        uncounted: r.get::<_, i64>(4).max(0) as u64,
+                        reason: col(r, 3)?,
+                        uncounted: col::<i64>(r, 4)?.max(0) as u64,
                     })
                 })
                 .collect()
@@ -239,7 +240,8 @@ impl SessionStore for PostgresStore {
                     &[&seq],
                 )
                 .await?;
-            Ok(row.map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
+            let n = row.map(|r| col::<i64>(&r, 0)).transpose()?;
+            Ok(n.map_or(0, |n| n.max(0) as u64))
         })
         .await
     }
@@ -254,11 +256,10 @@ impl SessionStore for PostgresStore {
     }
     async fn last_revocation(&self) -> StoreResult<i64> {
         self.run(|c| async move {
-            Ok(
-                c.query_one("SELECT COALESCE(MAX(seq), 0) FROM revocations", &[])
-                    .await?
-                    .get(0),
-            )
+            let row = c
+                .query_one("SELECT COALESCE(MAX(seq), 0) FROM revocations", &[])
+                .await?;
+            col(&row, 0)
         })
         .await
     }

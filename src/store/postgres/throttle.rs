@@ -13,13 +13,13 @@ CREATE TABLE throttle (
 );
 "#];
 
-fn counter_from_row(r: &Row) -> Counter {
-    Counter {
-        failures: u32::try_from(r.get::<_, i64>(0)).unwrap_or(u32::MAX),
-        last_failure: r.get(1),
-        locked_until: r.get(2),
-        budget_full_at: r.get(3),
-    }
+fn counter_from_row(r: &Row) -> StoreResult<Counter> {
+    Ok(Counter {
+        failures: u32::try_from(col::<i64>(r, 0)?).unwrap_or(u32::MAX),
+        last_failure: col(r, 1)?,
+        locked_until: col(r, 2)?,
+        budget_full_at: col(r, 3)?,
+    })
 }
 
 #[async_trait]
@@ -33,7 +33,7 @@ impl ThrottleStore for PostgresStore {
                     &[&key],
                 )
                 .await?;
-            Ok(row.as_ref().map(counter_from_row))
+            row.as_ref().map(counter_from_row).transpose()
         })
         .await
     }
@@ -58,7 +58,8 @@ impl ThrottleStore for PostgresStore {
                 )
                 .await?
                 .as_ref()
-                .map(counter_from_row);
+                .map(counter_from_row)
+                .transpose()?;
             let after = update(before);
             if after == before {
                 return Ok(before);

@@ -23,17 +23,17 @@ const USER_COLUMNS: &str =
     "id, login, email, name, phone, groups, password_hash, dismissed, created_at";
 
 fn user_from_row(row: &Row) -> StoreResult<User> {
-    let groups: String = row.try_get(5)?;
+    let groups: String = col(row, 5)?;
     Ok(User {
-        id: row.try_get(0)?,
-        login: row.try_get(1)?,
-        email: row.try_get(2)?,
-        name: row.try_get(3)?,
-        phone: row.try_get(4)?,
+        id: col(row, 0)?,
+        login: col(row, 1)?,
+        email: col(row, 2)?,
+        name: col(row, 3)?,
+        phone: col(row, 4)?,
         groups: groups_from(&groups)?,
-        password_hash: row.try_get(6)?,
-        dismissed: row.try_get(7)?,
-        created_at: row.try_get(8)?,
+        password_hash: col(row, 6)?,
+        dismissed: col(row, 7)?,
+        created_at: col(row, 8)?,
     })
 }
 
@@ -53,7 +53,8 @@ impl UserStore for PostgresStore {
                         &[&key(value)],
                     )
                     .await?
-                    .get(0);
+                    .try_get(0)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 if taken {
                     return Err(StoreError::Duplicate(duplicate_message(value)));
                 }

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Handled, Site, current, unavailable};
+use super::{Handled, Site, current};
 use crate::config::Config;
 use crate::core::identity::Identity;
 use crate::core::secret::{self, Password};
@@ -196,11 +196,7 @@ pub async fn form(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
         addr: req.facts.addr,
         captcha: captcha_reply(req.field("captcha_id"), req.field("captcha_answer")),
     };
-    let outcome = site
-        .signin
-        .attempt(cfg, attempt)
-        .await
-        .map_err(unavailable)?;
+    let outcome = site.signin.attempt(cfg, attempt).await?;
     let issued = match issued_or_refusal(outcome) {
         Ok(issued) => issued,
         Err(r) => {
@@ -279,10 +275,7 @@ pub async fn api(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
         addr: req.facts.addr,
         captcha: captcha_reply(body.captcha_id, body.captcha_answer),
     };
-    let outcome = site.signin.attempt(cfg, attempt).await.map_err(|e| {
-        tracing::error!(error = %e, "a sign-in request failed");
-        Reply::json(503, json!({"error": "unavailable"}))
-    })?;
+    let outcome = site.signin.attempt(cfg, attempt).await?;
     let issued = match issued_or_refusal(outcome) {
         Ok(issued) => issued,
         Err(r) => return Ok(r.json()),

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{Handled, Site, current, unavailable};
+use super::{Handled, Site, current};
 use crate::config::Config;
 use crate::core::event::{Event, EventKind};
 use crate::core::secret::{self, RememberToken};
@@ -31,10 +31,7 @@ pub async fn logout(site: &Site, cfg: &Config, req: &Request<'_>, api: bool) -> 
     }
     let names = &cfg.cookies;
     if let Some((_, live)) = &current {
-        site.sessions
-            .end(live, Ended::Logout)
-            .await
-            .map_err(unavailable)?;
+        site.sessions.end(live, Ended::Logout).await?;
         let client = &req.facts.client;
         site.audit.record(
             Event::new(EventKind::Logout, site.sessions.now())
@@ -44,10 +41,7 @@ pub async fn logout(site: &Site, cfg: &Config, req: &Request<'_>, api: bool) -> 
         );
     }
     if let Some(remember) = req.cookie(&names.remember).and_then(RememberToken::parse) {
-        site.sessions
-            .forget_remember(&remember)
-            .await
-            .map_err(unavailable)?;
+        site.sessions.forget_remember(&remember).await?;
     }
     let cleared = [names.clear(&names.session), names.clear(&names.remember)];
     Ok(if api {

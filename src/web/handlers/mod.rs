@@ -16,6 +16,8 @@ use crate::config::Config;
 use crate::core::secret::SessionToken;
 use crate::policy::route::Endpoint;
 use crate::service::sessions::LiveSession;
+use crate::service::signin::LoginError;
+use crate::store::StoreError;
 use crate::web::gate;
 use crate::web::reply::Reply;
 use crate::web::request::{Facts, Request};
@@ -70,14 +72,18 @@ pub fn body_refused(endpoint: &Endpoint, why: BodyError) -> Reply {
 
 /// Answers one request to the gateway's own endpoints.
 pub async fn handle(site: &Site, cfg: &Config, endpoint: Endpoint, req: &Request<'_>) -> Reply {
+    let api = matches!(
+        endpoint,
+        Endpoint::ApiLogin | Endpoint::ApiLogout | Endpoint::ApiSession
+    );
     let result = match endpoint {
         Endpoint::LoginPage => Ok(login::page(site, cfg, req).await),
         Endpoint::LoginForm => login::form(site, cfg, req).await,
         Endpoint::Logout => logout::logout(site, cfg, req, false).await,
         Endpoint::ApiLogin => login::api(site, cfg, req).await,
-        Endpoint::ApiSession => Ok(session::api_session(site, cfg, req).await),
+        Endpoint::ApiSession => session::api_session(site, cfg, req).await,
         Endpoint::ApiLogout => logout::logout(site, cfg, req, true).await,
-        Endpoint::CaptchaImage(id) => Ok(captcha::image(site, &id).await),
+        Endpoint::CaptchaImage(id) => captcha::image(site, &id).await,
         Endpoint::NotFound => Ok(Reply::page(404, "Not found", "There is no such page.")),
         Endpoint::MethodNotAllowed => Ok(Reply::page(
             405,
@@ -85,16 +91,25 @@ pub async fn handle(site: &Site, cfg: &Config, endpoint: Endpoint, req: &Request
             "This address does not accept that kind of request.",
         )),
     };
-    result.unwrap_or_else(|e| e)
+    result.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a request to the gateway failed");
+        match api {
+            true => Reply::json(503, json!({"error": "unavailable"})),
+            false => Reply::unavailable(),
+        }
+    })
 }
 
-/// A reply that ends a handler early: a refusal or a failure.
-type Handled = Result<Reply, Reply>;
-
-fn unavailable(e: impl std::fmt::Display) -> Reply {
-    tracing::error!(error = %e, "a sign-in request failed");
-    Reply::unavailable()
+/// Why a handler could not finish (a refusal is a `Reply`, not a failure).
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    SignIn(#[from] LoginError),
 }
+
+type Handled = Result<Reply, Failure>;
 
 /// The session a request to the gateway carries, without extending it. A session used from
 /// outside its user's IP restrictions counts as none here; the gate ends it on its next
@@ -103,17 +118,16 @@ async fn current(
     site: &Site,
     cfg: &Config,
     facts: &Facts,
-) -> Result<Option<(SessionToken, Arc<LiveSession>)>, Reply> {
+) -> Result<Option<(SessionToken, Arc<LiveSession>)>, StoreError> {
     let names = &cfg.cookies;
     let Some(token) = facts.cookie(&names.session).and_then(SessionToken::parse) else {
         return Ok(None);
     };
-    let live = site
-        .sessions
-        .peek(&token, &cfg.session)
-        .await
-        .map_err(unavailable)?;
+    let live = site.sessions.peek(&token, &cfg.session).await?;
     Ok(live
         .filter(|l| gate::allowed_here(cfg, l, facts))
         .map(|l| (token, l)))
 }
+
+#[cfg(test)]
+mod tests;

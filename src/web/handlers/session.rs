@@ -3,22 +3,21 @@
 use serde_json::json;
 
 use super::login::identity_json;
-use super::{Site, current};
+use super::{Handled, Site, current};
 use crate::config::Config;
 use crate::policy::route::LOGIN_PATH;
 use crate::web::reply::Reply;
 use crate::web::request::Request;
 
-pub async fn api_session(site: &Site, cfg: &Config, req: &Request<'_>) -> Reply {
-    match current(site, cfg, req.facts).await {
-        Ok(Some((_, live))) => {
+pub async fn api_session(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
+    Ok(match current(site, cfg, req.facts).await? {
+        Some((_, live)) => {
             let expires_in = live.expires_in(site.sessions.now(), &cfg.session);
             Reply::json(200, identity_json(&live.identity, expires_in))
         }
-        Ok(None) => Reply::json(
+        None => Reply::json(
             401,
             json!({"error": "unauthenticated", "login_url": LOGIN_PATH}),
         ),
-        Err(_) => Reply::json(503, json!({"error": "unavailable"})),
-    }
+    })
 }
