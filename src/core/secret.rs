@@ -74,8 +74,8 @@ impl SessionToken {
 
     /// The CSRF token for forms posted within this session: derived from the id, so it needs no
     /// storage and cannot be computed by someone who does not hold the cookie.
-    pub fn csrf(&self) -> String {
-        URL_SAFE_NO_PAD.encode(&sha256(&[b"portcullis-csrf\0", self.0.as_bytes()])[..16])
+    pub fn csrf(&self) -> CsrfToken {
+        CsrfToken(URL_SAFE_NO_PAD.encode(&sha256(&[b"portcullis-csrf\0", self.0.as_bytes()])[..16]))
     }
 }
 
@@ -153,6 +153,37 @@ impl fmt::Debug for RememberToken {
     }
 }
 
+/// A CSRF token: what a form carries to prove it came from one of our pages. `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CsrfToken(String);
+
+impl CsrfToken {
+    /// The value for the form (and the cookie). Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `posted` is this token (constant time).
+    pub fn matches(&self, posted: &str) -> bool {
+        same_token(posted, &self.0)
+    }
+}
+
+/// Reading a token as text is exposing it, as `expose` does: for forms and comparisons.
+impl std::ops::Deref for CsrfToken {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CsrfToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CsrfToken([redacted])")
+    }
+}
+
 /// How long a login form's CSRF token is accepted.
 pub const LOGIN_CSRF_LIFETIME: i64 = 4 * 3600;
 const LOGIN_CSRF_BYTES: usize = 8 + 12 + 16;
@@ -162,7 +193,7 @@ const LOGIN_CSRF_BYTES: usize = 8 + 12 + 16;
 /// (`client`: the throttle key, so an IPv6 client is bound to its /64). Nobody can pick their
 /// own, and one fetched by someone else, from another address, does not work.
 /// Layout, base64url: expiry (seconds, 8 bytes) ‖ nonce (12) ‖ tag (16).
-pub fn login_csrf(key: &[u8; 32], client: &str, now: i64) -> String {
+pub fn login_csrf(key: &[u8; 32], client: &str, now: i64) -> CsrfToken {
     let mut bytes = Vec::with_capacity(LOGIN_CSRF_BYTES);
     bytes.extend_from_slice(&(now + LOGIN_CSRF_LIFETIME).to_be_bytes());
     let mut nonce = [0u8; 12];
@@ -170,7 +201,7 @@ pub fn login_csrf(key: &[u8; 32], client: &str, now: i64) -> String {
     bytes.extend_from_slice(&nonce);
     let tag = login_csrf_tag(key, &bytes, client);
     bytes.extend_from_slice(&tag);
-    URL_SAFE_NO_PAD.encode(bytes)
+    CsrfToken(URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// Seconds a login CSRF token has left at `now`, if it is one of ours, for this client.
@@ -349,7 +380,7 @@ mod tests {
             "a fresh nonce each time"
         );
         // Tampering with the expiry, or any byte, breaks the tag; so do forms not ours.
-        let mut bytes = URL_SAFE_NO_PAD.decode(&t).unwrap();
+        let mut bytes = URL_SAFE_NO_PAD.decode(t.expose()).unwrap();
         bytes[7] ^= 1;
         let moved = URL_SAFE_NO_PAD.encode(&bytes);
         for bad in [
@@ -374,5 +405,15 @@ mod tests {
         assert_ne!(a.csrf(), SessionToken::generate().csrf());
         assert!(same_token(&a.csrf(), &a.csrf()));
         assert!(!same_token("", ""));
+    }
+
+    #[test]
+    fn csrf_tokens_hide_in_debug() {
+        let session = SessionToken::generate().csrf();
+        let login = login_csrf(&[1; 32], "addr:192.0.2.1", 0);
+        for token in [session, login] {
+            assert_eq!(format!("{token:?}"), "CsrfToken([redacted])");
+            assert!(token.matches(token.expose()) && !token.matches(""));
+        }
     }
 }

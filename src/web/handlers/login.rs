@@ -31,8 +31,8 @@ fn csrf_cookie(site: &Site, cfg: &Config, facts: &Facts) -> (String, Option<Stri
         Some(existing) => (existing.to_string(), None),
         None => {
             let fresh = secret::login_csrf(&site.csrf_key, &client, now);
-            let set = names.set(&names.csrf, &fresh, None);
-            (fresh, Some(set))
+            let set = names.set(&names.csrf, fresh.expose(), None);
+            (fresh.expose().to_string(), Some(set))
         }
     }
 }

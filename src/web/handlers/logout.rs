@@ -6,7 +6,7 @@ use serde_json::json;
 use super::{Handled, Site, current};
 use crate::config::Config;
 use crate::core::event::{Event, EventKind};
-use crate::core::secret::{self, RememberToken};
+use crate::core::secret::RememberToken;
 use crate::policy::origin;
 use crate::policy::route::LOGIN_PATH;
 use crate::service::sessions::Ended;
@@ -16,7 +16,7 @@ use crate::web::request::Request;
 pub async fn logout(site: &Site, cfg: &Config, req: &Request<'_>, api: bool) -> Handled {
     let current = current(site, cfg, req.facts).await?;
     if let Some((token, _)) = &current {
-        let token_ok = secret::same_token(&req.field("csrf"), &token.csrf());
+        let token_ok = token.csrf().matches(&req.field("csrf"));
         if !origin::may_sign_out(req.origin(cfg), api, req.is_json(), token_ok) {
             return Ok(if api {
                 Reply::json(403, json!({"error": "csrf"}))

@@ -235,7 +235,7 @@ async fn the_session_api_and_sign_out() {
                 ("Cookie", &cookie_header),
                 ("Origin", "http://evil.example"),
             ],
-            format!("csrf={}", token.csrf()),
+            format!("csrf={}", token.csrf().expose()),
             403,
         ),
         (
@@ -247,7 +247,7 @@ async fn the_session_api_and_sign_out() {
         (
             "the form's token",
             vec![("Cookie", &cookie_header)],
-            format!("csrf={}", token.csrf()),
+            format!("csrf={}", token.csrf().expose()),
             303,
         ),
     ];
