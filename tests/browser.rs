@@ -1,6 +1,7 @@
 //! End to end in a real browser: `portcullis demo` serves its portal, headless Chromium
 //! (Debian's, driven by Playwright) signs in through the login page and lands on the portal.
-//! Also checks the demo's one-command promise over plain HTTP, and walks the CAPTCHA step.
+//! Also checks the demo's one-command promise over plain HTTP, and walks the CAPTCHA step and
+//! two-step verification (codes from `oathtool`).
 
 mod common;
 
@@ -121,6 +122,14 @@ fn chromium_signs_in_through_the_login_page_and_lands_on_the_portal() {
     let base = format!("http://127.0.0.1:{}", demo.port);
     let stdout = run_e2e("login.mjs", &[&base, "demo", &demo.password]);
     assert!(stdout.contains("ok: signed in"), "{stdout}");
+}
+
+#[test]
+fn chromium_sets_up_two_step_verification_and_signs_in_with_a_code() {
+    let demo = start_demo();
+    let base = format!("http://127.0.0.1:{}", demo.port);
+    let stdout = run_e2e("two_factor.mjs", &[&base, "demo", &demo.password]);
+    assert!(stdout.contains("ok: enrolled from the page"), "{stdout}");
 }
 
 #[test]

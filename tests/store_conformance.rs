@@ -213,6 +213,7 @@ async fn sessions(store: Arc<dyn Store>) {
             expires_at: 9999,
             previous_hash: None,
             rotated_at: 0,
+            second_factor: false,
         })
         .await
         .unwrap();
@@ -309,6 +310,7 @@ async fn remember_tokens(store: Arc<dyn Store>) {
         expires_at: 5000,
         previous_hash: None,
         rotated_at: 0,
+        second_factor: true,
     };
     store.insert_remember(&token).await.unwrap();
     assert_eq!(store.get_remember("s1").await.unwrap(), Some(token.clone()));

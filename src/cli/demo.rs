@@ -81,7 +81,7 @@ pub fn run(port: u16) -> Result<(), CliError> {
     let portal = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let yaml = format!(
-        "listen: 127.0.0.1:{port}\nupstream: http://{portal}\nadmin_listen: {admin}\nstore:\n  path: demo-data/portcullis.db\n"
+        "listen: 127.0.0.1:{port}\nupstream: http://{portal}\nadmin_listen: {admin}\nstore:\n  path: demo-data/portcullis.db\ntwo_factor:\n  issuer: Portcullis demo\n  secret_key_file: demo-data/secret.key\n"
     );
     let config = Config::parse(&yaml, "demo", Path::new("."))
         .map_err(|e| CliError::runtime(e.to_string()))?;

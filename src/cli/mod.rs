@@ -9,12 +9,16 @@ use clap::{Parser, Subcommand};
 
 pub mod demo;
 
-use crate::config::{Argon2Params, Config};
+use crate::config::{Argon2Params, Config, parse_duration};
+use crate::core::event::EventKind;
+use crate::core::identity::User;
 use crate::core::secret::Password;
+use crate::core::time::rfc3339;
 use crate::core::time::{Clock, SystemClock};
 use crate::service::accounts::{self, AccountError, Accounts, Profile};
 use crate::service::audit::{Filters, Query};
 use crate::service::hasher;
+use crate::service::two_factor;
 use crate::store;
 
 #[derive(Parser)]
@@ -132,6 +136,27 @@ enum UserCommand {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Two-step verification of a user: see it, remove it, or turn it off for a while.
+    #[command(name = "2fa")]
+    TwoFactor {
+        login: String,
+        action: TwoFactorAction,
+        /// With `disable`: how long the password alone lets the user in, e.g. 24h.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TwoFactorAction {
+    /// Enrolled or not, backup codes left, turned off until when.
+    Status,
+    /// Remove the factor and the backup codes; end every session and remember-me token.
+    Reset,
+    /// Let the password alone in until `--for` has passed; then the factor is asked again.
+    Disable,
 }
 
 /// A failure to report: the message (one line per problem) and the exit code.
@@ -325,13 +350,18 @@ fn user(command: UserCommand) -> Result<(), CliError> {
         | UserCommand::SetPassword { config, .. }
         | UserCommand::Dismiss { config, .. }
         | UserCommand::Restore { config, .. }
-        | UserCommand::LogoutAll { config, .. } => config.clone(),
+        | UserCommand::LogoutAll { config, .. }
+        | UserCommand::TwoFactor { config, .. } => config.clone(),
     };
     let config = load(&config_path)?;
     runtime()?.block_on(async {
         let store = store::open(&config.store).await?;
         let accounts = Accounts::new(store.as_ref(), &config);
-        run_user(&accounts, command).await
+        let admin = two_factor::Admin {
+            store: store.as_ref(),
+            config: &config,
+        };
+        run_user(&accounts, &admin, command).await
     })
 }
 
@@ -341,8 +371,21 @@ fn now() -> i64 {
 
 const STATUS: [&str; 2] = ["active", "dismissed"];
 
-async fn run_user(accounts: &Accounts<'_>, command: UserCommand) -> Result<(), CliError> {
+async fn run_user(
+    accounts: &Accounts<'_>,
+    admin: &two_factor::Admin<'_>,
+    command: UserCommand,
+) -> Result<(), CliError> {
     match command {
+        UserCommand::TwoFactor {
+            login,
+            action,
+            duration,
+            ..
+        } => {
+            let user = accounts.find(&login).await?;
+            two_factor_command(accounts, admin, &user, action, duration).await
+        }
         UserCommand::Add {
             login,
             email,
@@ -362,30 +405,11 @@ async fn run_user(accounts: &Accounts<'_>, command: UserCommand) -> Result<(), C
             add(accounts, profile, password_stdin).await
         }
         UserCommand::List { .. } => {
-            println!(
-                "{:<24} {:<32} {:<24} {:<20} STATUS",
-                "LOGIN", "EMAIL", "NAME", "GROUPS"
-            );
-            for u in accounts.list().await? {
-                println!(
-                    "{:<24} {:<32} {:<24} {:<20} {}",
-                    u.login,
-                    u.email,
-                    u.name,
-                    u.groups.join(","),
-                    STATUS[usize::from(u.dismissed)]
-                );
-            }
+            print_users(&accounts.list().await?);
             Ok(())
         }
         UserCommand::Show { login, .. } => {
-            let u = accounts.find(&login).await?;
-            println!("login:   {}", u.login);
-            println!("email:   {}", u.email);
-            println!("name:    {}", u.name);
-            println!("phone:   {}", u.phone);
-            println!("groups:  {}", u.groups.join(", "));
-            println!("status:  {}", STATUS[usize::from(u.dismissed)]);
+            print_user(&accounts.find(&login).await?);
             Ok(())
         }
         UserCommand::SetPassword { login, .. } => {
@@ -411,6 +435,109 @@ async fn run_user(accounts: &Accounts<'_>, command: UserCommand) -> Result<(), C
             let u = accounts.find(&login).await?;
             let n = accounts.logout_all(&u).await?;
             println!("Ended {n} session(s) of {}", u.login);
+            Ok(())
+        }
+    }
+}
+
+/// `user list`: a table.
+fn print_users(users: &[User]) {
+    println!(
+        "{:<24} {:<32} {:<24} {:<20} STATUS",
+        "LOGIN", "EMAIL", "NAME", "GROUPS"
+    );
+    for u in users {
+        println!(
+            "{:<24} {:<32} {:<24} {:<20} {}",
+            u.login,
+            u.email,
+            u.name,
+            u.groups.join(","),
+            STATUS[usize::from(u.dismissed)]
+        );
+    }
+}
+
+/// `user show`.
+fn print_user(u: &User) {
+    println!("login:   {}", u.login);
+    println!("email:   {}", u.email);
+    println!("name:    {}", u.name);
+    println!("phone:   {}", u.phone);
+    println!("groups:  {}", u.groups.join(", "));
+    println!("status:  {}", STATUS[usize::from(u.dismissed)]);
+}
+
+/// The longest `user 2fa disable --for`: a turn-off is for a lost phone, not for good.
+const MAX_TURN_OFF: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+/// `user 2fa LOGIN status|reset|disable --for DURATION`.
+async fn two_factor_command(
+    accounts: &Accounts<'_>,
+    admin: &two_factor::Admin<'_>,
+    user: &User,
+    action: TwoFactorAction,
+    duration: Option<String>,
+) -> Result<(), CliError> {
+    let now = now();
+    match action {
+        TwoFactorAction::Status => {
+            let status = admin.status(user, now).await?;
+            println!("login:          {}", user.login);
+            println!(
+                "enrolled:       {}",
+                if status.enrolled { "yes" } else { "no" }
+            );
+            println!("backup codes:   {}", status.codes_left);
+            let until = status.disabled_until.map(rfc3339);
+            println!(
+                "turned off:     {}",
+                until.map_or("no".into(), |t| format!("until {t}"))
+            );
+            Ok(())
+        }
+        TwoFactorAction::Reset => {
+            let n = admin.reset(user, now).await?;
+            accounts
+                .record(EventKind::TwoFactorReset, &user.login, "")
+                .await;
+            accounts
+                .record(
+                    EventKind::SessionsRevoked,
+                    &user.login,
+                    "two-step verification reset",
+                )
+                .await;
+            println!(
+                "Two-step verification removed for {}; {n} session(s) ended",
+                user.login
+            );
+            Ok(())
+        }
+        TwoFactorAction::Disable => {
+            let Some(text) = duration else {
+                return Err(CliError::usage(
+                    "disable needs --for DURATION, e.g. --for 24h",
+                ));
+            };
+            let d = parse_duration(&text).map_err(|e| CliError::usage(format!("--for: {e}")))?;
+            if d.is_zero() || d > MAX_TURN_OFF {
+                return Err(CliError::usage(
+                    "--for must be longer than 0 and at most 30d (to remove the factor: reset)",
+                ));
+            }
+            let until = now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            if !admin.disable_until(user, until).await? {
+                return Err(CliError::usage(format!(
+                    "{} has no two-step verification to turn off",
+                    user.login
+                )));
+            }
+            let detail = format!("until {}", rfc3339(until));
+            accounts
+                .record(EventKind::TwoFactorDisabled, &user.login, &detail)
+                .await;
+            println!("Two-step verification of {} is off {detail}", user.login);
             Ok(())
         }
     }

@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
-/// Names and attributes of the three cookies the gateway sets.
+/// Names and attributes of the cookies the gateway sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookieNames {
     pub session: String,
     pub remember: String,
     pub csrf: String,
+    /// A sign-in waiting for its second step.
+    pub pending: String,
     pub secure: bool,
 }
 
@@ -19,12 +21,13 @@ impl CookieNames {
             session: format!("{prefix}{base}"),
             remember: format!("{prefix}{base}_remember"),
             csrf: format!("{prefix}{base}_csrf"),
+            pending: format!("{prefix}{base}_pending"),
             secure,
         }
     }
 
-    pub fn all(&self) -> [&str; 3] {
-        [&self.session, &self.remember, &self.csrf]
+    pub fn all(&self) -> [&str; 4] {
+        [&self.session, &self.remember, &self.csrf, &self.pending]
     }
 
     /// `Set-Cookie` for `name`; without `max_age` it lasts until the browser closes.
@@ -57,7 +60,8 @@ mod tests {
             [
                 "portcullis_session",
                 "portcullis_session_remember",
-                "portcullis_session_csrf"
+                "portcullis_session_csrf",
+                "portcullis_session_pending"
             ]
         );
         let secure = CookieNames::new("portcullis_session", true);

@@ -5,6 +5,7 @@
 mod cookies;
 mod locate;
 mod raw;
+mod two_factor;
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -17,6 +18,7 @@ use http::HeaderName;
 use crate::core::addr::AddrSet;
 
 pub use cookies::CookieNames;
+pub use two_factor::{TotpParams, TwoFactorConfig};
 
 use locate::Locator;
 pub use locate::Position;
@@ -65,6 +67,7 @@ pub struct Config {
     pub cookies: CookieNames,
     pub passwords: PasswordPolicy,
     pub audit: AuditConfig,
+    pub two_factor: TwoFactorConfig,
     pub watch: bool,
     /// The file this was read from, for reloads and messages.
     pub source: Option<PathBuf>,
@@ -374,6 +377,7 @@ impl Validator<'_> {
             cookies,
             passwords: self.passwords(raw.passwords),
             audit: self.audit(raw.audit, base),
+            two_factor: self.two_factor(raw.two_factor, base),
             watch: raw.watch.unwrap_or(false),
             source: None,
         }

@@ -52,6 +52,8 @@ pub struct RawConfig {
     pub passwords: RawPasswords,
     #[serde(default)]
     pub audit: RawAudit,
+    #[serde(default)]
+    pub two_factor: RawTwoFactor,
     pub watch: Option<bool>,
 }
 
@@ -146,4 +148,24 @@ pub struct RawArgon2 {
 pub struct RawAudit {
     pub file: Option<String>,
     pub retention: Option<Scalar>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTwoFactor {
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub required_groups: Vec<String>,
+    #[serde(default)]
+    pub totp: RawTotp,
+    pub backup_codes: Option<u32>,
+    pub secret_key_file: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTotp {
+    pub digits: Option<u32>,
+    pub period: Option<Scalar>,
+    pub skew: Option<u32>,
 }

@@ -22,10 +22,16 @@ pub enum EventKind {
     SessionsRevoked,
     ConfigReloaded,
     ConfigRejected,
+    TwoFactorEnrolled,
+    TwoFactorFailure,
+    BackupCodeUsed,
+    BackupCodesRegenerated,
+    TwoFactorReset,
+    TwoFactorDisabled,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::LoginSuccess,
         EventKind::LoginFailure,
         EventKind::CaptchaRequired,
@@ -42,6 +48,12 @@ impl EventKind {
         EventKind::SessionsRevoked,
         EventKind::ConfigReloaded,
         EventKind::ConfigRejected,
+        EventKind::TwoFactorEnrolled,
+        EventKind::TwoFactorFailure,
+        EventKind::BackupCodeUsed,
+        EventKind::BackupCodesRegenerated,
+        EventKind::TwoFactorReset,
+        EventKind::TwoFactorDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +74,12 @@ impl EventKind {
             EventKind::SessionsRevoked => "sessions_revoked",
             EventKind::ConfigReloaded => "config_reloaded",
             EventKind::ConfigRejected => "config_rejected",
+            EventKind::TwoFactorEnrolled => "two_factor_enrolled",
+            EventKind::TwoFactorFailure => "two_factor_failure",
+            EventKind::BackupCodeUsed => "backup_code_used",
+            EventKind::BackupCodesRegenerated => "backup_codes_regenerated",
+            EventKind::TwoFactorReset => "two_factor_reset",
+            EventKind::TwoFactorDisabled => "two_factor_disabled",
         }
     }
 

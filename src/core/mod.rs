@@ -5,5 +5,6 @@ pub mod addr;
 pub mod counter;
 pub mod event;
 pub mod identity;
+pub mod key;
 pub mod secret;
 pub mod time;

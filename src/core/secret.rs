@@ -287,6 +287,205 @@ impl fmt::Debug for Password {
     }
 }
 
+/// A TOTP secret: 160 random bits (RFC 4226's recommendation). `Debug` never shows it; the
+/// store keeps it sealed with the master key only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TotpSecret(Vec<u8>);
+
+impl TotpSecret {
+    pub fn generate() -> TotpSecret {
+        let mut bytes = vec![0u8; 20];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        TotpSecret(bytes)
+    }
+
+    pub fn from_bytes(bytes: Vec<u8>) -> TotpSecret {
+        TotpSecret(bytes)
+    }
+
+    /// The bytes, to seal or to compute codes with. Never log them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TotpSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TotpSecret([redacted])")
+    }
+}
+
+/// A code someone typed for the second step (from an app, or a backup code). `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OneTimeCode(String);
+
+impl OneTimeCode {
+    pub fn new(typed: impl Into<String>) -> OneTimeCode {
+        OneTimeCode(typed.into())
+    }
+
+    /// What was typed. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// As an app's code: the digits only (people type `123 456`), when that is all it is.
+    pub fn digits(&self) -> Option<String> {
+        let digits: String = self.0.chars().filter(|c| !c.is_whitespace()).collect();
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())).then_some(digits)
+    }
+
+    /// As a backup code: lower-case letters and digits of the backup alphabet, without the
+    /// dash and spaces people type, when it has the length of one.
+    pub fn backup(&self) -> Option<BackupCode> {
+        let plain: String = self
+            .0
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        (plain.len() == BACKUP_LEN && plain.bytes().all(|b| BACKUP_ALPHABET.contains(&b)))
+            .then_some(BackupCode(plain))
+    }
+}
+
+impl fmt::Debug for OneTimeCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OneTimeCode([redacted])")
+    }
+}
+
+/// Letters and digits people cannot mistake for one another (no 0/o, 1/i/l).
+pub const BACKUP_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+const BACKUP_LEN: usize = 10;
+
+/// A backup code, 10 characters of `BACKUP_ALPHABET`, shown `xxxxx-xxxxx`. `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BackupCode(String);
+
+impl BackupCode {
+    pub fn generate() -> BackupCode {
+        use rand::Rng;
+        let mut rng = rand::rngs::OsRng;
+        BackupCode(
+            (0..BACKUP_LEN)
+                .map(|_| BACKUP_ALPHABET[rng.gen_range(0..BACKUP_ALPHABET.len())] as char)
+                .collect(),
+        )
+    }
+
+    /// As it is shown once to its owner: `xxxxx-xxxxx`.
+    pub fn display(&self) -> String {
+        format!("{}-{}", &self.0[..5], &self.0[5..])
+    }
+
+    /// The ten characters, for hashing. Never log them.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for BackupCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BackupCode([redacted])")
+    }
+}
+
+/// How long a pending sign-in (the right password, the second step to come) lasts.
+pub const PENDING_LIFETIME: i64 = 5 * 60;
+const PENDING_BYTES: usize = 8 + 1 + 8 + 16 + 8 + 16;
+
+/// A sign-in waiting for its second step, as the browser's `<cookie_name>_pending` cookie
+/// carries it: who, whether "Stay signed in" was ticked, whether the factor must first be set
+/// up, until when, and which password it was made with (a new one ends it); MAC'd under a key
+/// derived from the key file, so nobody can make one, not even with the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    pub user_id: i64,
+    pub remember: bool,
+    pub setup: bool,
+    pub expires_at: i64,
+    /// `Pending::credential` of the password hash at the first step.
+    pub credential: [u8; 16],
+}
+
+impl Pending {
+    /// What binds a pending sign-in to the user's password as it was: a digest of its stored
+    /// hash (which is salted: the digest says nothing about the password).
+    pub fn credential(password_hash: &str) -> [u8; 16] {
+        let digest = Sha256::new()
+            .chain_update(b"portcullis pending credential\0")
+            .chain_update(password_hash.as_bytes())
+            .finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        out
+    }
+
+    /// The cookie value for this pending sign-in.
+    pub fn seal(&self, key: &[u8; 32]) -> PendingToken {
+        let mut bytes = Vec::with_capacity(PENDING_BYTES);
+        bytes.extend_from_slice(&self.user_id.to_be_bytes());
+        bytes.push(u8::from(self.remember) | (u8::from(self.setup) << 1));
+        bytes.extend_from_slice(&self.expires_at.to_be_bytes());
+        bytes.extend_from_slice(&self.credential);
+        let mut nonce = [0u8; 8];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        bytes.extend_from_slice(&nonce);
+        let tag = pending_tag(key, &bytes);
+        bytes.extend_from_slice(&tag);
+        PendingToken(URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    /// The pending sign-in a cookie holds, if it is one of ours and not expired at `now`.
+    pub fn open(key: &[u8; 32], cookie: &str, now: i64) -> Option<Pending> {
+        let bytes = URL_SAFE_NO_PAD.decode(cookie).ok()?;
+        if bytes.len() != PENDING_BYTES {
+            return None;
+        }
+        let (signed, tag) = bytes.split_at(PENDING_BYTES - 16);
+        if !bool::from(pending_tag(key, signed).ct_eq(tag)) {
+            return None;
+        }
+        let pending = Pending {
+            user_id: i64::from_be_bytes(signed[..8].try_into().ok()?),
+            remember: signed[8] & 1 != 0,
+            setup: signed[8] & 2 != 0,
+            expires_at: i64::from_be_bytes(signed[9..17].try_into().ok()?),
+            credential: signed[17..33].try_into().ok()?,
+        };
+        (pending.expires_at > now).then_some(pending)
+    }
+}
+
+/// The cookie value of a pending sign-in: whoever holds it may try codes for that user (each
+/// wrong one counted). `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PendingToken(String);
+
+impl PendingToken {
+    /// The cookie value. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PendingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PendingToken([redacted])")
+    }
+}
+
+fn pending_tag(key: &[u8; 32], signed: &[u8]) -> [u8; 16] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes 32-byte keys");
+    mac.update(b"portcullis pending sign-in\0");
+    mac.update(signed);
+    let full = mac.finalize().into_bytes();
+    let mut tag = [0u8; 16];
+    tag.copy_from_slice(&full[..16]);
+    tag
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,6 +604,63 @@ mod tests {
         assert_ne!(a.csrf(), SessionToken::generate().csrf());
         assert!(same_token(&a.csrf(), &a.csrf()));
         assert!(!same_token("", ""));
+    }
+
+    #[test]
+    fn pending_sign_ins_are_ours_unaltered_and_short_lived() {
+        let key = [2u8; 32];
+        let p = Pending {
+            user_id: 42,
+            remember: true,
+            setup: false,
+            expires_at: 1300,
+            credential: Pending::credential("$argon2id$…"),
+        };
+        let cookie = p.seal(&key);
+        assert_eq!(Pending::open(&key, cookie.expose(), 1000), Some(p));
+        assert_eq!(Pending::open(&key, cookie.expose(), 1300), None, "expired");
+        assert_eq!(
+            Pending::open(&[3u8; 32], cookie.expose(), 1000),
+            None,
+            "another key"
+        );
+        assert_eq!(format!("{cookie:?}"), "PendingToken([redacted])");
+        let mut bytes = URL_SAFE_NO_PAD.decode(cookie.expose()).unwrap();
+        bytes[7] ^= 1; // another user
+        assert_eq!(
+            Pending::open(&key, &URL_SAFE_NO_PAD.encode(bytes), 1000),
+            None
+        );
+        assert_eq!(Pending::open(&key, "garbage", 1000), None);
+    }
+
+    #[test]
+    fn backup_codes_are_unambiguous_and_read_however_typed() {
+        let c = BackupCode::generate();
+        assert_eq!(c.display().len(), 11);
+        assert!(c.expose().bytes().all(|b| BACKUP_ALPHABET.contains(&b)));
+        for unambiguous in [b'0', b'o', b'1', b'l', b'i'] {
+            assert!(!BACKUP_ALPHABET.contains(&unambiguous));
+        }
+        let typed = OneTimeCode::new(format!(" {} ", c.display().to_uppercase()));
+        assert_eq!(typed.backup(), Some(c.clone()));
+        assert_eq!(
+            OneTimeCode::new("abcde-fghj0").backup(),
+            None,
+            "0 is not in the alphabet"
+        );
+        assert_eq!(
+            OneTimeCode::new("123 456").digits().as_deref(),
+            Some("123456")
+        );
+        assert_eq!(OneTimeCode::new("12a456").digits(), None);
+        for secret in [
+            format!("{:?}", c),
+            format!("{typed:?}"),
+            format!("{:?}", TotpSecret::generate()),
+        ] {
+            assert!(secret.contains("[redacted]"), "{secret}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::service::hasher::{HashError, Hasher};
 use crate::service::metrics::Metrics;
 use crate::service::sessions::Sessions;
 use crate::service::signin::SignIn;
+use crate::service::two_factor::{self, KeyError, TwoFactor};
 use crate::store::{self, Store, StoreError};
 use crate::web::handlers::Site;
 
@@ -47,6 +48,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Hasher(#[from] HashError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: String, error: std::io::Error },
     #[error("cannot start: {0}")]
@@ -88,9 +91,21 @@ impl App {
             HASH_QUEUE_PER_THREAD * hash_threads(),
             metrics.password_hash_seconds.clone(),
         )?);
+        let key = two_factor::load_key(&config.two_factor.secret_key_file, store.as_ref()).await?;
+        // From the key file, not the store: reading the database must not let anyone make a
+        // pending sign-in (one that stands for a right password).
+        let pending_key = key.digest(b"pending sign-in key", b"");
+        let two_factor = Arc::new(TwoFactor::new(
+            store.clone(),
+            key,
+            audit.clone(),
+            metrics.clone(),
+            clock.clone(),
+        ));
         let signin = Arc::new(SignIn::new(
             store.clone(),
             hasher,
+            two_factor.clone(),
             sessions.clone(),
             audit.clone(),
             metrics.clone(),
@@ -104,6 +119,8 @@ impl App {
             metrics: metrics.clone(),
             clock: clock.clone(),
             csrf_key: store.secret("login_csrf").await?,
+            pending_key,
+            two_factor,
         };
         let app = App {
             config: ArcSwap::from_pointee(config),

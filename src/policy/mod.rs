@@ -11,3 +11,4 @@ pub mod origin;
 pub mod route;
 pub mod signin;
 pub mod throttle;
+pub mod totp;

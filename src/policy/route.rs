@@ -26,6 +26,12 @@ pub enum Endpoint {
     ApiLogin,
     ApiSession,
     ApiLogout,
+    /// The second step of a sign-in: `2fa`.
+    TwoFactorPage,
+    TwoFactorForm,
+    /// Setting up two-step verification: `2fa/setup`.
+    SetupPage,
+    SetupForm,
     /// `captcha/{id}.png`; the id is checked for shape before anything is looked up.
     CaptchaImage(String),
     NotFound,
@@ -62,6 +68,8 @@ fn endpoint(method: &str, rest: &str) -> Endpoint {
         "api/login" => (Endpoint::MethodNotAllowed, Endpoint::ApiLogin),
         "api/session" => (Endpoint::ApiSession, Endpoint::MethodNotAllowed),
         "api/logout" => (Endpoint::MethodNotAllowed, Endpoint::ApiLogout),
+        "2fa" => (Endpoint::TwoFactorPage, Endpoint::TwoFactorForm),
+        "2fa/setup" => (Endpoint::SetupPage, Endpoint::SetupForm),
         _ => return Endpoint::NotFound,
     };
     match method {
@@ -228,6 +236,12 @@ mod tests {
             ("POST", "/_portcullis/api/login", Route::Local(ApiLogin)),
             ("GET", "/_portcullis/api/session", Route::Local(ApiSession)),
             ("POST", "/_portcullis/api/logout", Route::Local(ApiLogout)),
+            ("GET", "/_portcullis/2fa", Route::Local(TwoFactorPage)),
+            ("POST", "/_portcullis/2fa", Route::Local(TwoFactorForm)),
+            ("GET", "/_portcullis/2fa/setup", Route::Local(SetupPage)),
+            ("POST", "/_portcullis/2fa/setup", Route::Local(SetupForm)),
+            ("PUT", "/_portcullis/2fa", Route::Local(MethodNotAllowed)),
+            ("GET", "/_portcullis/2fa/", Route::Local(NotFound)),
             (
                 "DELETE",
                 "/_portcullis/login",

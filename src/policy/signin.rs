@@ -1,11 +1,12 @@
 //! The order of the sign-in checks (docs/reference.md, Sign-in) as a machine: address budget →
-//! lock → CAPTCHA → first factor → second factor → account status → IP rule → issue. Each step
+//! lock → CAPTCHA → first factor → account status → IP rule → second factor → issue. Each step
 //! is a type whose `check` takes what the service found out for that step and returns the next
 //! step or the refusal; only `start` makes the first one, so no step can be skipped or taken out
 //! of turn. No I/O: the service does the lookups, hashing and counting between the steps.
 
 use crate::config::ThrottleConfig;
 use crate::core::counter::Counter;
+use crate::core::secret::Pending;
 use crate::core::time::Millis;
 use crate::policy::throttle::{self, Escalation};
 
@@ -30,6 +31,32 @@ pub enum Refusal {
     Dismissed,
     /// The right password, from an address the user may not sign in from.
     IpRestricted,
+    /// A second factor is needed and no code came: the second step comes next.
+    TwoFactorRequired,
+    /// The code was wrong, or (`replay`) right but already used.
+    InvalidCode {
+        replay: bool,
+    },
+    /// The user must set up two-step verification first.
+    TwoFactorSetupRequired,
+}
+
+/// The factors a session was issued on, as the event log names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Factors {
+    Password,
+    PasswordTotp,
+    PasswordBackupCode,
+}
+
+impl Factors {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Factors::Password => "password",
+            Factors::PasswordTotp => "password+totp",
+            Factors::PasswordBackupCode => "password+backup_code",
+        }
+    }
 }
 
 /// The first step: the address's budget of attempts.
@@ -117,22 +144,43 @@ pub struct FirstFactor(());
 
 impl FirstFactor {
     /// `verified`: the login exists and the password is its password.
-    pub fn check(self, verified: bool) -> Result<SecondFactor, Refusal> {
+    pub fn check(self, verified: bool) -> Result<AccountStatus, Refusal> {
         if verified {
-            Ok(SecondFactor(()))
+            Ok(AccountStatus(()))
         } else {
             Err(Refusal::InvalidCredentials)
         }
     }
 }
 
-/// The slot for two-step verification: today every sign-in goes straight on.
-#[derive(Debug)]
-pub struct SecondFactor(());
+/// The second step of a sign-in whose password was right (a pending sign-in): it begins again
+/// with the address's budget and the login's lock, then the rest as for a first attempt. Only
+/// a `Pending` (a sealed cookie the gateway made after the password) can start it.
+pub fn resume(_password_was_right: &Pending) -> ResumedBudget {
+    ResumedBudget(())
+}
 
-impl SecondFactor {
-    pub fn check(self) -> AccountStatus {
-        AccountStatus(())
+#[derive(Debug)]
+pub struct ResumedBudget(());
+
+impl ResumedBudget {
+    pub fn check(self, spent: Result<(), Millis>, now: Millis) -> Result<ResumedLock, Refusal> {
+        AddressBudget(()).check(spent, now).map(|_| ResumedLock(()))
+    }
+}
+
+/// The lock, again: wrong codes count toward it. The CAPTCHA does not apply to this step.
+#[derive(Debug)]
+pub struct ResumedLock(());
+
+impl ResumedLock {
+    pub fn check(self, login: &Counter, now: Millis) -> Result<AccountStatus, Refusal> {
+        match throttle::locked_until(login, now) {
+            Some(until) => Err(Refusal::Locked {
+                retry_after: throttle::seconds_until(until, now),
+            }),
+            None => Ok(AccountStatus(())),
+        }
     }
 }
 
@@ -151,24 +199,70 @@ impl AccountStatus {
     }
 }
 
-/// The user's IP restrictions, last, for the same reason.
+/// The user's IP restrictions, for the same reason after the password.
 #[derive(Debug)]
 pub struct IpRule(());
 
 impl IpRule {
     /// `allowed`: `policy::network::user_allowed` for this user and address.
-    pub fn check(self, allowed: bool) -> Result<Issue, Refusal> {
+    pub fn check(self, allowed: bool) -> Result<SecondFactor, Refusal> {
         if allowed {
-            Ok(Issue(()))
+            Ok(SecondFactor(()))
         } else {
             Err(Refusal::IpRestricted)
         }
     }
 }
 
-/// Every check passed: a session may be issued.
+/// What the user's second factor asks, and what the attempt brought for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondFactorFacts {
+    /// None enrolled and none required, or turned off by an administrator for now.
+    NotNeeded,
+    /// Enrolled; the attempt's code, checked (`None`: no code came).
+    Code(Option<CodeOutcome>),
+    /// Required by `two_factor.required_groups` and not set up yet.
+    SetupRequired,
+}
+
+/// A code, as the service found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeOutcome {
+    Totp,
+    Backup,
+    Wrong,
+    Replay,
+}
+
+/// Two-step verification, last before the session: after every other check, so that whoever
+/// is asked for a code has the right password and may sign in from here.
 #[derive(Debug)]
-pub struct Issue(());
+pub struct SecondFactor(());
+
+impl SecondFactor {
+    pub fn check(self, facts: SecondFactorFacts) -> Result<Issue, Refusal> {
+        let factors = match facts {
+            SecondFactorFacts::NotNeeded => Factors::Password,
+            SecondFactorFacts::SetupRequired => return Err(Refusal::TwoFactorSetupRequired),
+            SecondFactorFacts::Code(None) => return Err(Refusal::TwoFactorRequired),
+            SecondFactorFacts::Code(Some(CodeOutcome::Totp)) => Factors::PasswordTotp,
+            SecondFactorFacts::Code(Some(CodeOutcome::Backup)) => Factors::PasswordBackupCode,
+            SecondFactorFacts::Code(Some(CodeOutcome::Wrong)) => {
+                return Err(Refusal::InvalidCode { replay: false });
+            }
+            SecondFactorFacts::Code(Some(CodeOutcome::Replay)) => {
+                return Err(Refusal::InvalidCode { replay: true });
+            }
+        };
+        Ok(Issue { factors })
+    }
+}
+
+/// Every check passed: a session may be issued, on these factors.
+#[derive(Debug)]
+pub struct Issue {
+    pub factors: Factors,
+}
 
 #[cfg(test)]
 mod tests {
@@ -205,6 +299,7 @@ mod tests {
         verified: bool,
         dismissed: bool,
         allowed: bool,
+        second: SecondFactorFacts,
     }
 
     fn ok() -> Facts {
@@ -216,11 +311,12 @@ mod tests {
             verified: true,
             dismissed: false,
             allowed: true,
+            second: SecondFactorFacts::NotNeeded,
         }
     }
 
     /// Runs the machine; the step names it passed, and how it ended.
-    fn run(f: &Facts) -> (Vec<&'static str>, Result<(), Refusal>) {
+    fn run(f: &Facts) -> (Vec<&'static str>, Result<Factors, Refusal>) {
         let mut passed = Vec::new();
         let result = (|| {
             let lock = start().check(f.spent, NOW)?;
@@ -229,15 +325,15 @@ mod tests {
             passed.push("lock");
             let first = captcha.check(f.answer)?;
             passed.push("captcha");
-            let second = first.check(f.verified)?;
+            let status = first.check(f.verified)?;
             passed.push("first factor");
-            let status = second.check();
-            passed.push("second factor");
             let rule = status.check(f.dismissed)?;
             passed.push("account");
-            rule.check(f.allowed)?;
+            let second = rule.check(f.allowed)?;
             passed.push("ip rule");
-            Ok(())
+            let issue = second.check(f.second)?;
+            passed.push("second factor");
+            Ok(issue.factors)
         })();
         (passed, result)
     }
@@ -250,8 +346,9 @@ mod tests {
             locked_until: NOW + 60_000,
             ..Counter::default()
         };
-        let cases: Vec<(&str, Facts, usize, Result<(), Refusal>)> = vec![
-            ("success", ok(), 7, Ok(())),
+        let code = |c| SecondFactorFacts::Code(c);
+        let cases: Vec<(&str, Facts, usize, Result<Factors, Refusal>)> = vec![
+            ("success", ok(), 7, Ok(Factors::Password)),
             (
                 "throttled",
                 Facts {
@@ -310,7 +407,7 @@ mod tests {
                     ..ok()
                 },
                 7,
-                Ok(()),
+                Ok(Factors::Password),
             ),
             (
                 "a wrong answer when none is needed is never read",
@@ -319,14 +416,15 @@ mod tests {
                     ..ok()
                 },
                 7,
-                Ok(()),
+                Ok(Factors::Password),
             ),
             (
-                "invalid credentials",
+                "invalid credentials, nothing about the account or its factor told",
                 Facts {
                     verified: false,
                     dismissed: true,
                     allowed: false,
+                    second: SecondFactorFacts::SetupRequired,
                     ..ok()
                 },
                 3,
@@ -337,19 +435,75 @@ mod tests {
                 Facts {
                     dismissed: true,
                     allowed: false,
+                    second: code(None),
                     ..ok()
                 },
-                5,
+                4,
                 Err(Refusal::Dismissed),
             ),
             (
-                "IP restricted, last",
+                "IP restricted, before any code is asked",
                 Facts {
                     allowed: false,
+                    second: code(None),
+                    ..ok()
+                },
+                5,
+                Err(Refusal::IpRestricted),
+            ),
+            (
+                "a second factor and no code: the second step",
+                Facts {
+                    second: code(None),
                     ..ok()
                 },
                 6,
-                Err(Refusal::IpRestricted),
+                Err(Refusal::TwoFactorRequired),
+            ),
+            (
+                "a wrong code",
+                Facts {
+                    second: code(Some(CodeOutcome::Wrong)),
+                    ..ok()
+                },
+                6,
+                Err(Refusal::InvalidCode { replay: false }),
+            ),
+            (
+                "a used code",
+                Facts {
+                    second: code(Some(CodeOutcome::Replay)),
+                    ..ok()
+                },
+                6,
+                Err(Refusal::InvalidCode { replay: true }),
+            ),
+            (
+                "must set up first",
+                Facts {
+                    second: SecondFactorFacts::SetupRequired,
+                    ..ok()
+                },
+                6,
+                Err(Refusal::TwoFactorSetupRequired),
+            ),
+            (
+                "an app's code",
+                Facts {
+                    second: code(Some(CodeOutcome::Totp)),
+                    ..ok()
+                },
+                7,
+                Ok(Factors::PasswordTotp),
+            ),
+            (
+                "a backup code",
+                Facts {
+                    second: code(Some(CodeOutcome::Backup)),
+                    ..ok()
+                },
+                7,
+                Ok(Factors::PasswordBackupCode),
             ),
         ];
         for (name, facts, steps, want) in cases {
@@ -357,6 +511,39 @@ mod tests {
             assert_eq!(got, want, "{name}");
             assert_eq!(passed.len(), steps, "{name}: passed {passed:?}");
         }
+    }
+
+    #[test]
+    fn the_second_step_begins_again_with_the_budget_and_the_lock_but_no_captcha() {
+        let pending = Pending {
+            user_id: 1,
+            remember: false,
+            setup: false,
+            expires_at: 0,
+            credential: [0; 16],
+        };
+        let locked = Counter {
+            locked_until: NOW + 5000,
+            ..failures(9)
+        };
+        assert!(matches!(
+            resume(&pending).check(Err(NOW + 1000), NOW),
+            Err(Refusal::Throttled { retry_after: 1 })
+        ));
+        let lock = resume(&pending).check(Ok(()), NOW).unwrap();
+        assert_eq!(
+            lock.check(&locked, NOW).unwrap_err(),
+            Refusal::Locked { retry_after: 5 }
+        );
+        // Many failures, no CAPTCHA: straight to the account, the rule and the code.
+        let lock = resume(&pending).check(Ok(()), NOW).unwrap();
+        let issue = lock
+            .check(&failures(50), NOW)
+            .and_then(|s| s.check(false))
+            .and_then(|r| r.check(true))
+            .and_then(|f| f.check(SecondFactorFacts::Code(Some(CodeOutcome::Totp))))
+            .unwrap();
+        assert_eq!(issue.factors, Factors::PasswordTotp);
     }
 
     #[test]

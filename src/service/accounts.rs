@@ -70,7 +70,7 @@ impl<'a> Accounts<'a> {
 
     /// Records what was done. The change itself is made already, so a failure here is
     /// reported but does not undo it.
-    async fn event(&self, kind: EventKind, login: &str, detail: &str) {
+    pub async fn record(&self, kind: EventKind, login: &str, detail: &str) {
         let event = Event::new(kind, Self::now()).login(login).detail(detail);
         if let Err(e) = audit::record_directly(self.store, self.event_file, event).await {
             tracing::warn!(error = %e, "an account change was made but not recorded");
@@ -96,7 +96,7 @@ impl<'a> Accounts<'a> {
             password_hash: hasher::hash_now(password, self.passwords.argon2)?,
         };
         let user = self.store.create_user(new, Self::now()).await?;
-        self.event(EventKind::UserCreated, &user.login, "").await;
+        self.record(EventKind::UserCreated, &user.login, "").await;
         Ok(user)
     }
 
@@ -113,7 +113,7 @@ impl<'a> Accounts<'a> {
         let n = self
             .end_sessions(user, UserChange::Password(phc), "password changed")
             .await?;
-        self.event(EventKind::PasswordChanged, &user.login, by)
+        self.record(EventKind::PasswordChanged, &user.login, by)
             .await;
         Ok(n)
     }
@@ -123,13 +123,13 @@ impl<'a> Accounts<'a> {
         let n = self
             .end_sessions(user, UserChange::Dismissed, "dismissed")
             .await?;
-        self.event(EventKind::UserDismissed, &user.login, "").await;
+        self.record(EventKind::UserDismissed, &user.login, "").await;
         Ok(n)
     }
 
     pub async fn restore(&self, user: &User) -> Result<(), AccountError> {
         self.store.set_dismissed(user.id, false).await?;
-        self.event(EventKind::UserRestored, &user.login, "").await;
+        self.record(EventKind::UserRestored, &user.login, "").await;
         Ok(())
     }
 
@@ -155,7 +155,7 @@ impl<'a> Accounts<'a> {
             .store
             .end_user_sessions(user.id, Self::now(), reason.as_str(), change)
             .await?;
-        self.event(EventKind::SessionsRevoked, &user.login, why)
+        self.record(EventKind::SessionsRevoked, &user.login, why)
             .await;
         Ok(n)
     }

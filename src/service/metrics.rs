@@ -21,7 +21,13 @@ pub const LOGIN_RESULTS: &[&str] = &[
     "locked",
     "dismissed",
     "ip_restricted",
+    "two_factor_required",
+    "invalid_code",
 ];
+
+/// `result` values of `portcullis_two_factor_total`: a code accepted, a wrong one, a used one
+/// (refused), a backup code used.
+pub const TWO_FACTOR_RESULTS: &[&str] = &["success", "failure", "replay", "backup_code"];
 
 /// `decision` values of `portcullis_requests_total`.
 pub const DECISIONS: &[&str] = &[
@@ -55,6 +61,7 @@ pub struct Metrics {
     pub password_hash_seconds: Histogram,
     config_reloads: Counters,
     events_dropped: Counters,
+    two_factor: Counters,
 }
 
 /// Building fixed, valid metric definitions cannot fail; if it did, it would fail on every start.
@@ -167,6 +174,13 @@ impl Metrics {
             "sink",
             &["store", "file"],
         );
+        let two_factor = counter_vec(
+            &registry,
+            "portcullis_two_factor_total",
+            "Second-step codes by result.",
+            "result",
+            TWO_FACTOR_RESULTS,
+        );
         #[cfg(target_os = "linux")]
         fixed(registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -182,7 +196,13 @@ impl Metrics {
             password_hash_seconds,
             config_reloads,
             events_dropped,
+            two_factor,
         }
+    }
+
+    /// One second-step code, by a `TWO_FACTOR_RESULTS` value.
+    pub fn two_factor(&self, result: &'static str) {
+        self.two_factor.inc_by(result, 1);
     }
 
     /// One request, by its `DECISIONS` value.

@@ -9,6 +9,7 @@ pub mod hasher;
 pub mod metrics;
 pub mod sessions;
 pub mod signin;
+pub mod two_factor;
 
 /// Every service over a real SQLite file in a temporary directory, with a clock the test
 /// moves: for unit tests of the services and of the web layer, without sockets.
@@ -19,6 +20,7 @@ pub mod fixture {
 
     use crate::config::{Argon2Params, Config};
     use crate::core::identity::{NewUser, User};
+    use crate::core::key::MasterKey;
     use crate::core::secret::Password;
     use crate::core::time::ManualClock;
     use crate::service::audit::Audit;
@@ -26,6 +28,7 @@ pub mod fixture {
     use crate::service::metrics::Metrics;
     use crate::service::sessions::Sessions;
     use crate::service::signin::SignIn;
+    use crate::service::two_factor::TwoFactor;
     use crate::store::{SqliteStore, Store};
 
     pub const PASSWORD: &str = "correct horse battery";
@@ -45,6 +48,7 @@ pub mod fixture {
         pub audit: Audit,
         pub sessions: Arc<Sessions>,
         pub signin: Arc<SignIn>,
+        pub two_factor: Arc<TwoFactor>,
         pub alice: User,
     }
 
@@ -73,9 +77,17 @@ pub mod fixture {
                 metrics.clone(),
             ));
             let hasher = Hasher::new(FAST, 1, 64, metrics.password_hash_seconds.clone()).unwrap();
+            let two_factor = Arc::new(TwoFactor::new(
+                store.clone(),
+                MasterKey::from_bytes([6; 32]),
+                audit.clone(),
+                metrics.clone(),
+                clock.clone(),
+            ));
             let signin = Arc::new(SignIn::new(
                 store.clone(),
                 Arc::new(hasher),
+                two_factor.clone(),
                 sessions.clone(),
                 audit.clone(),
                 metrics.clone(),
@@ -104,6 +116,7 @@ pub mod fixture {
                 audit,
                 sessions,
                 signin,
+                two_factor,
                 alice,
             }
         }

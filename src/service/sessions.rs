@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
-use crate::config::SessionConfig;
+use crate::config::{SessionConfig, TwoFactorConfig};
 use crate::core::event::{Event, EventKind};
 use crate::core::identity::{Client, Identity, User};
 use crate::core::secret::{RememberToken, SessionHash, SessionToken};
 use crate::core::time::{Clock, UnixTime};
 use crate::policy::expiry::{Expiry, expiry, touch_interval};
+use crate::policy::totp;
 use crate::service::audit::Audit;
 use crate::service::metrics::Metrics;
 use crate::store::{
@@ -74,6 +75,14 @@ pub enum Lookup {
     Live(Arc<LiveSession>),
     Expired(Expiry),
     Unknown,
+}
+
+/// "Stay signed in" for a session being issued: for how long, and whether the sign-in had a
+/// second factor (`RememberRecord::second_factor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RememberFor {
+    pub lifetime: Duration,
+    pub second_factor: bool,
 }
 
 /// A freshly issued session (and remember-me token, when asked for).
@@ -177,6 +186,11 @@ impl Sessions {
 
     pub fn now(&self) -> UnixTime {
         self.clock.now()
+    }
+
+    /// The user a session or a pending sign-in names, unless gone or dismissed.
+    pub async fn user(&self, id: i64) -> StoreResult<Option<User>> {
+        Ok(self.store.get_user(id).await?.filter(|u| !u.dismissed))
     }
 
     /// Finds the session for a cookie, sliding its expiry. Cache first, then the store.
@@ -310,12 +324,15 @@ impl Sessions {
     pub async fn issue(
         &self,
         user: &User,
-        remember_for: Option<Duration>,
+        remember_for: Option<RememberFor>,
         client: &Client,
     ) -> StoreResult<Issued> {
         let now = self.clock.now();
         let remember = match remember_for {
-            Some(lifetime) => {
+            Some(RememberFor {
+                lifetime,
+                second_factor,
+            }) => {
                 let token = RememberToken::generate();
                 self.store
                     .insert_remember(&RememberRecord {
@@ -325,6 +342,7 @@ impl Sessions {
                         expires_at: now + lifetime.as_secs() as i64,
                         previous_hash: None,
                         rotated_at: 0,
+                        second_factor,
                     })
                     .await?;
                 Some(token)
@@ -386,8 +404,14 @@ impl Sessions {
     /// one browser that all carry it (after a restart, a page with many assets) end up with the
     /// same session whichever wins: the others, arriving with the validator just replaced, get
     /// the winner's result for `REMEMBER_GRACE`. Any other validator for a known selector, or
-    /// the replaced one later than that, is a stolen token replayed.
-    pub async fn renew(&self, presented: &RememberToken, client: &Client) -> StoreResult<Renewal> {
+    /// the replaced one later than that, is a stolen token replayed. Where two-step
+    /// verification is missing (`second_factor_missing`), the user signs in again instead.
+    pub async fn renew(
+        &self,
+        presented: &RememberToken,
+        two_factor: &TwoFactorConfig,
+        client: &Client,
+    ) -> StoreResult<Renewal> {
         let now = self.clock.now();
         let Some(rec) = self.store.get_remember(&presented.selector).await? else {
             return Ok(Renewal::Invalid);
@@ -407,7 +431,7 @@ impl Sessions {
         } else {
             return self.theft(user, client, now).await;
         };
-        if user.dismissed {
+        if user.dismissed || self.second_factor_missing(two_factor, &user, &rec).await? {
             return Ok(Renewal::Invalid);
         }
         let live = match step {
@@ -424,6 +448,21 @@ impl Sessions {
                 live,
             }),
             None => Renewal::Invalid,
+        })
+    }
+
+    /// Whether two-step verification stands in the way of renewing `rec`: the user must set
+    /// a factor up and has none, or has one that is asked (not turned off) while the token
+    /// was made with the password alone (before the factor, or while it was turned off).
+    async fn second_factor_missing(
+        &self,
+        two_factor: &TwoFactorConfig,
+        user: &User,
+        rec: &RememberRecord,
+    ) -> StoreResult<bool> {
+        Ok(match self.store.second_factor(user.id).await? {
+            None => totp::required(two_factor, &user.groups),
+            Some(f) => !rec.second_factor && f.disabled_until <= self.clock.now(),
         })
     }
 
@@ -454,12 +493,18 @@ impl Sessions {
             )
             .await?;
         if rotated {
-            self.audit.record(
-                Event::new(EventKind::SessionRenewed, now)
+            // A session issued without a password: `login_success` says by what.
+            for (kind, detail) in [
+                (EventKind::SessionRenewed, ""),
+                (EventKind::LoginSuccess, "remember_me"),
+            ] {
+                let event = Event::new(kind, now)
                     .login(&user.login)
                     .client(&client.ip, &client.user_agent)
-                    .session(live.hash.short()),
-            );
+                    .session(live.hash.short())
+                    .detail(detail);
+                self.audit.record(event);
+            }
             return Ok(Some(live));
         }
         // Someone rotated it first: a parallel request with this token (then the record now

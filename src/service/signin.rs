@@ -17,16 +17,21 @@ use crate::core::counter::Counter;
 use crate::core::event::{Event, EventKind};
 use crate::core::identity::{Client, Identity, User};
 use crate::core::secret::Password;
+use crate::core::secret::{BackupCode, OneTimeCode, PENDING_LIFETIME, Pending};
 use crate::core::time::{Clock, Millis};
 use crate::policy::network;
-use crate::policy::signin::{self, CaptchaAnswer, Refusal};
+use crate::policy::signin::{
+    self, AccountStatus, CaptchaAnswer, CodeOutcome, Factors, Refusal, SecondFactorFacts,
+};
 use crate::policy::throttle::{self, Scope};
 use crate::service::audit::Audit;
 use crate::service::captcha;
 use crate::service::hasher::{HashError, Hasher};
 use crate::service::metrics::Metrics;
-use crate::service::sessions::{Issued, Sessions};
+use crate::service::sessions::{Issued, RememberFor, Sessions};
+use crate::service::two_factor::{Checked, Need, TwoFactor};
 use crate::store::{Store, StoreError};
+use subtle::ConstantTimeEq;
 
 /// What someone typed into the form or sent to the API.
 #[derive(Debug)]
@@ -39,6 +44,19 @@ pub struct Attempt {
     /// password is known to be right.
     pub addr: ClientAddr,
     pub captcha: Option<CaptchaReply>,
+    /// A second-step code sent with the password (`api/login`'s `code`).
+    pub code: Option<OneTimeCode>,
+}
+
+/// What the second step brings: a code, or the confirmation of a factor being set up (the
+/// sealed secret of the enrolment form and its first code).
+#[derive(Debug, Clone, Copy)]
+pub enum SecondInput<'a> {
+    Code(Option<&'a OneTimeCode>),
+    Enrol {
+        sealed: &'a str,
+        code: &'a OneTimeCode,
+    },
 }
 
 /// The answer to a CAPTCHA challenge sent with an attempt.
@@ -54,8 +72,10 @@ impl std::fmt::Debug for CaptchaReply {
 }
 
 pub enum Outcome {
+    /// A session; `backup_codes` when the sign-in set up two-step verification (shown once).
     Success {
         issued: Issued,
+        backup_codes: Vec<BackupCode>,
     },
     /// Wrong password or unknown login. `captcha`: the challenge the next attempt must answer,
     /// when this failure reached the threshold.
@@ -78,10 +98,27 @@ pub enum Outcome {
     Dismissed,
     /// Right password, but the user may not sign in from this address.
     IpRestricted,
+    /// Right password, every check passed; a code is needed (the second step), for which the
+    /// browser keeps `pending`.
+    TwoFactorRequired {
+        pending: Pending,
+    },
+    /// Right password; the user must set up two-step verification before any session.
+    TwoFactorSetupRequired {
+        pending: Pending,
+    },
+    /// A pending sign-in that no longer fits the account (the factor was reset, set up or
+    /// turned off meanwhile, or the password changed): start again from the password.
+    PendingStale,
+    /// The second step's code was wrong, or (`replay`) already used.
+    InvalidCode {
+        replay: bool,
+    },
 }
 
 impl Outcome {
-    /// The `result` label of `portcullis_login_attempts_total`.
+    /// The `result` label of `portcullis_login_attempts_total` (`""` for a stale pending
+    /// sign-in, which is not counted: nothing was checked).
     pub fn result(&self) -> &'static str {
         match self {
             Outcome::Success { .. } => "success",
@@ -92,6 +129,11 @@ impl Outcome {
             Outcome::Throttled { .. } => "throttled",
             Outcome::Dismissed => "dismissed",
             Outcome::IpRestricted => "ip_restricted",
+            Outcome::TwoFactorRequired { .. } | Outcome::TwoFactorSetupRequired { .. } => {
+                "two_factor_required"
+            }
+            Outcome::InvalidCode { .. } => "invalid_code",
+            Outcome::PendingStale => "",
         }
     }
 }
@@ -113,6 +155,7 @@ const MAX_PASSWORD: usize = 1024;
 pub struct SignIn {
     store: Arc<dyn Store>,
     hasher: Arc<Hasher>,
+    two_factor: Arc<TwoFactor>,
     sessions: Arc<Sessions>,
     audit: Audit,
     metrics: Arc<Metrics>,
@@ -128,8 +171,15 @@ struct Ctx<'a> {
     login: String,
     /// Whether the login names an account (for the event's detail only).
     known: bool,
+    /// The account's id once it is known.
+    user_id: i64,
+    /// `Pending::credential` of the account's password, once it is known.
+    credential: [u8; 16],
     addr_key: String,
-    attempt: &'a Attempt,
+    addr: ClientAddr,
+    client: &'a Client,
+    /// "Stay signed in" was ticked.
+    remember: bool,
 }
 
 impl Ctx<'_> {
@@ -137,8 +187,19 @@ impl Ctx<'_> {
         self.now.div_euclid(1000)
     }
 
+    /// The sign-in waiting for its second step (or for setting the factor up).
+    fn pending(&self, setup: bool) -> Pending {
+        Pending {
+            user_id: self.user_id,
+            remember: self.remember,
+            setup,
+            expires_at: self.secs() + PENDING_LIFETIME,
+            credential: self.credential,
+        }
+    }
+
     fn event(&self, kind: EventKind) -> Event {
-        let c = &self.attempt.client;
+        let c = self.client;
         Event::new(kind, self.secs())
             .login(&self.login)
             .client(&c.ip, &c.user_agent)
@@ -149,6 +210,7 @@ impl SignIn {
     pub fn new(
         store: Arc<dyn Store>,
         hasher: Arc<Hasher>,
+        two_factor: Arc<TwoFactor>,
         sessions: Arc<Sessions>,
         audit: Audit,
         metrics: Arc<Metrics>,
@@ -157,6 +219,7 @@ impl SignIn {
         SignIn {
             store,
             hasher,
+            two_factor,
             sessions,
             audit,
             metrics,
@@ -180,8 +243,12 @@ impl SignIn {
             now: self.clock.now_millis(),
             login: typed.chars().take(MAX_LOGIN).collect(),
             known: false,
+            user_id: 0,
+            credential: [0; 16],
             addr_key: throttle::addr_key(&attempt.addr),
-            attempt,
+            addr: attempt.addr,
+            client: &attempt.client,
+            remember: attempt.remember,
         };
         let spent = self.spend(cfg, &ctx.addr_key, ctx.now).await?.1;
         let lock = match signin::start().check(spent, ctx.now) {
@@ -198,67 +265,281 @@ impl SignIn {
             // Events name the account, so `audit --user` finds them whichever was typed.
             ctx.login = u.login.clone();
             ctx.known = true;
+            ctx.user_id = u.id;
+            ctx.credential = Pending::credential(&u.password_hash);
         }
+        // From here to the counting of a failure (of the password or of a code), attempts
+        // from one address and for one account run one at a time.
         let login_key = throttle::login_key(&ctx.login);
-        // From here to the counting of a failure, attempts from one address and for one
-        // account run one at a time, so parallel requests cannot all pass a check first.
         let Some(_turn) = self.gates.enter(&ctx.addr_key, &login_key).await else {
             return Ok(self.busy(&ctx));
         };
-        let addr = self.store.counter(&ctx.addr_key).await?.unwrap_or_default();
-        let login = self.store.counter(&login_key).await?.unwrap_or_default();
-        let captcha = match lock.check(&login, &addr, ctx.now, &cfg.throttle) {
-            Ok(next) => next,
-            Err(refusal) => return self.refused(&ctx, refusal).await,
-        };
-        let answer = match captcha.needed() {
-            Some(_) => self.captcha_answer(&ctx).await?,
-            None => CaptchaAnswer::Missing,
-        };
-        let first = match captcha.check(answer) {
-            Ok(next) => next,
-            Err(refusal) => return self.refused(&ctx, refusal).await,
-        };
-        let Some(verified) = self.verify(&ctx, user.as_ref()).await? else {
-            return Ok(self.busy(&ctx));
-        };
-        let second = match first.check(verified) {
-            Ok(next) => next,
-            Err(refusal) => return self.refused(&ctx, refusal).await,
+        let status = match self
+            .password_steps(
+                &ctx,
+                lock,
+                user.as_ref(),
+                &attempt.password,
+                attempt.captcha.as_ref(),
+            )
+            .await?
+        {
+            Ok(status) => status,
+            Err(outcome) => return Ok(outcome),
         };
         let Some(user) = user else {
             return Err(LoginError::Hash(HashError::Failed(
                 "a password verified without a user".into(),
             )));
         };
-        let allowed = network::user_allowed(
-            &cfg.network.restrictions,
-            &Identity::of(&user),
-            &attempt.addr,
-        );
-        let issue = second
-            .check()
-            .check(user.dismissed)
-            .and_then(|rule| rule.check(allowed));
-        match issue {
-            Ok(_) => self.issue(&ctx, &user, &login_key).await,
+        let code = SecondInput::Code(attempt.code.as_ref());
+        self.finish(&ctx, status, &user, code).await
+    }
+
+    /// The lock, the CAPTCHA and the password; the caller holds the turn of the address and
+    /// the account (`Gates::enter`) until any failure is counted, so parallel requests cannot
+    /// all pass a check first. `Err`: the refusal, recorded and counted.
+    async fn password_steps(
+        &self,
+        ctx: &Ctx<'_>,
+        lock: signin::Lock,
+        user: Option<&User>,
+        password: &Password,
+        captcha_reply: Option<&CaptchaReply>,
+    ) -> Result<Result<AccountStatus, Outcome>, LoginError> {
+        let login_key = throttle::login_key(&ctx.login);
+        let addr = self.store.counter(&ctx.addr_key).await?.unwrap_or_default();
+        let login = self.store.counter(&login_key).await?.unwrap_or_default();
+        let captcha = match lock.check(&login, &addr, ctx.now, &ctx.cfg.throttle) {
+            Ok(next) => next,
+            Err(refusal) => return self.refused(ctx, refusal).await.map(Err),
+        };
+        let answer = match captcha.needed() {
+            Some(_) => self.captcha_answer(ctx, captcha_reply).await?,
+            None => CaptchaAnswer::Missing,
+        };
+        let first = match captcha.check(answer) {
+            Ok(next) => next,
+            Err(refusal) => return self.refused(ctx, refusal).await.map(Err),
+        };
+        let Some(verified) = self.verify(ctx, password, user).await? else {
+            return Ok(Err(self.busy(ctx)));
+        };
+        match first.check(verified) {
+            Ok(status) => Ok(Ok(status)),
+            Err(refusal) => self.refused(ctx, refusal).await.map(Err),
+        }
+    }
+
+    /// The password typed again by someone signed in, before a change to their two-step
+    /// verification (a new phone, new backup codes): the address's budget, the lock, the
+    /// CAPTCHA threshold (this form has no picture: a CAPTCHA due refuses it) and the
+    /// counting of a sign-in, so a stolen session cannot guess its way to the factor.
+    /// `None`: right; else the refusal.
+    pub async fn reconfirm(
+        &self,
+        cfg: &Config,
+        user: &User,
+        password: &Password,
+        client: &Client,
+        addr: ClientAddr,
+    ) -> Result<Option<Outcome>, LoginError> {
+        let ctx = Ctx {
+            cfg,
+            now: self.clock.now_millis(),
+            login: user.login.clone(),
+            known: true,
+            user_id: user.id,
+            credential: [0; 16],
+            addr_key: throttle::addr_key(&addr),
+            addr,
+            client,
+            remember: false,
+        };
+        let spent = self.spend(cfg, &ctx.addr_key, ctx.now).await?.1;
+        let lock = match signin::start().check(spent, ctx.now) {
+            Ok(next) => next,
+            Err(refusal) => return self.refused(&ctx, refusal).await.map(Some),
+        };
+        let login_key = throttle::login_key(&ctx.login);
+        let Some(_turn) = self.gates.enter(&ctx.addr_key, &login_key).await else {
+            return Ok(Some(self.busy(&ctx)));
+        };
+        let steps = self.password_steps(&ctx, lock, Some(user), password, None);
+        Ok(steps.await?.err())
+    }
+
+    /// The second step of a pending sign-in (`Pending`, made after the right password): the
+    /// address's budget and the login's lock again, then the account, the IP rule and the code
+    /// (or the confirmation of a factor being set up). Counted like an attempt.
+    pub async fn resume(
+        &self,
+        cfg: &Config,
+        pending: &Pending,
+        input: SecondInput<'_>,
+        client: &Client,
+        addr: ClientAddr,
+    ) -> Result<Outcome, LoginError> {
+        let outcome = self.resumed(cfg, pending, input, client, addr).await?;
+        if !matches!(outcome, Outcome::PendingStale) {
+            self.metrics.login_attempt(outcome.result());
+        }
+        Ok(outcome)
+    }
+
+    async fn resumed(
+        &self,
+        cfg: &Config,
+        pending: &Pending,
+        input: SecondInput<'_>,
+        client: &Client,
+        addr: ClientAddr,
+    ) -> Result<Outcome, LoginError> {
+        let mut ctx = Ctx {
+            cfg,
+            now: self.clock.now_millis(),
+            login: String::new(),
+            known: false,
+            user_id: 0,
+            credential: [0; 16],
+            addr_key: throttle::addr_key(&addr),
+            addr,
+            client,
+            remember: pending.remember,
+        };
+        let spent = self.spend(cfg, &ctx.addr_key, ctx.now).await?.1;
+        let lock = match signin::resume(pending).check(spent, ctx.now) {
+            Ok(next) => next,
+            Err(refusal) => return self.refused(&ctx, refusal).await,
+        };
+        let Some(user) = self.store.get_user(pending.user_id).await? else {
+            return Ok(Outcome::PendingStale);
+        };
+        (ctx.login, ctx.known, ctx.user_id) = (user.login.clone(), true, user.id);
+        ctx.credential = Pending::credential(&user.password_hash);
+        if !self.still_fits(&ctx, pending, &user, &input).await? {
+            return Ok(Outcome::PendingStale);
+        }
+        let login_key = throttle::login_key(&ctx.login);
+        let Some(_turn) = self.gates.enter(&ctx.addr_key, &login_key).await else {
+            return Ok(self.busy(&ctx));
+        };
+        let login = self.store.counter(&login_key).await?.unwrap_or_default();
+        match lock.check(&login, ctx.now) {
+            Ok(status) => self.finish(&ctx, status, &user, input).await,
             Err(refusal) => self.refused(&ctx, refusal).await,
         }
     }
 
+    /// Whether a pending sign-in still fits the account: the same password, and the step it
+    /// was made for still the one needed (a code for a factor, or setting one up). Otherwise a
+    /// reset, a new factor or a turn-off came in between, and it starts again from the password.
+    async fn still_fits(
+        &self,
+        ctx: &Ctx<'_>,
+        pending: &Pending,
+        user: &User,
+        input: &SecondInput<'_>,
+    ) -> Result<bool, LoginError> {
+        if !bool::from(pending.credential.ct_eq(&ctx.credential)) {
+            return Ok(false);
+        }
+        let need = self.two_factor.need(&ctx.cfg.two_factor, user).await?;
+        Ok(match (need, input) {
+            (Need::Code(_), SecondInput::Code(_)) => !pending.setup,
+            (Need::Setup, SecondInput::Enrol { .. }) => pending.setup,
+            _ => false,
+        })
+    }
+
+    /// After the right password: the account, the IP rule, the second factor, the session.
+    async fn finish(
+        &self,
+        ctx: &Ctx<'_>,
+        status: AccountStatus,
+        user: &User,
+        input: SecondInput<'_>,
+    ) -> Result<Outcome, LoginError> {
+        let cfg = ctx.cfg;
+        let allowed =
+            network::user_allowed(&cfg.network.restrictions, &Identity::of(user), &ctx.addr);
+        let second = match status.check(user.dismissed).and_then(|r| r.check(allowed)) {
+            Ok(next) => next,
+            Err(refusal) => return self.refused(ctx, refusal).await,
+        };
+        let (facts, codes) = self.second_factor(ctx, user, input).await?;
+        match second.check(facts) {
+            Ok(issue) => self.issue(ctx, user, issue.factors, codes).await,
+            Err(refusal) => self.refused(ctx, refusal).await,
+        }
+    }
+
+    /// What the user's second factor asks, and the input checked against it; the backup codes
+    /// of a factor set up here.
+    async fn second_factor(
+        &self,
+        ctx: &Ctx<'_>,
+        user: &User,
+        input: SecondInput<'_>,
+    ) -> Result<(SecondFactorFacts, Vec<BackupCode>), LoginError> {
+        let tf = &ctx.cfg.two_factor;
+        let need = self.two_factor.need(tf, user).await?;
+        Ok(match (need, input) {
+            (Need::Nothing, SecondInput::Code(_)) => (SecondFactorFacts::NotNeeded, Vec::new()),
+            (Need::Setup, SecondInput::Code(_)) => (SecondFactorFacts::SetupRequired, Vec::new()),
+            // Setting a factor up at sign-in is only for a user who must and has none
+            // (`still_fits` sends anyone else back to the password).
+            (Need::Code(_) | Need::Nothing, SecondInput::Enrol { .. }) => {
+                (SecondFactorFacts::SetupRequired, Vec::new())
+            }
+            (Need::Setup, SecondInput::Enrol { sealed, code }) => {
+                match self
+                    .two_factor
+                    .confirm(tf, user, sealed, code, ctx.client)
+                    .await?
+                {
+                    Some(codes) => (SecondFactorFacts::Code(Some(CodeOutcome::Totp)), codes),
+                    None => (
+                        SecondFactorFacts::Code(Some(CodeOutcome::Wrong)),
+                        Vec::new(),
+                    ),
+                }
+            }
+            (Need::Code(_), SecondInput::Code(None)) => (SecondFactorFacts::Code(None), Vec::new()),
+            (Need::Code(record), SecondInput::Code(Some(code))) => {
+                let checked = self
+                    .two_factor
+                    .check(tf, user, &record, code, ctx.client)
+                    .await?;
+                let outcome = match checked {
+                    Checked::Totp => CodeOutcome::Totp,
+                    Checked::Backup { .. } => CodeOutcome::Backup,
+                    Checked::Wrong => CodeOutcome::Wrong,
+                    Checked::Replay => CodeOutcome::Replay,
+                };
+                (SecondFactorFacts::Code(Some(outcome)), Vec::new())
+            }
+        })
+    }
+
     /// The password, on the hashing pool: `None` when this gateway's budget of checks or its
     /// pool is full. Unknown logins are verified against a dummy, at the same cost.
-    async fn verify(&self, ctx: &Ctx<'_>, user: Option<&User>) -> Result<Option<bool>, LoginError> {
+    async fn verify(
+        &self,
+        ctx: &Ctx<'_>,
+        password: &Password,
+        user: Option<&User>,
+    ) -> Result<Option<bool>, LoginError> {
         if !self
             .gates
             .take_check(ctx.now, ctx.cfg.throttle.password_checks_per_second)
         {
             return Ok(None);
         }
-        let password = if ctx.attempt.password.expose().len() > MAX_PASSWORD {
+        let password = if password.expose().len() > MAX_PASSWORD {
             Password::new("")
         } else {
-            ctx.attempt.password.clone()
+            password.clone()
         };
         let known = user.map(|u| u.password_hash.clone());
         match self.hasher.verify(password, known).await {
@@ -273,24 +554,62 @@ impl SignIn {
         &self,
         ctx: &Ctx<'_>,
         user: &User,
-        login_key: &str,
+        factors: Factors,
+        backup_codes: Vec<BackupCode>,
     ) -> Result<Outcome, LoginError> {
+        let login_key = throttle::login_key(&ctx.login);
         self.store
-            .update_counter(login_key, Box::new(|_| None))
+            .update_counter(&login_key, Box::new(|_| None))
             .await?;
-        let remember_for = ctx.cfg.session.remember_me.filter(|_| ctx.attempt.remember);
-        let client = &ctx.attempt.client;
-        let issued = self.sessions.issue(user, remember_for, client).await?;
+        let remember_for = ctx
+            .cfg
+            .session
+            .remember_me
+            .filter(|_| ctx.remember)
+            .map(|lifetime| RememberFor {
+                lifetime,
+                second_factor: factors != Factors::Password,
+            });
+        let issued = self.sessions.issue(user, remember_for, ctx.client).await?;
         self.audit.record(
             ctx.event(EventKind::LoginSuccess)
                 .session(issued.live.hash.short())
-                .detail(if issued.remember.is_some() {
-                    "remember"
-                } else {
-                    ""
-                }),
+                .detail(factors.as_str()),
         );
-        Ok(Outcome::Success { issued })
+        Ok(Outcome::Success {
+            issued,
+            backup_codes,
+        })
+    }
+
+    /// A wrong or used code counts against the login toward `lock_after` (not toward the
+    /// CAPTCHA of the address: the second step has none).
+    async fn count_code_failure(&self, ctx: &Ctx<'_>) -> Result<(), StoreError> {
+        let (now, policy) = (ctx.now, ctx.cfg.throttle);
+        let key = throttle::login_key(&ctx.login);
+        let before = self
+            .store
+            .update_counter(
+                &key,
+                Box::new(move |c| {
+                    Some(throttle::failed(
+                        c.unwrap_or_default(),
+                        now,
+                        Scope::Login,
+                        &policy,
+                    ))
+                }),
+            )
+            .await?
+            .unwrap_or_default();
+        let after = throttle::failed(before, now, Scope::Login, &policy);
+        if throttle::newly_locked(&before, &after, now) {
+            self.audit.record(
+                ctx.event(EventKind::AccountLocked)
+                    .detail(&format!("{} failures", after.failures)),
+            );
+        }
+        Ok(())
     }
 
     /// A refusal of the step machine as an outcome, with its event; a wrong password is
@@ -343,6 +662,16 @@ impl SignIn {
                     .record(ctx.event(EventKind::IpRestricted).detail("sign-in"));
                 Outcome::IpRestricted
             }
+            Refusal::TwoFactorRequired => Outcome::TwoFactorRequired {
+                pending: ctx.pending(false),
+            },
+            Refusal::TwoFactorSetupRequired => Outcome::TwoFactorSetupRequired {
+                pending: ctx.pending(true),
+            },
+            Refusal::InvalidCode { replay } => {
+                self.count_code_failure(ctx).await?;
+                Outcome::InvalidCode { replay }
+            }
         })
     }
 
@@ -358,8 +687,12 @@ impl SignIn {
     }
 
     /// The attempt's answer to the challenge it names (used up either way).
-    async fn captcha_answer(&self, ctx: &Ctx<'_>) -> Result<CaptchaAnswer, StoreError> {
-        let Some(reply) = &ctx.attempt.captcha else {
+    async fn captcha_answer(
+        &self,
+        ctx: &Ctx<'_>,
+        reply: Option<&CaptchaReply>,
+    ) -> Result<CaptchaAnswer, StoreError> {
+        let Some(reply) = reply else {
             return Ok(CaptchaAnswer::Missing);
         };
         let solved =
@@ -535,6 +868,7 @@ mod tests {
             },
             addr: ClientAddr::new(ip.parse().unwrap()),
             captcha: None,
+            code: None,
         }
     }
 
@@ -654,7 +988,7 @@ mod tests {
                 .unwrap();
             assert_eq!(name(&outcome), want, "{case}");
             assert_eq!(s.hashes() - before, hashes, "{case}: hashes");
-            if let Outcome::Success { issued } = outcome {
+            if let Outcome::Success { issued, .. } = outcome {
                 let found = s
                     .sessions
                     .peek(&issued.token, &s.config.session)
@@ -692,6 +1026,183 @@ mod tests {
         assert_eq!(
             s.store.captcha_image(&id, s.clock.now()).await.unwrap(),
             None
+        );
+    }
+
+    /// Enrols alice (the fixture's clock, the code of now); her backup codes.
+    async fn enrol(s: &Services) -> Vec<BackupCode> {
+        let cfg = &s.config.two_factor;
+        let e = s.two_factor.start_enrolment(cfg, &s.alice);
+        let now = u64::try_from(s.clock.now()).unwrap();
+        let code = crate::policy::totp::code_at(&e.secret, &cfg.totp, now).unwrap();
+        let client = Client::default();
+        let codes = s
+            .two_factor
+            .confirm(cfg, &s.alice, &e.sealed, &OneTimeCode::new(code), &client)
+            .await
+            .unwrap()
+            .expect("the first code confirms");
+        assert_eq!(codes.len(), cfg.backup_codes as usize);
+        codes
+    }
+
+    /// The second-factor rows of the sign-in table, through the real service: what a
+    /// password with (or without) a code gets, and what it leaves behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn second_factor_rows() {
+        let s = Services::start("two_factor: {required_groups: [admins]}\n").await;
+        let codes = enrol(&s).await;
+        let with = |code: Option<&str>| {
+            let mut a = attempt("alice@example.com", PASSWORD, "192.0.2.1");
+            a.code = code.map(OneTimeCode::new);
+            a
+        };
+        let run = |a: Attempt| async { name(&s.signin.attempt(&s.config, a).await.unwrap()) };
+        assert_eq!(
+            run(with(None)).await,
+            "two_factor_required",
+            "a code is asked"
+        );
+        assert_eq!(run(with(Some("000000"))).await, "invalid_code");
+        // The code of the period enrolment used is spent; the next period's is fresh.
+        s.clock.advance(30);
+        let s = &s;
+        let secret_code = |at: i64| async move {
+            let record = s.store.second_factor(s.alice.id).await.unwrap().unwrap();
+            let key = crate::core::key::MasterKey::from_bytes([6; 32]);
+            let secret = key
+                .open(
+                    format!("totp:{}", s.alice.id).as_bytes(),
+                    &record.sealed_secret,
+                )
+                .unwrap();
+            let secret = crate::core::secret::TotpSecret::from_bytes(secret);
+            crate::policy::totp::code_at(&secret, &s.config.two_factor.totp, at as u64).unwrap()
+        };
+        let now_code = secret_code(s.clock.now()).await;
+        let outcome = s
+            .signin
+            .attempt(&s.config, with(Some(&now_code)))
+            .await
+            .unwrap();
+        assert_eq!(name(&outcome), "success");
+        assert_eq!(
+            run(with(Some(&now_code))).await,
+            "invalid_code",
+            "the same code again"
+        );
+        let backup = codes[0].display();
+        assert_eq!(run(with(Some(&backup))).await, "success", "a backup code");
+        assert_eq!(run(with(Some(&backup))).await, "invalid_code", "once only");
+        assert_eq!(
+            s.store
+                .second_factor(s.alice.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .backup_codes_left,
+            codes.len() as u64 - 1
+        );
+        // An administrator's timed turn-off: the password alone, until it ends.
+        let until = s.clock.now() + 60;
+        s.store
+            .disable_second_factor_until(s.alice.id, until)
+            .await
+            .unwrap();
+        assert_eq!(run(with(None)).await, "success");
+        s.clock.advance(61);
+        assert_eq!(
+            run(with(None)).await,
+            "two_factor_required",
+            "the kept factor again"
+        );
+        // Wrong codes count toward the lock: lock_after failures lock the login.
+        let locking = Services::start("throttle: {lock_after: 3, captcha_after: 0}\n").await;
+        enrol(&locking).await;
+        for _ in 0..3 {
+            let mut a = attempt("alice@example.com", PASSWORD, "192.0.2.1");
+            a.code = Some(OneTimeCode::new("111111"));
+            let o = locking.signin.attempt(&locking.config, a).await.unwrap();
+            assert_eq!(name(&o), "invalid_code");
+        }
+        let o = locking
+            .signin
+            .attempt(
+                &locking.config,
+                attempt("alice@example.com", PASSWORD, "192.0.2.1"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(name(&o), "locked");
+    }
+
+    /// The second step of a pending sign-in that sets the factor up, with `code`.
+    async fn enrol_step(
+        s: &Services,
+        pending: &Pending,
+        sealed: &str,
+        code: &OneTimeCode,
+    ) -> Outcome {
+        let input = SecondInput::Enrol { sealed, code };
+        let addr = ClientAddr::new("192.0.2.1".parse().unwrap());
+        let client = Client::default();
+        let o = s.signin.resume(&s.config, pending, input, &client, addr);
+        o.await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_required_group_must_set_up_before_any_session() {
+        let s = Services::start("two_factor: {required_groups: [Staff]}\n").await;
+        let o = s
+            .signin
+            .attempt(
+                &s.config,
+                attempt("alice@example.com", PASSWORD, "192.0.2.1"),
+            )
+            .await
+            .unwrap();
+        let Outcome::TwoFactorSetupRequired { pending } = o else {
+            panic!("led to setup");
+        };
+        assert_eq!((pending.user_id, pending.setup), (s.alice.id, true));
+        assert_eq!(pending.expires_at, s.clock.now() + 300);
+        let pending = Pending {
+            remember: true,
+            ..pending
+        };
+        let cfg = &s.config.two_factor;
+        let e = s.two_factor.start_enrolment(cfg, &s.alice);
+        let now = u64::try_from(s.clock.now()).unwrap();
+        let code =
+            OneTimeCode::new(crate::policy::totp::code_at(&e.secret, &cfg.totp, now).unwrap());
+        let o = enrol_step(&s, &pending, &e.sealed, &OneTimeCode::new("123456")).await;
+        assert_eq!(name(&o), "invalid_code");
+        // A pending sign-in that does not fit: of another password, or for the code step.
+        for stale in [
+            Pending {
+                credential: Pending::credential("another hash"),
+                ..pending
+            },
+            Pending {
+                setup: false,
+                ..pending
+            },
+        ] {
+            let o = enrol_step(&s, &stale, &e.sealed, &code).await;
+            assert!(matches!(o, Outcome::PendingStale));
+        }
+        let o = enrol_step(&s, &pending, &e.sealed, &code).await;
+        let Outcome::Success {
+            issued,
+            backup_codes,
+        } = o
+        else {
+            panic!("enrolled and signed in");
+        };
+        assert_eq!(backup_codes.len(), 10);
+        assert!(
+            issued.remember.is_some(),
+            "Stay signed in, chosen at the password, is kept"
         );
     }
 }

@@ -57,6 +57,9 @@ pub struct RememberRecord {
     /// still carry it are given the rotation's result for a few seconds (`session::renew`).
     pub previous_hash: Option<Vec<u8>>,
     pub rotated_at: UnixTime,
+    /// Made at a sign-in with a second factor (and kept through rotations): a token made with
+    /// the password alone does not renew sessions once the user's factor is asked.
+    pub second_factor: bool,
 }
 
 /// What changes about a user together with the end of their sessions.
@@ -66,6 +69,8 @@ pub enum UserChange {
     /// A new password hash.
     Password(String),
     Dismissed,
+    /// Two-step verification removed: the factor and the backup codes.
+    SecondFactorReset,
 }
 
 /// What a revocation ends: every session of a user, or one session.
@@ -122,9 +127,43 @@ pub struct EventFilter {
     pub limit: Option<u32>,
 }
 
+/// A user's second factor as the store keeps it: the TOTP secret sealed with the master key
+/// (never in clear), the last period accepted, and how many backup codes are left.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecondFactorRecord {
+    pub user_id: i64,
+    pub sealed_secret: Vec<u8>,
+    pub enrolled_at: UnixTime,
+    /// The period of the last code accepted (a code works once).
+    pub last_step: Option<i64>,
+    /// Until then, the password alone lets the user in (`user 2fa disable --for`).
+    pub disabled_until: UnixTime,
+    pub backup_codes_left: u64,
+}
+
+impl std::fmt::Debug for SecondFactorRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecondFactorRecord")
+            .field("user_id", &self.user_id)
+            .field("sealed_secret", &"[sealed]")
+            .field("enrolled_at", &self.enrolled_at)
+            .field("last_step", &self.last_step)
+            .field("disabled_until", &self.disabled_until)
+            .field("backup_codes_left", &self.backup_codes_left)
+            .finish()
+    }
+}
+
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + RememberStore + ThrottleStore + CaptchaStore + EventStore + SecretStore
+    UserStore
+    + SessionStore
+    + RememberStore
+    + ThrottleStore
+    + CaptchaStore
+    + EventStore
+    + SecretStore
+    + SecondFactorStore
 {
     /// Cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
@@ -277,7 +316,42 @@ pub trait EventStore: Send + Sync {
 pub trait SecretStore: Send + Sync {
     /// A random 32-byte secret kept under `name`: made by whichever gateway (or command) asks
     /// first, then the same for every gateway of the store (e.g. the login form's CSRF key).
-    async fn secret(&self, name: &str) -> StoreResult<[u8; 32]>;
+    async fn secret(&self, name: &str) -> StoreResult<[u8; 32]> {
+        self.claim_secret(name, new_secret()).await
+    }
+
+    /// The value kept under `name`, which is `offered` if nobody claimed the name before.
+    async fn claim_secret(&self, name: &str, offered: [u8; 32]) -> StoreResult<[u8; 32]>;
+}
+
+/// Two-step verification: sealed TOTP secrets, the last period used, backup code hashes.
+#[async_trait]
+pub trait SecondFactorStore: Send + Sync {
+    async fn second_factor(&self, user_id: i64) -> StoreResult<Option<SecondFactorRecord>>;
+    /// Sets a user's factor (replacing any) with `step` as the period already used (the
+    /// confirming code) and a new set of backup code hashes, in one transaction.
+    async fn enroll_second_factor(
+        &self,
+        user_id: i64,
+        sealed_secret: &[u8],
+        step: i64,
+        codes: &[[u8; 32]],
+        now: UnixTime,
+    ) -> StoreResult<()>;
+    /// Takes period `step` for the user: true only if it is later than the last one taken,
+    /// atomically, whichever gateway asks (a code works once in a cluster too).
+    async fn take_totp_step(&self, user_id: i64, step: i64) -> StoreResult<bool>;
+    /// Uses up a backup code by its hash: how many are left, or `None` if it was not there.
+    async fn use_backup_code(&self, user_id: i64, hash: &[u8; 32]) -> StoreResult<Option<u64>>;
+    /// A new set of backup codes replaces the old one.
+    async fn replace_backup_codes(&self, user_id: i64, codes: &[[u8; 32]]) -> StoreResult<()>;
+    /// False when the user has no factor to turn off.
+    async fn disable_second_factor_until(&self, user_id: i64, until: UnixTime)
+    -> StoreResult<bool>;
+    /// How many users have a factor (whether the key file is needed).
+    async fn count_second_factors(&self) -> StoreResult<u64>;
+    /// Any one user's factor, to check at start that the key file opens what the store holds.
+    async fn any_second_factor(&self) -> StoreResult<Option<SecondFactorRecord>>;
 }
 
 /// The case-insensitive form under which logins and emails are unique and looked up.

@@ -184,7 +184,9 @@ async fn resolve(site: &Site, cfg: &Config, facts: &Facts) -> Result<Resolved, S
     };
     let renewal = match RememberToken::parse(raw) {
         Some(token) if cfg.session.remember_me.is_some() => {
-            site.sessions.renew(&token, &facts.client).await?
+            site.sessions
+                .renew(&token, &cfg.two_factor, &facts.client)
+                .await?
         }
         _ => Renewal::Invalid,
     };

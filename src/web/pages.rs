@@ -16,6 +16,11 @@ pub mod messages {
     pub const EXPIRED: &str = "Your session has expired. Please sign in again";
     pub const SIGNED_OUT: &str = "You have signed out";
     pub const FORM_EXPIRED: &str = "The sign-in form has expired. Please try again";
+    pub const ENTER_CODE: &str = "Enter the code from your authenticator app";
+    pub const INCORRECT_CODE: &str = "Incorrect code";
+    pub const CODE_USED: &str = "This code has already been used. Wait for the next one";
+    pub const SET_UP: &str = "Set up two-step verification to continue";
+    pub const INCORRECT_PASSWORD: &str = "Incorrect password";
 }
 
 /// The entities every value in a page is written with (askama's escaper for `templates/*.html`,
@@ -95,6 +100,150 @@ pub fn login_page(view: &LoginView) -> String {
     })
 }
 
+/// What the second step shows.
+#[derive(Debug, Default)]
+pub struct TwoFactorView<'a> {
+    pub error: Option<&'a str>,
+    pub csrf: &'a str,
+    pub rd: &'a str,
+    /// The backup code field instead of the app's code.
+    pub backup: bool,
+}
+
+#[derive(askama::Template)]
+#[template(path = "two_factor.html")]
+struct TwoFactorPage<'a> {
+    title: &'a str,
+    prompt: &'a str,
+    error: Option<&'a str>,
+    csrf: &'a str,
+    rd: &'a str,
+    rd_query: String,
+    backup: bool,
+}
+
+pub fn two_factor_page(view: &TwoFactorView) -> String {
+    render(&TwoFactorPage {
+        title: "Two-step verification",
+        prompt: if view.backup {
+            "Enter one of the backup codes you saved"
+        } else {
+            messages::ENTER_CODE
+        },
+        error: view.error,
+        csrf: view.csrf,
+        rd: view.rd,
+        rd_query: form_urlencoded::byte_serialize(view.rd.as_bytes()).collect(),
+        backup: view.backup,
+    })
+}
+
+/// What the enrolment page shows. No `Debug`: it holds the secret.
+pub struct SetupView<'a> {
+    pub notice: &'a str,
+    pub error: Option<&'a str>,
+    pub csrf: &'a str,
+    pub rd: &'a str,
+    pub uri: &'a str,
+    pub grouped: &'a str,
+    pub sealed: &'a str,
+    /// Digits of a code, as configured.
+    pub digits: u32,
+    /// Replacing a factor that is on: the password again first.
+    pub ask_password: bool,
+}
+
+#[derive(askama::Template)]
+#[template(path = "setup.html")]
+struct SetupPage<'a> {
+    title: &'a str,
+    notice: &'a str,
+    error: Option<&'a str>,
+    csrf: &'a str,
+    rd: &'a str,
+    uri: &'a str,
+    grouped: &'a str,
+    sealed: &'a str,
+    digits: u32,
+    ask_password: bool,
+    qr_svg: String,
+}
+
+/// The QR code of `text`, drawn here as inline SVG (no external service, no script).
+pub fn qr_svg(text: &str) -> String {
+    match qrcode::QrCode::new(text.as_bytes()) {
+        Ok(code) => {
+            let svg = code
+                .render::<qrcode::render::svg::Color>()
+                .min_dimensions(220, 220)
+                .quiet_zone(true)
+                .build();
+            // Inline in HTML, an XML declaration before the drawing is noise.
+            svg.find("<svg")
+                .map_or(svg.clone(), |at| svg[at..].to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not draw a QR code");
+            String::new()
+        }
+    }
+}
+
+pub fn setup_page(view: &SetupView) -> String {
+    render(&SetupPage {
+        title: "Set up two-step verification",
+        notice: view.notice,
+        error: view.error,
+        csrf: view.csrf,
+        rd: view.rd,
+        uri: view.uri,
+        grouped: view.grouped,
+        sealed: view.sealed,
+        digits: view.digits,
+        ask_password: view.ask_password,
+        qr_svg: qr_svg(view.uri),
+    })
+}
+
+#[derive(askama::Template)]
+#[template(path = "backup_codes.html")]
+struct BackupCodesPage<'a> {
+    title: &'a str,
+    codes: Vec<String>,
+    next: &'a str,
+}
+
+/// The backup codes, shown once, and where to go on.
+pub fn backup_codes_page(codes: Vec<String>, next: &str) -> String {
+    render(&BackupCodesPage {
+        title: "Save your backup codes",
+        codes,
+        next,
+    })
+}
+
+#[derive(askama::Template)]
+#[template(path = "two_factor_status.html")]
+struct StatusPage<'a> {
+    title: &'a str,
+    error: Option<&'a str>,
+    left: u64,
+    csrf: &'a str,
+    rd: &'a str,
+}
+
+/// For someone signed in with two-step verification on: how many backup codes are left, a
+/// new set (after the password again), and the way to a new phone.
+pub fn two_factor_status_page(left: u64, error: Option<&str>, csrf: &str, rd: &str) -> String {
+    render(&StatusPage {
+        title: "Two-step verification",
+        error,
+        left,
+        csrf,
+        rd,
+    })
+}
+
 /// A page for a refusal or a failure: a title and one sentence of what to do.
 pub fn message_page(title: &str, message: &str) -> String {
     render(&MessagePage { title, message })
@@ -115,6 +264,34 @@ mod tests {
         assert!(!html.contains("<script>"));
         assert!(html.contains("&quot;&gt;&lt;script&gt;"));
         assert!(html.contains("value=\"/a?b=&quot;c&quot;\""));
+    }
+
+    #[test]
+    fn the_setup_page_draws_the_qr_code_inline_and_shows_the_key_and_link() {
+        let uri = "otpauth://totp/Portcullis:a%40b?secret=JBSWY3DPEHPK3PXP&issuer=Portcullis";
+        let html = setup_page(&SetupView {
+            notice: messages::SET_UP,
+            error: None,
+            csrf: "t",
+            rd: "/",
+            uri,
+            grouped: "JBSW Y3DP EHPK 3PXP",
+            sealed: "s",
+            digits: 8,
+            ask_password: false,
+        });
+        let svg = html.find("<svg").expect("an inline SVG");
+        assert!(!html.contains("<?xml") && html[svg..].contains("</svg>"));
+        assert!(!html.contains("<script") && !html.contains("<img"));
+        assert!(html.contains("<code id=\"secret\">JBSW Y3DP EHPK 3PXP</code>"));
+        assert!(
+            html.contains("otpauth://totp/Portcullis:a%40b?secret=JBSWY3DPEHPK3PXP&amp;issuer")
+        );
+        assert!(html.contains("Enter the 8-digit code"));
+        assert!(
+            html.contains("autocomplete=\"one-time-code\"")
+                && html.contains("inputmode=\"numeric\"")
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::service::audit::Audit;
 use crate::service::metrics::Metrics;
 use crate::service::sessions::Sessions;
 use crate::service::signin::SignIn;
+use crate::service::two_factor::TwoFactor;
 use crate::store::CaptchaStore;
 
 /// The services the handlers (and the gate in front of the portal) use.
@@ -20,4 +21,8 @@ pub struct Site {
     pub clock: Arc<dyn Clock>,
     /// The key of the login form's CSRF tokens, shared through the store by every gateway.
     pub csrf_key: [u8; 32],
+    /// The key of pending sign-ins (`core::secret::Pending`), derived from the key file that
+    /// every gateway of a cluster shares (never kept in the store).
+    pub pending_key: [u8; 32],
+    pub two_factor: Arc<TwoFactor>,
 }

@@ -213,7 +213,31 @@ impl Gateway {
     pub fn start_sharing(other: &Gateway, upstream: SocketAddr) -> Gateway {
         let path = other.dir.path().join("data/portcullis.db");
         let store = format!("store:\n  path: {}\n", path.display());
-        Gateway::start_on_store(upstream, &store, "", false)
+        let mut gw = Gateway::configure("127.0.0.1", upstream, "", &[], &store);
+        std::fs::create_dir_all(gw.dir.path().join("data")).unwrap();
+        let key = "data/secret.key";
+        std::fs::copy(other.dir.path().join(key), gw.dir.path().join(key)).unwrap();
+        gw.spawn();
+        gw
+    }
+
+    /// The gateways of one store share its key file (`two_factor.secret_key_file`), as an
+    /// operator copies it: the first one's is put where the next one's default is.
+    fn share_key(&self, store: &str) {
+        static KEYS: Mutex<Option<HashMap<String, Vec<u8>>>> = Mutex::new(None);
+        let path = self.dir.path().join("data/secret.key");
+        let mut keys = KEYS.lock().unwrap();
+        let keys = keys.get_or_insert_with(HashMap::new);
+        match (keys.get(store), std::fs::read(&path)) {
+            (Some(key), _) => {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, key).unwrap();
+            }
+            (None, Ok(made)) => {
+                keys.insert(store.to_string(), made);
+            }
+            (None, Err(_)) => {}
+        }
     }
 
     /// A gateway on the store `store` (its YAML, e.g. a PostgreSQL `url`), with `extra` YAML;
@@ -228,7 +252,9 @@ impl Gateway {
         if add_alice {
             gw.add_alice();
         }
+        gw.share_key(store);
         gw.spawn();
+        gw.share_key(store);
         gw
     }
 

@@ -17,6 +17,9 @@ CREATE INDEX remember_by_user ON remember_tokens(user_id);
 ALTER TABLE remember_tokens ADD COLUMN previous_hash BYTEA;
 ALTER TABLE remember_tokens ADD COLUMN rotated_at BIGINT NOT NULL DEFAULT 0;
 "#,
+    r#"
+ALTER TABLE remember_tokens ADD COLUMN second_factor BOOLEAN NOT NULL DEFAULT false;
+"#,
 ];
 
 #[async_trait]
@@ -25,8 +28,9 @@ impl RememberStore for PostgresStore {
         let t = t.clone();
         self.run(move |c| async move {
             c.execute(
-                "INSERT INTO remember_tokens (selector, validator_hash, user_id, expires_at) VALUES ($1, $2, $3, $4)",
-                &[&t.selector, &t.validator_hash, &t.user_id, &t.expires_at],
+                "INSERT INTO remember_tokens (selector, validator_hash, user_id, expires_at, second_factor)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&t.selector, &t.validator_hash, &t.user_id, &t.expires_at, &t.second_factor],
             )
             .await?;
             Ok(())
@@ -38,7 +42,7 @@ impl RememberStore for PostgresStore {
         self.run(move |c| async move {
             let row = c
                 .query_opt(
-                    "SELECT validator_hash, user_id, expires_at, previous_hash, rotated_at
+                    "SELECT validator_hash, user_id, expires_at, previous_hash, rotated_at, second_factor
                      FROM remember_tokens WHERE selector = $1",
                     &[&selector],
                 )
@@ -51,6 +55,7 @@ impl RememberStore for PostgresStore {
                     expires_at: col(&r, 2)?,
                     previous_hash: col(&r, 3)?,
                     rotated_at: col(&r, 4)?,
+                    second_factor: col(&r, 5)?,
                 })
             })
             .transpose()

@@ -12,10 +12,10 @@ CREATE TABLE secrets (
 
 #[async_trait]
 impl SecretStore for PostgresStore {
-    async fn secret(&self, name: &str) -> StoreResult<[u8; 32]> {
+    async fn claim_secret(&self, name: &str, offered: [u8; 32]) -> StoreResult<[u8; 32]> {
         let name = name.to_string();
         self.run(move |c| async move {
-            let offered = new_secret().to_vec();
+            let offered = offered.to_vec();
             c.execute(
                 "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
                 &[&name, &offered],

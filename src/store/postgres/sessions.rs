@@ -147,6 +147,12 @@ impl SessionStore for PostgresStore {
                     tx.execute("UPDATE users SET dismissed = TRUE WHERE id = $1", &[&user_id])
                         .await?
                 }
+                UserChange::SecondFactorReset => {
+                    tx.execute("DELETE FROM backup_codes WHERE user_id = $1", &[&user_id])
+                        .await?;
+                    tx.execute("DELETE FROM second_factors WHERE user_id = $1", &[&user_id])
+                        .await?
+                }
             };
             publishing_revocation(&tx).await?;
             let n = tx

@@ -4,6 +4,7 @@
 mod captchas;
 mod events;
 mod remember;
+mod second_factors;
 mod secrets;
 mod sessions;
 mod throttle;
@@ -24,7 +25,7 @@ use crate::core::secret::SessionHash;
 use crate::core::time::UnixTime;
 
 /// Every aggregate's steps, in the order they are applied.
-const SCHEMA: [Steps; 7] = [
+const SCHEMA: [Steps; 8] = [
     ("users", users::MIGRATIONS),
     ("sessions", sessions::MIGRATIONS),
     ("remember", remember::MIGRATIONS),
@@ -32,6 +33,7 @@ const SCHEMA: [Steps; 7] = [
     ("throttle", throttle::MIGRATIONS),
     ("captchas", captchas::MIGRATIONS),
     ("secrets", secrets::MIGRATIONS),
+    ("second_factors", second_factors::MIGRATIONS),
 ];
 
 /// What each `PRAGMA user_version` of the single-number era added (released: 1 to 3).

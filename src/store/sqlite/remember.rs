@@ -17,6 +17,9 @@ CREATE INDEX remember_by_user ON remember_tokens(user_id);
 ALTER TABLE remember_tokens ADD COLUMN previous_hash BLOB;
 ALTER TABLE remember_tokens ADD COLUMN rotated_at INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+ALTER TABLE remember_tokens ADD COLUMN second_factor INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 #[async_trait]
@@ -25,8 +28,9 @@ impl RememberStore for SqliteStore {
         let t = t.clone();
         self.with(move |c| {
             c.execute(
-                "INSERT INTO remember_tokens (selector, validator_hash, user_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![t.selector, t.validator_hash, t.user_id, t.expires_at],
+                "INSERT INTO remember_tokens (selector, validator_hash, user_id, expires_at, second_factor)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![t.selector, t.validator_hash, t.user_id, t.expires_at, t.second_factor],
             )?;
             Ok(())
         })
@@ -36,7 +40,7 @@ impl RememberStore for SqliteStore {
         let selector = selector.to_string();
         self.with(move |c| {
             Ok(c.query_row(
-                "SELECT validator_hash, user_id, expires_at, previous_hash, rotated_at
+                "SELECT validator_hash, user_id, expires_at, previous_hash, rotated_at, second_factor
                  FROM remember_tokens WHERE selector = ?1",
                 [&selector],
                 |r| {
@@ -47,6 +51,7 @@ impl RememberStore for SqliteStore {
                         expires_at: r.get(2)?,
                         previous_hash: r.get(3)?,
                         rotated_at: r.get(4)?,
+                        second_factor: r.get(5)?,
                     })
                 },
             )

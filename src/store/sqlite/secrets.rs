@@ -12,12 +12,12 @@ CREATE TABLE secrets (
 
 #[async_trait]
 impl SecretStore for SqliteStore {
-    async fn secret(&self, name: &str) -> StoreResult<[u8; 32]> {
+    async fn claim_secret(&self, name: &str, offered: [u8; 32]) -> StoreResult<[u8; 32]> {
         let name = name.to_string();
         self.with(move |c| {
             c.execute(
                 "INSERT INTO secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
-                params![name, &new_secret()[..]],
+                params![name, &offered[..]],
             )?;
             let value: Vec<u8> =
                 c.query_row("SELECT value FROM secrets WHERE name = ?1", [&name], |r| {

@@ -121,6 +121,10 @@ impl SessionStore for SqliteStore {
                 UserChange::Dismissed => {
                     tx.execute("UPDATE users SET dismissed = 1 WHERE id = ?1", [user_id])?
                 }
+                UserChange::SecondFactorReset => {
+                    tx.execute("DELETE FROM backup_codes WHERE user_id = ?1", [user_id])?;
+                    tx.execute("DELETE FROM second_factors WHERE user_id = ?1", [user_id])?
+                }
             };
             let n = tx.execute("DELETE FROM sessions WHERE user_id = ?1", [user_id])?;
             tx.execute("DELETE FROM remember_tokens WHERE user_id = ?1", [user_id])?;

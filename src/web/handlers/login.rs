@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{Handled, Site, current};
 use crate::config::Config;
 use crate::core::identity::Identity;
-use crate::core::secret::{self, Password};
+use crate::core::secret::{self, BackupCode, OneTimeCode, PENDING_LIFETIME, Password, Pending};
 use crate::policy::origin::Origin;
 use crate::policy::route::safe_redirect;
 use crate::policy::throttle;
@@ -21,7 +21,7 @@ use crate::web::request::{Facts, Request};
 
 /// The login form's CSRF cookie: reused while it is ours, for this client, with an hour left;
 /// made anew otherwise.
-fn csrf_cookie(site: &Site, cfg: &Config, facts: &Facts) -> (String, Option<String>) {
+pub fn csrf_cookie(site: &Site, cfg: &Config, facts: &Facts) -> (String, Option<String>) {
     let names = &cfg.cookies;
     let (client, now) = (throttle::addr_key(&facts.addr), site.clock.now());
     let reusable = facts.cookie(&names.csrf).filter(|v| {
@@ -40,7 +40,7 @@ fn csrf_cookie(site: &Site, cfg: &Config, facts: &Facts) -> (String, Option<Stri
 /// Whether the login form posted is one this gateway served to this client: sent from our own
 /// page (or a client that does not say), with the token of its cookie, ours, unexpired, for
 /// this client's address.
-fn csrf_ok(site: &Site, cfg: &Config, req: &Request<'_>) -> bool {
+pub fn csrf_ok(site: &Site, cfg: &Config, req: &Request<'_>) -> bool {
     let posted = req.field("csrf");
     let client = throttle::addr_key(&req.facts.addr);
     req.origin(cfg) != Origin::CrossSite
@@ -109,15 +109,27 @@ pub async fn page(site: &Site, cfg: &Config, req: &Request<'_>) -> Reply {
 }
 
 /// The status, message, next challenge and `Retry-After` seconds of a refused sign-in.
-struct Refusal {
-    status: u16,
-    error: &'static str,
-    message: &'static str,
+pub struct Refusal {
+    pub status: u16,
+    pub error: &'static str,
+    pub message: &'static str,
     captcha: Option<String>,
     retry_after: Option<u64>,
 }
 
-fn issued_or_refusal(outcome: Outcome) -> Result<Issued, Refusal> {
+/// Where a sign-in attempt leads.
+pub enum Next {
+    /// A session; and the backup codes of a factor set up on the way (shown once).
+    Issued(Issued, Vec<BackupCode>),
+    /// The right password: the second step comes next (`pending.setup`: set up the factor
+    /// first), carried by the browser's pending cookie.
+    SecondStep(Pending),
+    /// A pending sign-in that no longer fits the account: back to the password.
+    Restart,
+    Refused(Refusal),
+}
+
+pub fn next_of(outcome: Outcome) -> Next {
     let r = |status, error, message| Refusal {
         status,
         error,
@@ -125,8 +137,17 @@ fn issued_or_refusal(outcome: Outcome) -> Result<Issued, Refusal> {
         captcha: None,
         retry_after: None,
     };
-    Err(match outcome {
-        Outcome::Success { issued } => return Ok(issued),
+    Next::Refused(match outcome {
+        Outcome::Success {
+            issued,
+            backup_codes,
+        } => return Next::Issued(issued, backup_codes),
+        Outcome::TwoFactorRequired { pending } | Outcome::TwoFactorSetupRequired { pending } => {
+            return Next::SecondStep(pending);
+        }
+        Outcome::PendingStale => return Next::Restart,
+        Outcome::InvalidCode { replay: false } => r(401, "invalid_code", messages::INCORRECT_CODE),
+        Outcome::InvalidCode { replay: true } => r(401, "invalid_code", messages::CODE_USED),
         Outcome::InvalidCredentials { captcha } => Refusal {
             captcha,
             ..r(401, "invalid_credentials", messages::INVALID_CREDENTIALS)
@@ -149,7 +170,7 @@ fn issued_or_refusal(outcome: Outcome) -> Result<Issued, Refusal> {
 }
 
 impl Refusal {
-    fn retry_header(&self, reply: Reply) -> Reply {
+    pub fn retry_header(&self, reply: Reply) -> Reply {
         match self.retry_after {
             Some(s) => reply.header("Retry-After", s.to_string()),
             None => reply,
@@ -158,7 +179,7 @@ impl Refusal {
 
     /// `{"error": ...}`, with the challenge when one is needed next and the seconds to wait
     /// when locked or throttled.
-    fn json(&self) -> Reply {
+    pub fn json(&self) -> Reply {
         let mut body = json!({"error": self.error});
         if let Some(id) = &self.captcha {
             body["captcha"] = json!({"id": id, "image": captcha::image_path(id)});
@@ -195,26 +216,71 @@ pub async fn form(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
         client: req.facts.client.clone(),
         addr: req.facts.addr,
         captcha: captcha_reply(req.field("captcha_id"), req.field("captcha_answer")),
+        code: None,
     };
     let outcome = site.signin.attempt(cfg, attempt).await?;
-    let issued = match issued_or_refusal(outcome) {
-        Ok(issued) => issued,
-        Err(r) => {
+    match next_of(outcome) {
+        Next::Issued(issued, _) => Ok(signed_in(site, cfg, req, issued, &rd).await),
+        Next::SecondStep(pending) => Ok(second_step(site, cfg, &pending, &rd)),
+        // Only a second step can be stale; a first attempt never is.
+        Next::Restart => Ok(render(
+            site,
+            cfg,
+            req.facts,
+            page(401, messages::FORM_EXPIRED, None),
+        )),
+        Next::Refused(r) => {
             let view = page(r.status, r.message, r.captcha.as_deref());
-            return Ok(r.retry_header(render(site, cfg, req.facts, view)));
+            Ok(r.retry_header(render(site, cfg, req.facts, view)))
         }
-    };
+    }
+}
+
+/// A session issued to a browser: the one it had ends, the cookies are set, and it goes on to
+/// `rd`.
+pub async fn signed_in(
+    site: &Site,
+    cfg: &Config,
+    req: &Request<'_>,
+    issued: Issued,
+    rd: &str,
+) -> Reply {
     end_previous(site, cfg, req.facts).await;
+    Reply::redirect(303, safe_redirect(rd)).cookies(session_cookies(cfg, &issued))
+}
+
+/// The cookies of a new session: the session, "Stay signed in" (or its removal), and the end
+/// of a pending sign-in.
+pub fn session_cookies(cfg: &Config, issued: &Issued) -> Vec<String> {
     let names = &cfg.cookies;
-    let reply = Reply::redirect(303, safe_redirect(&rd)).cookie(names.set(
-        &names.session,
-        issued.token.expose(),
-        None,
-    ));
-    Ok(match issued.remember {
-        Some(r) => reply.cookie(names.set(&names.remember, &r.expose(), cfg.session.remember_me)),
-        None => reply.cookie(names.clear(&names.remember)),
-    })
+    let remember = match &issued.remember {
+        Some(r) => names.set(&names.remember, &r.expose(), cfg.session.remember_me),
+        None => names.clear(&names.remember),
+    };
+    vec![
+        names.set(&names.session, issued.token.expose(), None),
+        remember,
+        names.clear(&names.pending),
+    ]
+}
+
+/// The right password: a pending sign-in (an HttpOnly cookie of at most 5 minutes) and on to
+/// the second step, or to setting up the factor.
+fn second_step(site: &Site, cfg: &Config, pending: &Pending, rd: &str) -> Reply {
+    let names = &cfg.cookies;
+    let lifetime = Some(std::time::Duration::from_secs(PENDING_LIFETIME as u64));
+    let cookie = names.set(
+        &names.pending,
+        pending.seal(&site.pending_key).expose(),
+        lifetime,
+    );
+    let path = if pending.setup {
+        "/_portcullis/2fa/setup"
+    } else {
+        "/_portcullis/2fa"
+    };
+    let rd: String = form_urlencoded::byte_serialize(safe_redirect(rd).as_bytes()).collect();
+    Reply::redirect(303, &format!("{path}?rd={rd}")).cookie(cookie)
 }
 
 fn captcha_reply(id: String, answer: String) -> Option<CaptchaReply> {
@@ -222,7 +288,7 @@ fn captcha_reply(id: String, answer: String) -> Option<CaptchaReply> {
 }
 
 /// A sign-in replaces whatever session the browser had: the old one is ended, not reused.
-async fn end_previous(site: &Site, cfg: &Config, facts: &Facts) {
+pub async fn end_previous(site: &Site, cfg: &Config, facts: &Facts) {
     if let Ok(Some((_, live))) = current(site, cfg, facts).await
         && let Err(e) = site.sessions.end(&live, Ended::Logout).await
     {
@@ -232,6 +298,8 @@ async fn end_previous(site: &Site, cfg: &Config, facts: &Facts) {
 
 #[derive(Deserialize)]
 struct ApiLoginBody {
+    #[serde(default)]
+    code: Option<String>,
     #[serde(default)]
     login: String,
     #[serde(default)]
@@ -274,11 +342,22 @@ pub async fn api(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
         client: req.facts.client.clone(),
         addr: req.facts.addr,
         captcha: captcha_reply(body.captcha_id, body.captcha_answer),
+        code: body.code.map(OneTimeCode::new),
     };
     let outcome = site.signin.attempt(cfg, attempt).await?;
-    let issued = match issued_or_refusal(outcome) {
-        Ok(issued) => issued,
-        Err(r) => return Ok(r.json()),
+    let issued = match next_of(outcome) {
+        Next::Issued(issued, _) => issued,
+        Next::SecondStep(Pending { setup: false, .. }) => {
+            return Ok(Reply::json(401, json!({"error": "two_factor_required"})));
+        }
+        Next::SecondStep(Pending { setup: true, .. }) => {
+            return Ok(Reply::json(
+                403,
+                json!({"error": "two_factor_setup_required"}),
+            ));
+        }
+        Next::Restart => return Ok(Reply::json(401, json!({"error": "invalid_credentials"}))),
+        Next::Refused(r) => return Ok(r.json()),
     };
     end_previous(site, cfg, req.facts).await;
     let names = &cfg.cookies;

@@ -43,7 +43,12 @@ pub async fn logout(site: &Site, cfg: &Config, req: &Request<'_>, api: bool) -> 
     if let Some(remember) = req.cookie(&names.remember).and_then(RememberToken::parse) {
         site.sessions.forget_remember(&remember).await?;
     }
-    let cleared = [names.clear(&names.session), names.clear(&names.remember)];
+    // A pending sign-in too: on a shared computer, nobody after may finish it.
+    let cleared = [
+        names.clear(&names.session),
+        names.clear(&names.remember),
+        names.clear(&names.pending),
+    ];
     Ok(if api {
         Reply::json(200, json!({"ok": true})).cookies(cleared)
     } else {

@@ -6,6 +6,7 @@ mod captcha;
 mod login;
 mod logout;
 mod session;
+mod two_factor;
 
 use std::sync::Arc;
 
@@ -84,6 +85,10 @@ pub async fn handle(site: &Site, cfg: &Config, endpoint: Endpoint, req: &Request
         Endpoint::ApiSession => session::api_session(site, cfg, req).await,
         Endpoint::ApiLogout => logout::logout(site, cfg, req, true).await,
         Endpoint::CaptchaImage(id) => captcha::image(site, &id).await,
+        Endpoint::TwoFactorPage => two_factor::page(site, cfg, req).await,
+        Endpoint::TwoFactorForm => two_factor::form(site, cfg, req).await,
+        Endpoint::SetupPage => two_factor::setup_page(site, cfg, req).await,
+        Endpoint::SetupForm => two_factor::setup_form(site, cfg, req).await,
         Endpoint::NotFound => Ok(Reply::page(404, "Not found", "There is no such page.")),
         Endpoint::MethodNotAllowed => Ok(Reply::page(
             405,

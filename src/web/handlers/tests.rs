@@ -19,6 +19,8 @@ fn site(s: &Services) -> Site {
         metrics: s.metrics.clone(),
         clock: s.clock.clone(),
         csrf_key: [1; 32],
+        pending_key: [4; 32],
+        two_factor: s.two_factor.clone(),
     }
 }
 
