@@ -4,7 +4,8 @@
 # driver for it, tesseract (a test checks that off-the-shelf OCR cannot read the CAPTCHA) and
 # promtool, from Debian's `prometheus` package (tests check the metrics and the alert rules),
 # PostgreSQL's client and server programs (cluster tests) and oathtool (the two-step
-# verification tests compute TOTP codes with it, independently of the gateway's own code).
+# verification tests compute TOTP codes with it, independently of the gateway's own code) and
+# Debian's aiosmtpd (the password recovery tests run a real SMTP server with Debian's Python).
 # With --bench: wrk and nginx for the load tests (benches/load.sh, ab.sh), valgrind for
 # benches/instructions.sh, and taskset (util-linux) for ab.sh.
 # Safe to run again: it only installs what is not there.
@@ -24,6 +25,7 @@ if [ "$need_tests" = "--tests" ]; then
   command -v node >/dev/null || missing+=(nodejs npm)
   command -v tesseract >/dev/null || missing+=(tesseract-ocr)
   command -v oathtool >/dev/null || missing+=(oathtool)
+  /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
   # The cluster tests: psql, and initdb/pg_ctl for a private server they stop and start.
   command -v psql >/dev/null || missing+=(postgresql-client)
   ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)

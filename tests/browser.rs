@@ -1,7 +1,7 @@
 //! End to end in a real browser: `portcullis demo` serves its portal, headless Chromium
 //! (Debian's, driven by Playwright) signs in through the login page and lands on the portal.
-//! Also checks the demo's one-command promise over plain HTTP, and walks the CAPTCHA step and
-//! two-step verification (codes from `oathtool`).
+//! Also checks the demo's one-command promise over plain HTTP, and walks the CAPTCHA step,
+//! two-step verification (codes from `oathtool`) and password recovery through the demo's outbox.
 
 mod common;
 
@@ -130,6 +130,16 @@ fn chromium_sets_up_two_step_verification_and_signs_in_with_a_code() {
     let base = format!("http://127.0.0.1:{}", demo.port);
     let stdout = run_e2e("two_factor.mjs", &[&base, "demo", &demo.password]);
     assert!(stdout.contains("ok: enrolled from the page"), "{stdout}");
+}
+
+#[test]
+fn chromium_resets_a_forgotten_password_through_the_demos_outbox() {
+    let demo = start_demo();
+    let base = format!("http://127.0.0.1:{}", demo.port);
+    let outbox = demo._dir.path().join("demo-data/outbox");
+    let outbox = outbox.to_str().unwrap();
+    let stdout = run_e2e("recovery.mjs", &[&base, "demo", outbox]);
+    assert!(stdout.contains("ok: reset the password"), "{stdout}");
 }
 
 #[test]

@@ -11,8 +11,9 @@ use portcullis::core::event::{Event, EventKind};
 use portcullis::core::identity::NewUser;
 use portcullis::core::secret::SessionHash;
 use portcullis::store::{
-    CaptchaRecord, EventFilter, PostgresStore, Purged, RememberRecord, Revoked, SessionBounds,
-    SessionRecord, SessionStore, SqliteStore, Store, StoreError, UserChange, UserStore,
+    CaptchaRecord, EventFilter, Gate, NewJob, PostgresStore, Purged, RecoveryKind, RecoveryRecord,
+    RememberRecord, Revoked, SessionBounds, SessionRecord, SessionStore, SqliteStore, Store,
+    StoreError, UserChange, UserStore,
 };
 
 fn new_user(login: &str, email: &str) -> NewUser {
@@ -600,6 +601,183 @@ async fn opened_twice_at_once(first: Arc<dyn Store>, second: Arc<dyn Store>) {
     assert_eq!(second.find_user("ann").await.unwrap().unwrap().login, "ann");
 }
 
+/// Recovery secrets: one per user (a newer replaces the older), a link used once while live,
+/// an SMS code's tries counted down atomically.
+async fn recovery(store: Arc<dyn Store>) {
+    let ann = store
+        .create_user(new_user("ann", "ann@example.com"), 0)
+        .await
+        .unwrap();
+    let link = |hash: u8, expires_at| RecoveryRecord {
+        user_id: ann.id,
+        kind: RecoveryKind::Link,
+        secret_hash: [hash; 32],
+        created_at: 100,
+        expires_at,
+        tries_left: 1,
+        used_at: None,
+    };
+    store.put_recovery(&link(1, 1000)).await.unwrap();
+    assert_eq!(
+        store.recovery_by_hash(&[1; 32]).await.unwrap(),
+        Some(link(1, 1000))
+    );
+    // A newer link: the older one is gone.
+    store.put_recovery(&link(2, 1000)).await.unwrap();
+    assert_eq!(store.recovery_by_hash(&[1; 32]).await.unwrap(), None);
+    assert!(!store.use_recovery(&[1; 32], 200).await.unwrap());
+    assert!(
+        !store.use_recovery(&[2; 32], 1000).await.unwrap(),
+        "expired"
+    );
+    assert!(store.use_recovery(&[2; 32], 200).await.unwrap());
+    assert!(!store.use_recovery(&[2; 32], 201).await.unwrap(), "used");
+    let used = store.recovery_by_hash(&[2; 32]).await.unwrap().unwrap();
+    assert_eq!(used.used_at, Some(200));
+    // An SMS code: three tries, then none; not a link.
+    let sms = RecoveryRecord {
+        kind: RecoveryKind::Sms,
+        tries_left: 3,
+        ..link(3, 500)
+    };
+    store.put_recovery(&sms).await.unwrap();
+    assert!(
+        !store.use_recovery(&[3; 32], 200).await.unwrap(),
+        "a code is no link"
+    );
+    for left in [3, 2, 1] {
+        let before = store.try_sms_code(ann.id, 200).await.unwrap().unwrap();
+        assert_eq!(before.tries_left, left);
+        assert_eq!(before.secret_hash, [3; 32]);
+    }
+    assert_eq!(store.try_sms_code(ann.id, 200).await.unwrap(), None);
+    store.put_recovery(&sms).await.unwrap();
+    assert_eq!(
+        store.try_sms_code(ann.id, 500).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(store.try_sms_code(ann.id + 1, 200).await.unwrap(), None);
+}
+
+fn job(kind: &str, user_id: Option<i64>) -> NewJob {
+    NewJob {
+        kind: kind.into(),
+        user_id,
+        not_after: 5000,
+    }
+}
+
+/// The outbox: jobs queued behind a gate, claimed with a lease, retried later, finished.
+async fn outbox(store: Arc<dyn Store>) {
+    let gate = Gate {
+        key: "account:1".into(),
+        gap: 60,
+    };
+    assert_eq!(
+        store
+            .enqueue(&job("reset_link", Some(1)), Some(&gate), 1000)
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store
+            .enqueue(&job("reset_link", Some(1)), Some(&gate), 1030)
+            .await
+            .unwrap(),
+        Err(30),
+        "the gate stays closed for its gap"
+    );
+    assert_eq!(
+        store
+            .enqueue(&job("sms_code", None), None, 1030)
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store
+            .enqueue(&job("reset_link", Some(1)), Some(&gate), 1060)
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(store.count_jobs().await.unwrap(), 3);
+
+    let first = store.claim_jobs("a", 1060, 120, 2).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert_eq!(
+        (
+            first[0].kind.as_str(),
+            first[0].user_id,
+            first[0].created_at
+        ),
+        ("reset_link", Some(1), 1000)
+    );
+    assert_eq!(
+        (first[1].kind.as_str(), first[1].user_id, first[1].attempts),
+        ("sms_code", None, 0)
+    );
+    // Another worker gets only what is not claimed; a lease that ran out is free again.
+    let second = store.claim_jobs("b", 1061, 120, 10).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].created_at, 1060);
+    assert!(
+        store
+            .claim_jobs("b", 1100, 120, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.retry_job(first[0].id, 1200).await.unwrap();
+    store.finish_job(first[1].id).await.unwrap();
+    let not_yet = store.claim_jobs("b", 1150, 120, 10).await.unwrap();
+    assert!(not_yet.is_empty(), "one job not due, one under lease");
+    // At 1200 the retried job is due and the lease of b's first claim (till 1181) ran out.
+    let again = store.claim_jobs("c", 1200, 120, 10).await.unwrap();
+    let seen: Vec<(i64, u32)> = again.iter().map(|j| (j.id, j.attempts)).collect();
+    assert_eq!(seen, [(first[0].id, 1), (second[0].id, 0)]);
+    store.finish_job(second[0].id).await.unwrap();
+    store.finish_job(first[0].id).await.unwrap();
+    assert_eq!(store.count_jobs().await.unwrap(), 0);
+}
+
+/// Many workers claiming at once: each job goes to exactly one of them.
+async fn outbox_claims_once(store: Arc<dyn Store>) {
+    for _ in 0..40 {
+        store
+            .enqueue(&job("password_changed", Some(1)), None, 10)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let claims = (0..8).map(|w| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store
+                    .claim_jobs(&format!("w{w}"), 10, 120, 3)
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                mine.extend(got.into_iter().map(|j| j.id));
+            }
+        })
+    });
+    let mut all: Vec<i64> = Vec::new();
+    for c in claims {
+        all.extend(c.await.unwrap());
+    }
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!((before, all.len()), (40, 40), "every job claimed once");
+}
+
 async fn sqlite_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
     Arc::new(
         SqliteStore::open(&dir.path().join("store.db"))
@@ -659,7 +837,10 @@ conformance!(
     counters,
     captchas,
     secrets,
-    events
+    events,
+    recovery,
+    outbox,
+    outbox_claims_once
 );
 
 /// A user row whose groups cannot be read is an error, never "no groups" (which would escape

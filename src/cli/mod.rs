@@ -136,6 +136,15 @@ enum UserCommand {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Send a password reset link by e-mail (through the gateways' outbox), or print it.
+    SendReset {
+        login: String,
+        /// Print the link instead of e-mailing it (for deployments without mail).
+        #[arg(long)]
+        print_link: bool,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Two-step verification of a user: see it, remove it, or turn it off for a while.
     #[command(name = "2fa")]
     TwoFactor {
@@ -351,6 +360,7 @@ fn user(command: UserCommand) -> Result<(), CliError> {
         | UserCommand::Dismiss { config, .. }
         | UserCommand::Restore { config, .. }
         | UserCommand::LogoutAll { config, .. }
+        | UserCommand::SendReset { config, .. }
         | UserCommand::TwoFactor { config, .. } => config.clone(),
     };
     let config = load(&config_path)?;
@@ -429,6 +439,19 @@ async fn run_user(
             let u = accounts.find(&login).await?;
             accounts.restore(&u).await?;
             println!("Restored {}", u.login);
+            Ok(())
+        }
+        UserCommand::SendReset {
+            login, print_link, ..
+        } => {
+            let u = accounts.find(&login).await?;
+            match accounts.send_reset(&u, print_link).await? {
+                Some(link) => println!("{link}"),
+                None => println!(
+                    "A reset link for {} is queued; a running gateway e-mails it to {}",
+                    u.login, u.email
+                ),
+            }
             Ok(())
         }
         UserCommand::LogoutAll { login, .. } => {

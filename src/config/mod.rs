@@ -5,6 +5,7 @@
 mod cookies;
 mod locate;
 mod raw;
+mod recovery;
 mod two_factor;
 
 use std::fmt;
@@ -18,6 +19,10 @@ use http::HeaderName;
 use crate::core::addr::AddrSet;
 
 pub use cookies::CookieNames;
+pub use recovery::{
+    MailConfig, MailTransport, RecoveryConfig, SmsConfig, SmtpConfig, SmtpSecurity, parse_headers,
+    parse_mailbox,
+};
 pub use two_factor::{TotpParams, TwoFactorConfig};
 
 use locate::Locator;
@@ -68,6 +73,9 @@ pub struct Config {
     pub passwords: PasswordPolicy,
     pub audit: AuditConfig,
     pub two_factor: TwoFactorConfig,
+    pub mail: MailConfig,
+    pub sms: SmsConfig,
+    pub recovery: RecoveryConfig,
     pub watch: bool,
     /// The file this was read from, for reloads and messages.
     pub source: Option<PathBuf>,
@@ -361,6 +369,7 @@ impl Validator<'_> {
         let network = self.network(raw.network);
         let session = self.session(raw.session);
         let secure = public_url.as_ref().is_some_and(|u| u.https);
+        let has_public_url = public_url.is_some();
         let cookies = CookieNames::new(&session.cookie_name, secure);
         Config {
             listen,
@@ -378,6 +387,9 @@ impl Validator<'_> {
             passwords: self.passwords(raw.passwords),
             audit: self.audit(raw.audit, base),
             two_factor: self.two_factor(raw.two_factor, base),
+            mail: self.mail(raw.mail, base, has_public_url),
+            sms: self.sms(raw.sms, base),
+            recovery: self.recovery(raw.recovery),
             watch: raw.watch.unwrap_or(false),
             source: None,
         }

@@ -54,6 +54,12 @@ pub struct RawConfig {
     pub audit: RawAudit,
     #[serde(default)]
     pub two_factor: RawTwoFactor,
+    #[serde(default)]
+    pub mail: RawMail,
+    #[serde(default)]
+    pub sms: RawSms,
+    #[serde(default)]
+    pub recovery: RawRecovery,
     pub watch: Option<bool>,
 }
 
@@ -160,6 +166,42 @@ pub struct RawTwoFactor {
     pub totp: RawTotp,
     pub backup_codes: Option<u32>,
     pub secret_key_file: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMail {
+    pub transport: Option<String>,
+    pub from: Option<String>,
+    #[serde(default)]
+    pub smtp: RawSmtp,
+    pub dir: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub security: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSms {
+    pub webhook: Option<String>,
+    pub headers_file: Option<String>,
+    pub timeout: Option<Scalar>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecovery {
+    pub link_lifetime: Option<Scalar>,
+    pub resend_after: Option<Scalar>,
+    pub sms_code_lifetime: Option<Scalar>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -28,10 +28,14 @@ pub enum EventKind {
     BackupCodesRegenerated,
     TwoFactorReset,
     TwoFactorDisabled,
+    RecoveryRequested,
+    RecoveryFailed,
+    PasswordReset,
+    MailFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 22] = [
+    pub const ALL: [EventKind; 26] = [
         EventKind::LoginSuccess,
         EventKind::LoginFailure,
         EventKind::CaptchaRequired,
@@ -54,6 +58,10 @@ impl EventKind {
         EventKind::BackupCodesRegenerated,
         EventKind::TwoFactorReset,
         EventKind::TwoFactorDisabled,
+        EventKind::RecoveryRequested,
+        EventKind::RecoveryFailed,
+        EventKind::PasswordReset,
+        EventKind::MailFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -80,6 +88,10 @@ impl EventKind {
             EventKind::BackupCodesRegenerated => "backup_codes_regenerated",
             EventKind::TwoFactorReset => "two_factor_reset",
             EventKind::TwoFactorDisabled => "two_factor_disabled",
+            EventKind::RecoveryRequested => "recovery_requested",
+            EventKind::RecoveryFailed => "recovery_failed",
+            EventKind::PasswordReset => "password_reset",
+            EventKind::MailFailed => "mail_failed",
         }
     }
 

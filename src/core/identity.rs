@@ -85,9 +85,40 @@ pub struct Client {
     pub user_agent: String,
 }
 
+/// A phone number as compared: `+` (if written first) and the digits, nothing else; `None`
+/// for text with fewer than 6 digits or with letters (then it is a login or an e-mail).
+pub fn phone_key(text: &str) -> Option<String> {
+    let text = text.trim();
+    let allowed = |c: char| c.is_ascii_digit() || " -.()/".contains(c);
+    let rest = text.strip_prefix('+').unwrap_or(text);
+    if rest.is_empty() || !rest.chars().all(allowed) {
+        return None;
+    }
+    let digits: String = rest.chars().filter(char::is_ascii_digit).collect();
+    let plus = if text.starts_with('+') { "+" } else { "" };
+    (digits.len() >= 6).then(|| format!("{plus}{digits}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phone_numbers_compare_by_their_digits() {
+        assert_eq!(phone_key("+49 (30) 1234-567"), Some("+49301234567".into()));
+        assert_eq!(phone_key("030 123456"), Some("030123456".into()));
+        for not_a_phone in [
+            "alice@example.com",
+            "alice",
+            "12345",
+            "+",
+            "",
+            "+49 30 12a4567",
+            "1+23456",
+        ] {
+            assert_eq!(phone_key(not_a_phone), None, "{not_a_phone}");
+        }
+    }
 
     #[test]
     fn a_users_password_hash_never_shows_in_debug() {

@@ -4,6 +4,7 @@
 pub mod addr;
 pub mod counter;
 pub mod event;
+pub mod html;
 pub mod identity;
 pub mod key;
 pub mod secret;

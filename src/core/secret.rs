@@ -486,9 +486,103 @@ fn pending_tag(key: &[u8; 32], signed: &[u8]) -> [u8; 16] {
     tag
 }
 
+/// The secret of a password-reset link: 256 random bits, base64url; the store keeps its
+/// SHA-256 only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecoveryToken(String);
+
+impl RecoveryToken {
+    pub fn generate() -> RecoveryToken {
+        RecoveryToken(random_b64(32))
+    }
+
+    /// A token as a link or a form brings it back, if it has the shape of ours.
+    pub fn parse(value: &str) -> Option<RecoveryToken> {
+        is_b64_of_len(value, 43).then(|| RecoveryToken(value.to_string()))
+    }
+
+    pub fn hash(&self) -> [u8; 32] {
+        sha256(&[b"portcullis recovery\0", self.0.as_bytes()])
+    }
+
+    /// For the link and the form. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RecoveryToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RecoveryToken([redacted])")
+    }
+}
+
+/// A code sent by SMS: 6 random digits. Kept as a keyed hash (a million values are too few
+/// for a plain one).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmsCode(String);
+
+impl SmsCode {
+    pub fn generate() -> SmsCode {
+        let n = rand::rngs::OsRng.next_u32() % 1_000_000;
+        SmsCode(format!("{n:06}"))
+    }
+
+    /// What someone typed, spaces removed; `None` unless it is 6 digits.
+    pub fn parse(typed: &str) -> Option<SmsCode> {
+        let digits: String = typed.chars().filter(|c| !c.is_whitespace()).collect();
+        (digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit())).then_some(SmsCode(digits))
+    }
+
+    /// For the message only. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// What the store keeps: an HMAC under a key the store does not hold, for one user (the
+    /// same code of two users hashes apart).
+    pub fn hash(&self, key: &[u8; 32], user_id: i64) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes 32-byte keys");
+        mac.update(b"portcullis sms code\0");
+        mac.update(&user_id.to_be_bytes());
+        mac.update(self.0.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+impl fmt::Debug for SmsCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SmsCode([redacted])")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recovery_tokens_and_sms_codes_are_redacted_and_checked_for_shape() {
+        let t = RecoveryToken::generate();
+        assert_eq!(t.expose().len(), 43);
+        assert_eq!(RecoveryToken::parse(t.expose()), Some(t.clone()));
+        assert_eq!(RecoveryToken::parse("short"), None);
+        assert_eq!(
+            RecoveryToken::parse(&format!("{}=", &t.expose()[..42])),
+            None
+        );
+        assert_ne!(t.hash(), RecoveryToken::generate().hash());
+        assert_eq!(format!("{t:?}"), "RecoveryToken([redacted])");
+        let c = SmsCode::generate();
+        assert!(c.expose().len() == 6 && c.expose().bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(
+            SmsCode::parse(" 012 345 ").map(|c| c.expose().to_string()),
+            Some("012345".into())
+        );
+        for bad in ["12345", "1234567", "12a456", ""] {
+            assert_eq!(SmsCode::parse(bad), None, "{bad}");
+        }
+        assert_eq!(format!("{c:?}"), "SmsCode([redacted])");
+    }
 
     #[test]
     fn challenge_ids_are_22_base64url_characters() {

@@ -24,6 +24,7 @@ use crate::core::time::{Clock, SystemClock};
 use crate::service::audit::{Audit, EventWriter};
 use crate::service::hasher::{HashError, Hasher};
 use crate::service::metrics::Metrics;
+use crate::service::recovery::Recovery;
 use crate::service::sessions::Sessions;
 use crate::service::signin::SignIn;
 use crate::service::two_factor::{self, KeyError, TwoFactor};
@@ -95,6 +96,7 @@ impl App {
         // From the key file, not the store: reading the database must not let anyone make a
         // pending sign-in (one that stands for a right password).
         let pending_key = key.digest(b"pending sign-in key", b"");
+        let code_key = key.digest(b"sms code key", b"");
         let two_factor = Arc::new(TwoFactor::new(
             store.clone(),
             key,
@@ -111,6 +113,14 @@ impl App {
             metrics.clone(),
             clock.clone(),
         ));
+        let recovery = Arc::new(Recovery::new(
+            store.clone(),
+            signin.clone(),
+            audit.clone(),
+            metrics.clone(),
+            clock.clone(),
+            code_key,
+        ));
         let site = Site {
             sessions: sessions.clone(),
             signin,
@@ -121,6 +131,7 @@ impl App {
             csrf_key: store.secret("login_csrf").await?,
             pending_key,
             two_factor,
+            recovery,
         };
         let app = App {
             config: ArcSwap::from_pointee(config),
@@ -196,6 +207,10 @@ pub fn serve(config: Config, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resu
     server.add_service(background_service(
         "portcullis housekeeping",
         tasks::Housekeeping { app: app.clone() },
+    ));
+    server.add_service(background_service(
+        "portcullis outbox",
+        tasks::Outbox { app: app.clone() },
     ));
     server.add_service(background_service(
         "portcullis upkeep",

@@ -10,6 +10,7 @@ use pingora::services::background::BackgroundService;
 
 use super::App;
 use crate::service::audit::EventWriter;
+use crate::service::recovery::OUTBOX_POLL;
 
 /// Runs the event writer on a runtime of its own.
 pub struct Events(pub std::sync::Mutex<Option<EventWriter>>);
@@ -87,6 +88,34 @@ impl Upkeep {
         match self.app.sessions.apply_revocations(*seq).await {
             Ok(next) => *seq = next,
             Err(e) => tracing::warn!(error = %e, "cannot read revocations"),
+        }
+    }
+}
+
+/// Sends the queued mail and SMS: at once when a request on this gateway queues one, and
+/// every `OUTBOX_POLL` for those queued elsewhere (the command line, another gateway) and for
+/// retries that come due. A message being sent when a stop comes is finished first.
+pub struct Outbox {
+    pub app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for Outbox {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let recovery = &self.app.site.recovery;
+        loop {
+            let cfg = self.app.config.load_full();
+            match recovery.send_due(&cfg).await {
+                // A full batch: there may be more.
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the outbox"),
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                () = recovery.queued() => {}
+                () = tokio::time::sleep(OUTBOX_POLL) => {}
+            }
         }
     }
 }

@@ -32,6 +32,12 @@ pub enum Endpoint {
     /// Setting up two-step verification: `2fa/setup`.
     SetupPage,
     SetupForm,
+    /// "Forgot your password?": `forgot`.
+    ForgotPage,
+    ForgotForm,
+    /// A reset link, the new password, and the SMS code: `reset`.
+    ResetPage,
+    ResetForm,
     /// `captcha/{id}.png`; the id is checked for shape before anything is looked up.
     CaptchaImage(String),
     NotFound,
@@ -70,6 +76,8 @@ fn endpoint(method: &str, rest: &str) -> Endpoint {
         "api/logout" => (Endpoint::MethodNotAllowed, Endpoint::ApiLogout),
         "2fa" => (Endpoint::TwoFactorPage, Endpoint::TwoFactorForm),
         "2fa/setup" => (Endpoint::SetupPage, Endpoint::SetupForm),
+        "forgot" => (Endpoint::ForgotPage, Endpoint::ForgotForm),
+        "reset" => (Endpoint::ResetPage, Endpoint::ResetForm),
         _ => return Endpoint::NotFound,
     };
     match method {

@@ -10,6 +10,7 @@ use crate::core::secret::Password;
 use crate::core::time::{Clock, SystemClock, UnixTime};
 use crate::service::audit;
 use crate::service::hasher;
+use crate::service::recovery;
 use crate::service::sessions::Ended;
 use crate::store::{Store, StoreError, UserChange};
 
@@ -40,6 +41,7 @@ pub struct Profile {
 /// The account rules over one store, with the configuration's password policy and event file.
 pub struct Accounts<'a> {
     store: &'a dyn Store,
+    config: &'a Config,
     passwords: &'a PasswordPolicy,
     event_file: Option<&'a EventFile>,
 }
@@ -48,6 +50,7 @@ impl<'a> Accounts<'a> {
     pub fn new(store: &'a dyn Store, config: &'a Config) -> Accounts<'a> {
         Accounts {
             store,
+            config,
             passwords: &config.passwords,
             event_file: config.audit.file.as_ref(),
         }
@@ -116,6 +119,54 @@ impl<'a> Accounts<'a> {
         self.record(EventKind::PasswordChanged, &user.login, by)
             .await;
         Ok(n)
+    }
+
+    /// An administrator's reset link for `user` (SPEC §13): made now and returned (`print`),
+    /// or queued for the gateways to e-mail. Either way every older link stops working.
+    pub async fn send_reset(
+        &self,
+        user: &User,
+        print: bool,
+    ) -> Result<Option<String>, AccountError> {
+        let cfg = self.config;
+        if user.dismissed {
+            return Err(AccountError::Invalid(format!(
+                "`{}` is dismissed; restore the account first",
+                user.login
+            )));
+        }
+        let now = Self::now();
+        if print {
+            if recovery::link_base(cfg).is_none() {
+                return Err(AccountError::Invalid(
+                    "--print-link needs public_url in the configuration: the link points there"
+                        .into(),
+                ));
+            }
+            let link = recovery::new_link(self.store, cfg, user, now).await?;
+            self.record(
+                EventKind::RecoveryRequested,
+                &user.login,
+                "administrator, link printed",
+            )
+            .await;
+            return Ok(Some(link));
+        }
+        if !cfg.mail.enabled() {
+            return Err(AccountError::Invalid(
+                "mail.transport is none, so nothing would send the link; use --print-link".into(),
+            ));
+        }
+        if user.email.is_empty() {
+            return Err(AccountError::Invalid(format!(
+                "`{}` has no e-mail address; use --print-link",
+                user.login
+            )));
+        }
+        recovery::queue_link(self.store, cfg, user, now).await?;
+        self.record(EventKind::RecoveryRequested, &user.login, "administrator")
+            .await;
+        Ok(None)
     }
 
     /// Blocks sign-in and ends the user's sessions.

@@ -29,6 +29,12 @@ pub const LOGIN_RESULTS: &[&str] = &[
 /// (refused), a backup code used.
 pub const TWO_FACTOR_RESULTS: &[&str] = &["success", "failure", "replay", "backup_code"];
 
+/// `result` values of `portcullis_mail_total`: sent, given up, to be tried again.
+pub const MAIL_RESULTS: &[&str] = &["sent", "failed", "retried"];
+
+/// `result` values of `portcullis_recovery_total` (by `channel`, email or sms).
+pub const RECOVERY_RESULTS: &[&str] = &["requested", "throttled", "completed", "invalid"];
+
 /// `decision` values of `portcullis_requests_total`.
 pub const DECISIONS: &[&str] = &[
     "proxied",
@@ -62,6 +68,9 @@ pub struct Metrics {
     config_reloads: Counters,
     events_dropped: Counters,
     two_factor: Counters,
+    mail: Counters,
+    sms: Counters,
+    recovery: IntCounterVec,
 }
 
 /// Building fixed, valid metric definitions cannot fail; if it did, it would fail on every start.
@@ -181,6 +190,7 @@ impl Metrics {
             "result",
             TWO_FACTOR_RESULTS,
         );
+        let (mail, sms, recovery) = recovery_metrics(&registry);
         #[cfg(target_os = "linux")]
         fixed(registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -197,7 +207,25 @@ impl Metrics {
             config_reloads,
             events_dropped,
             two_factor,
+            mail,
+            sms,
+            recovery,
         }
+    }
+
+    /// One e-mail, by a `MAIL_RESULTS` value.
+    pub fn mail(&self, result: &'static str) {
+        self.mail.inc_by(result, 1);
+    }
+
+    /// One SMS: sent, or failed.
+    pub fn sms(&self, sent: bool) {
+        self.sms.inc_by(if sent { "sent" } else { "failed" }, 1);
+    }
+
+    /// One recovery step by `channel` (`email`, `sms`) and a `RECOVERY_RESULTS` value.
+    pub fn recovery(&self, channel: &'static str, result: &'static str) {
+        self.recovery.with_label_values(&[channel, result]).inc();
     }
 
     /// One second-step code, by a `TWO_FACTOR_RESULTS` value.
@@ -251,6 +279,38 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// Mail, SMS and password recovery; the two-label family has its series made at start too.
+fn recovery_metrics(registry: &Registry) -> (Counters, Counters, IntCounterVec) {
+    let mail = counter_vec(
+        registry,
+        "portcullis_mail_total",
+        "E-mail messages by result: sent, given up (no longer useful), or to be tried again.",
+        "result",
+        MAIL_RESULTS,
+    );
+    let sms = counter_vec(
+        registry,
+        "portcullis_sms_total",
+        "SMS messages by result.",
+        "result",
+        &["sent", "failed"],
+    );
+    let recovery = fixed(IntCounterVec::new(
+        Opts::new(
+            "portcullis_recovery_total",
+            "Password recovery steps by channel and result.",
+        ),
+        &["channel", "result"],
+    ));
+    fixed(registry.register(Box::new(recovery.clone())));
+    for channel in ["email", "sms"] {
+        for result in RECOVERY_RESULTS {
+            recovery.with_label_values(&[channel, result]);
+        }
+    }
+    (mail, sms, recovery)
 }
 
 impl Default for Metrics {

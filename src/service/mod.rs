@@ -6,7 +6,9 @@ pub mod accounts;
 pub mod audit;
 pub mod captcha;
 pub mod hasher;
+pub mod messenger;
 pub mod metrics;
+pub mod recovery;
 pub mod sessions;
 pub mod signin;
 pub mod two_factor;
@@ -26,6 +28,7 @@ pub mod fixture {
     use crate::service::audit::Audit;
     use crate::service::hasher::{self, Hasher};
     use crate::service::metrics::Metrics;
+    use crate::service::recovery::Recovery;
     use crate::service::sessions::Sessions;
     use crate::service::signin::SignIn;
     use crate::service::two_factor::TwoFactor;
@@ -49,6 +52,7 @@ pub mod fixture {
         pub sessions: Arc<Sessions>,
         pub signin: Arc<SignIn>,
         pub two_factor: Arc<TwoFactor>,
+        pub recovery: Arc<Recovery>,
         pub alice: User,
     }
 
@@ -93,6 +97,14 @@ pub mod fixture {
                 metrics.clone(),
                 clock.clone(),
             ));
+            let recovery = Arc::new(Recovery::new(
+                store.clone(),
+                signin.clone(),
+                audit.clone(),
+                metrics.clone(),
+                clock.clone(),
+                [7; 32],
+            ));
             let alice = store
                 .create_user(
                     NewUser {
@@ -117,6 +129,7 @@ pub mod fixture {
                 sessions,
                 signin,
                 two_factor,
+                recovery,
                 alice,
             }
         }

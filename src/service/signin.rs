@@ -732,6 +732,24 @@ impl SignIn {
         Ok((before, spent))
     }
 
+    /// Takes one attempt from the address's budget (`throttle.ip_attempts_per_minute`) for
+    /// something other than a password (a recovery request, an SMS code): `Err(seconds)` to
+    /// wait when it is spent.
+    pub async fn spend_address(
+        &self,
+        cfg: &Config,
+        addr: &ClientAddr,
+    ) -> Result<Result<(), u64>, StoreError> {
+        let now = self.clock.now_millis();
+        let spent = self.spend(cfg, &throttle::addr_key(addr), now).await?.1;
+        Ok(spent.map_err(|at| u64::try_from((at - now + 999) / 1000).unwrap_or(1).max(1)))
+    }
+
+    /// Hashes a new password on the hashing threads (never on the proxy's).
+    pub async fn hash_new(&self, password: Password) -> Result<String, HashError> {
+        self.hasher.hash(password).await
+    }
+
     /// Counts a wrong password against the login and the address; records the CAPTCHA escalation
     /// or the lock it causes.
     /// Returns the challenge the next attempt will need, if this failure made one necessary.

@@ -18,7 +18,7 @@ pub use sqlite::SqliteStore;
 use crate::config::StoreConfig;
 use crate::core::counter::Counter;
 use crate::core::event::Event;
-use crate::core::identity::{NewUser, User};
+use crate::core::identity::{NewUser, User, phone_key};
 use crate::core::secret::SessionHash;
 use crate::core::time::UnixTime;
 
@@ -164,6 +164,8 @@ pub trait Store:
     + EventStore
     + SecretStore
     + SecondFactorStore
+    + RecoveryStore
+    + OutboxStore
 {
     /// Cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
@@ -184,6 +186,21 @@ pub trait UserStore: Send + Sync {
     async fn set_password_hash(&self, user_id: i64, hash: &str) -> StoreResult<()>;
 
     async fn set_dismissed(&self, user_id: i64, dismissed: bool) -> StoreResult<()>;
+
+    /// The user whose phone number is `key` (`core::identity::phone_key`), if exactly one has
+    /// it. Every user is read: recovery by SMS asks rarely, and the time does not depend on
+    /// whether anyone matches.
+    async fn find_user_by_phone(&self, key: &str) -> StoreResult<Option<User>> {
+        let mut found = self
+            .list_users()
+            .await?
+            .into_iter()
+            .filter(|u| phone_key(&u.phone).as_deref() == Some(key));
+        Ok(match (found.next(), found.next()) {
+            (Some(user), None) => Some(user),
+            _ => None,
+        })
+    }
 }
 
 /// Sessions, and the revocation feed that tells every gateway which ones ended.
@@ -352,6 +369,132 @@ pub trait SecondFactorStore: Send + Sync {
     async fn count_second_factors(&self) -> StoreResult<u64>;
     /// Any one user's factor, to check at start that the key file opens what the store holds.
     async fn any_second_factor(&self) -> StoreResult<Option<SecondFactorRecord>>;
+}
+
+/// What a recovery secret is: a link's (e-mailed, or given for a right SMS code) or an SMS
+/// code's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryKind {
+    Link,
+    Sms,
+}
+
+impl RecoveryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecoveryKind::Link => "link",
+            RecoveryKind::Sms => "sms",
+        }
+    }
+
+    fn parse(text: &str) -> StoreResult<RecoveryKind> {
+        match text {
+            "link" => Ok(RecoveryKind::Link),
+            "sms" => Ok(RecoveryKind::Sms),
+            other => Err(StoreError::Corrupt(format!("recovery kind `{other}`"))),
+        }
+    }
+}
+
+/// A user's way back in, by its hash: one per user, so a newer link or code replaces every
+/// older one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecoveryRecord {
+    pub user_id: i64,
+    pub kind: RecoveryKind,
+    pub secret_hash: [u8; 32],
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+    /// An SMS code's tries left (a link has one use).
+    pub tries_left: u32,
+    pub used_at: Option<UnixTime>,
+}
+
+impl std::fmt::Debug for RecoveryRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecoveryRecord")
+            .field("user_id", &self.user_id)
+            .field("kind", &self.kind)
+            .field("expires_at", &self.expires_at)
+            .field("tries_left", &self.tries_left)
+            .field("used_at", &self.used_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Password recovery: each user's newest link or SMS code, kept hashed.
+#[async_trait]
+pub trait RecoveryStore: Send + Sync {
+    /// Sets the user's recovery secret, replacing any older one.
+    async fn put_recovery(&self, record: &RecoveryRecord) -> StoreResult<()>;
+    /// The record of the secret hashing to `hash`, whatever its state (used, expired).
+    async fn recovery_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<RecoveryRecord>>;
+    /// Uses up a link: true only if it was live and unused (atomically: a link works once,
+    /// on whichever gateway).
+    async fn use_recovery(&self, hash: &[u8; 32], now: UnixTime) -> StoreResult<bool>;
+    /// Takes one try of the user's live SMS code, atomically: the record as it was before,
+    /// or `None` when there is no live code with a try left.
+    async fn try_sms_code(
+        &self,
+        user_id: i64,
+        now: UnixTime,
+    ) -> StoreResult<Option<RecoveryRecord>>;
+}
+
+/// What to send: `kind` (`reset_link`, `sms_code`, `password_changed`) to a user (`None`: the
+/// request named nobody; the job is dropped unsent, so a request takes the same path either
+/// way), while it is still useful.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub kind: String,
+    pub user_id: Option<i64>,
+    pub not_after: UnixTime,
+}
+
+/// A queued message, as a worker claimed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxJob {
+    pub id: i64,
+    pub kind: String,
+    pub user_id: Option<i64>,
+    pub created_at: UnixTime,
+    pub not_after: UnixTime,
+    pub attempts: u32,
+}
+
+/// A queue entry passes `key` only once per `gap` seconds (`recovery.resend_after`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gate {
+    pub key: String,
+    pub gap: i64,
+}
+
+/// Mail and SMS waiting to be sent: jobs survive restarts, one gateway claims each.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Queues `job` in one transaction with passing `gate`; a gate passed less than its gap
+    /// ago queues nothing: `Err(seconds until it opens)`.
+    async fn enqueue(
+        &self,
+        job: &NewJob,
+        gate: Option<&Gate>,
+        now: UnixTime,
+    ) -> StoreResult<Result<(), u64>>;
+    /// Up to `limit` jobs due at `now`, claimed by `worker` for `lease` seconds (a claim of
+    /// another worker is respected until its lease runs out).
+    async fn claim_jobs(
+        &self,
+        worker: &str,
+        now: UnixTime,
+        lease: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxJob>>;
+    /// Sent, or given up: the job leaves the queue.
+    async fn finish_job(&self, id: i64) -> StoreResult<()>;
+    /// Not sent: tried again at `at`, by whichever worker claims it then.
+    async fn retry_job(&self, id: i64, at: UnixTime) -> StoreResult<()>;
+    /// Jobs in the queue.
+    async fn count_jobs(&self) -> StoreResult<u64>;
 }
 
 /// The case-insensitive form under which logins and emails are unique and looked up.

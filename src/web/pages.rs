@@ -21,32 +21,21 @@ pub mod messages {
     pub const CODE_USED: &str = "This code has already been used. Wait for the next one";
     pub const SET_UP: &str = "Set up two-step verification to continue";
     pub const INCORRECT_PASSWORD: &str = "Incorrect password";
-}
+    pub const SENT_EMAIL: &str =
+        "If this account exists, we have sent instructions to its e-mail address";
+    pub const SENT_SMS: &str = "If this account exists, we have sent a code to its phone";
+    pub const INVALID_CHECKWORD: &str = "Invalid checkword. Request a new link";
+    pub const PASSWORD_RESET: &str =
+        "Your password has been changed. Sign in with your new password";
+    pub const NO_EMAIL_RECOVERY: &str =
+        "Recovery by e-mail is not available. Contact your administrator";
 
-/// The entities every value in a page is written with (askama's escaper for `templates/*.html`,
-/// named in `askama.toml`): `& < > " '`.
-#[derive(Debug, Clone, Copy)]
-pub struct Html;
-
-impl askama::filters::Escaper for Html {
-    fn write_escaped_str<W: std::fmt::Write>(&self, mut dest: W, text: &str) -> std::fmt::Result {
-        let mut last = 0;
-        for (i, c) in text.char_indices() {
-            let entity = match c {
-                '&' => "&amp;",
-                '<' => "&lt;",
-                '>' => "&gt;",
-                '"' => "&quot;",
-                '\'' => "&#39;",
-                _ => continue,
-            };
-            dest.write_str(&text[last..i])?;
-            dest.write_str(entity)?;
-            last = i + 1;
-        }
-        dest.write_str(&text[last..])
+    pub fn wait(seconds: u64) -> String {
+        format!("You can send another request after {seconds} seconds")
     }
 }
+
+pub use crate::core::html::Html;
 
 /// What the login form shows.
 #[derive(Debug, Default)]
@@ -60,6 +49,8 @@ pub struct LoginView<'a> {
     pub remember_checked: bool,
     /// The challenge to answer, when a CAPTCHA is required.
     pub captcha: Option<&'a str>,
+    /// "Forgot your password?": mail or SMS is configured.
+    pub forgot_offered: bool,
 }
 
 #[derive(askama::Template)]
@@ -326,4 +317,83 @@ mod tests {
             assert!(!html.contains("<script"));
         }
     }
+}
+
+/// What the "Forgot your password?" page shows: the form, or (`notice`) the answer.
+#[derive(Debug, Default)]
+pub struct ForgotView<'a> {
+    pub error: Option<&'a str>,
+    pub notice: Option<&'a str>,
+    pub csrf: &'a str,
+    pub login: &'a str,
+    /// A phone number may be typed (SMS is configured).
+    pub sms: bool,
+}
+
+#[derive(askama::Template)]
+#[template(path = "forgot.html")]
+struct ForgotPage<'a> {
+    title: &'a str,
+    error: Option<&'a str>,
+    notice: Option<&'a str>,
+    csrf: &'a str,
+    login: &'a str,
+    prompt: &'a str,
+    label: &'a str,
+}
+
+pub fn forgot_page(view: &ForgotView) -> String {
+    let (prompt, label) = if view.sms {
+        (
+            "Type your login or e-mail to get a link by e-mail, or your phone number to get a code by SMS.",
+            "Login, e-mail or phone",
+        )
+    } else {
+        (
+            "Type your login or e-mail and we will send you a link to choose a new password.",
+            "Login or e-mail",
+        )
+    };
+    render(&ForgotPage {
+        title: "Forgot your password?",
+        error: view.error,
+        notice: view.notice,
+        csrf: view.csrf,
+        login: view.login,
+        prompt,
+        label,
+    })
+}
+
+/// The SMS code's form.
+#[derive(askama::Template)]
+#[template(path = "sms_code.html")]
+pub struct CodePage<'a> {
+    pub title: &'a str,
+    pub error: Option<&'a str>,
+    pub notice: Option<&'a str>,
+    pub csrf: &'a str,
+    pub phone: &'a str,
+    /// "60 seconds".
+    pub lifetime: &'a str,
+}
+
+pub fn code_page(page: &CodePage) -> String {
+    render(page)
+}
+
+/// The new password's form. No `Debug`: it holds the link's token.
+#[derive(askama::Template)]
+#[template(path = "reset.html")]
+pub struct ResetPage<'a> {
+    pub title: &'a str,
+    pub error: Option<&'a str>,
+    pub csrf: &'a str,
+    pub token: &'a str,
+    pub login: &'a str,
+    pub min_length: usize,
+}
+
+pub fn reset_page(page: &ResetPage) -> String {
+    render(page)
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::core::time::Clock;
 use crate::service::audit::Audit;
 use crate::service::metrics::Metrics;
+use crate::service::recovery::Recovery;
 use crate::service::sessions::Sessions;
 use crate::service::signin::SignIn;
 use crate::service::two_factor::TwoFactor;
@@ -25,4 +26,5 @@ pub struct Site {
     /// every gateway of a cluster shares (never kept in the store).
     pub pending_key: [u8; 32],
     pub two_factor: Arc<TwoFactor>,
+    pub recovery: Arc<Recovery>,
 }

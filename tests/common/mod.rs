@@ -35,6 +35,8 @@ pub struct Seen {
     pub headers: Vec<(String, String)>,
     pub body_len: usize,
     pub body_sha256: String,
+    /// The body as text, when it is at most 64 KiB (e.g. a webhook's JSON).
+    pub body: String,
 }
 
 impl Seen {
@@ -101,6 +103,7 @@ impl Upstream {
                                             headers: parts.headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect(),
                                             body_len: body.len(),
                                             body_sha256: hex::encode(Sha256::digest(&body)),
+                                            body: if body.len() <= 65536 { String::from_utf8_lossy(&body).into_owned() } else { String::new() },
                                         };
                                         let reply = json!({
                                             "method": seen.method, "path": seen.path,
@@ -273,6 +276,8 @@ impl Gateway {
         let base = format!(
             "listen: \"{host}:{port}\"\nadmin_listen: {admin}\nupstream: http://{upstream}\n{store}"
         );
+        // `{gateway}` in the extra YAML stands for this gateway's address (e.g. in public_url).
+        let extra = extra.replace("{gateway}", &addr.to_string());
         std::fs::write(&config, format!("{base}{extra}")).unwrap();
         Gateway {
             dir,

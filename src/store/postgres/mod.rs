@@ -6,6 +6,8 @@
 
 mod captchas;
 mod events;
+mod outbox;
+mod recovery;
 mod remember;
 mod second_factors;
 mod secrets;
@@ -32,7 +34,7 @@ use crate::core::secret::SessionHash;
 use crate::core::time::UnixTime;
 
 /// Every aggregate's steps, in the order they are applied.
-const SCHEMA: [Steps; 8] = [
+const SCHEMA: [Steps; 10] = [
     ("users", users::MIGRATIONS),
     ("sessions", sessions::MIGRATIONS),
     ("remember", remember::MIGRATIONS),
@@ -41,6 +43,8 @@ const SCHEMA: [Steps; 8] = [
     ("captchas", captchas::MIGRATIONS),
     ("secrets", secrets::MIGRATIONS),
     ("second_factors", second_factors::MIGRATIONS),
+    ("recovery", recovery::MIGRATIONS),
+    ("outbox", outbox::MIGRATIONS),
 ];
 
 /// What each version of the single-number era (`portcullis_schema`) added (released: 1).

@@ -3,6 +3,8 @@
 
 mod captchas;
 mod events;
+mod outbox;
+mod recovery;
 mod remember;
 mod second_factors;
 mod secrets;
@@ -25,7 +27,7 @@ use crate::core::secret::SessionHash;
 use crate::core::time::UnixTime;
 
 /// Every aggregate's steps, in the order they are applied.
-const SCHEMA: [Steps; 8] = [
+const SCHEMA: [Steps; 10] = [
     ("users", users::MIGRATIONS),
     ("sessions", sessions::MIGRATIONS),
     ("remember", remember::MIGRATIONS),
@@ -34,6 +36,8 @@ const SCHEMA: [Steps; 8] = [
     ("captchas", captchas::MIGRATIONS),
     ("secrets", secrets::MIGRATIONS),
     ("second_factors", second_factors::MIGRATIONS),
+    ("recovery", recovery::MIGRATIONS),
+    ("outbox", outbox::MIGRATIONS),
 ];
 
 /// What each `PRAGMA user_version` of the single-number era added (released: 1 to 3).

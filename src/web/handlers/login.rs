@@ -71,6 +71,7 @@ fn render(site: &Site, cfg: &Config, facts: &Facts, page: FormPage) -> Reply {
         remember_offered: cfg.session.remember_me.is_some(),
         remember_checked: page.remember,
         captcha: page.captcha,
+        forgot_offered: super::recovery::offered(cfg),
     });
     Reply::html(page.status, html).cookies(set)
 }
@@ -85,6 +86,8 @@ pub async fn page(site: &Site, cfg: &Config, req: &Request<'_>) -> Reply {
         Some(messages::EXPIRED)
     } else if req.query("signed_out").is_some() {
         Some(messages::SIGNED_OUT)
+    } else if req.query("reset").is_some() {
+        Some(messages::PASSWORD_RESET)
     } else {
         None
     };

@@ -5,6 +5,7 @@
 mod captcha;
 mod login;
 mod logout;
+mod recovery;
 mod session;
 mod two_factor;
 
@@ -16,6 +17,7 @@ use serde_json::json;
 use crate::config::Config;
 use crate::core::secret::SessionToken;
 use crate::policy::route::Endpoint;
+use crate::service::recovery::RecoveryError;
 use crate::service::sessions::LiveSession;
 use crate::service::signin::LoginError;
 use crate::store::StoreError;
@@ -89,6 +91,10 @@ pub async fn handle(site: &Site, cfg: &Config, endpoint: Endpoint, req: &Request
         Endpoint::TwoFactorForm => two_factor::form(site, cfg, req).await,
         Endpoint::SetupPage => two_factor::setup_page(site, cfg, req).await,
         Endpoint::SetupForm => two_factor::setup_form(site, cfg, req).await,
+        Endpoint::ForgotPage => Ok(recovery::forgot_page(site, cfg, req)),
+        Endpoint::ForgotForm => recovery::forgot_form(site, cfg, req).await,
+        Endpoint::ResetPage => recovery::reset_page(site, cfg, req).await,
+        Endpoint::ResetForm => recovery::reset_form(site, cfg, req).await,
         Endpoint::NotFound => Ok(Reply::page(404, "Not found", "There is no such page.")),
         Endpoint::MethodNotAllowed => Ok(Reply::page(
             405,
@@ -112,6 +118,8 @@ pub enum Failure {
     Store(#[from] StoreError),
     #[error(transparent)]
     SignIn(#[from] LoginError),
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
 }
 
 type Handled = Result<Reply, Failure>;

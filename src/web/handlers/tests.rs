@@ -21,6 +21,7 @@ fn site(s: &Services) -> Site {
         csrf_key: [1; 32],
         pending_key: [4; 32],
         two_factor: s.two_factor.clone(),
+        recovery: s.recovery.clone(),
     }
 }
 

@@ -1,0 +1,538 @@
+//! Password recovery (SPEC §13): requests queue a message in the store and answer at once,
+//! whether the account exists or not; the outbox worker makes the link or code when it sends
+//! it (so the queue never holds a usable secret) and tries again while the message is useful;
+//! a link or a right SMS code leads to a new password, which ends every session of the user.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+
+use crate::config::Config;
+use crate::core::addr::ClientAddr;
+use crate::core::event::{Event, EventKind};
+use crate::core::identity::{Client, User, phone_key};
+use crate::core::secret::{Password, RecoveryToken, SmsCode};
+use crate::core::time::{Clock, UnixTime};
+use crate::policy::recovery::{Channel, PasswordRefusal, check_new_password, retry_delay};
+use crate::service::audit::Audit;
+use crate::service::hasher::HashError;
+use crate::service::messenger::{self, SendError};
+use crate::service::metrics::Metrics;
+use crate::service::sessions::Ended;
+use crate::service::signin::SignIn;
+use crate::store::{
+    Gate, NewJob, OutboxJob, RecoveryKind, RecoveryRecord, Store, StoreError, UserChange,
+};
+
+/// Queue kinds.
+const RESET_LINK: &str = "reset_link";
+const SMS_CODE: &str = "sms_code";
+const PASSWORD_CHANGED: &str = "password_changed";
+
+/// How long a worker's claim on a message holds: far longer than sending one takes
+/// (`messenger::SMTP_TIMEOUT`), so that only a crashed worker's messages are taken over.
+const LEASE: i64 = 120;
+/// Messages a worker takes at once.
+const BATCH: u32 = 16;
+/// How long a "your password was changed" notice is worth sending.
+const NOTICE_USEFUL: i64 = 86_400;
+/// How long the link made for a right SMS code lasts: time to type a new password twice.
+const LINK_AFTER_CODE: i64 = 600;
+/// Tries of an SMS code.
+pub const CODE_TRIES: u32 = 3;
+/// Longest text looked up as a login; longer cannot exist.
+const MAX_TYPED: usize = 254;
+
+/// What a request for a way back in led to. The same for an account that does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    /// Queued (or, for nobody, pretended to be).
+    Sent(Channel),
+    /// Another request for the same account came less than `resend_after` ago.
+    Wait(u64),
+    /// The address's budget is spent: seconds until it has room.
+    Throttled(u64),
+}
+
+/// Where a link stands.
+#[derive(Debug)]
+pub enum Link {
+    Live(User),
+    Invalid,
+}
+
+/// What a new password led to.
+#[derive(Debug)]
+pub enum Reset {
+    Done,
+    /// The password breaks the policy; the link still works (for `login`).
+    Refused {
+        refusal: PasswordRefusal,
+        login: String,
+    },
+    Invalid,
+}
+
+/// What an SMS code led to.
+#[derive(Debug)]
+pub enum CodeCheck {
+    /// Right: a link token to set `login`'s new password with.
+    Right {
+        token: RecoveryToken,
+        login: String,
+    },
+    Wrong,
+    /// No code, or its tries or its time are spent.
+    Ended,
+    Throttled(u64),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hash(#[from] HashError),
+}
+
+/// The recovery service, and the outbox worker of this gateway.
+pub struct Recovery {
+    store: Arc<dyn Store>,
+    signin: Arc<SignIn>,
+    audit: Audit,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    /// Keys the SMS codes' hashes; from the key file, so the store alone cannot test codes.
+    code_key: [u8; 32],
+    wake: Notify,
+    /// This process's name on the claims it makes.
+    worker: String,
+}
+
+impl Recovery {
+    pub fn new(
+        store: Arc<dyn Store>,
+        signin: Arc<SignIn>,
+        audit: Audit,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+        code_key: [u8; 32],
+    ) -> Recovery {
+        Recovery {
+            store,
+            signin,
+            audit,
+            metrics,
+            clock,
+            code_key,
+            wake: Notify::new(),
+            worker: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
+        }
+    }
+
+    fn event(&self, kind: EventKind, login: &str, client: &Client, detail: &str) {
+        self.audit.record(
+            Event::new(kind, self.clock.now())
+                .login(login)
+                .client(&client.ip, &client.user_agent)
+                .detail(detail),
+        );
+    }
+
+    /// `forgot`: queues a link (or a code, for a phone number when SMS is configured) for the
+    /// account `typed` names. Unknown and dismissed accounts take the same path (a queued job
+    /// for nobody, dropped unsent), so neither the answer nor its time tells them apart.
+    pub async fn request(
+        &self,
+        cfg: &Config,
+        typed: &str,
+        client: &Client,
+        addr: &ClientAddr,
+    ) -> Result<Requested, StoreError> {
+        let typed: String = typed.trim().chars().take(MAX_TYPED).collect();
+        let phone = phone_key(&typed);
+        let channel = Channel::of(phone.is_some(), cfg.sms.webhook.is_some());
+        let throttled = |login: &str| {
+            self.metrics.recovery(channel.as_str(), "throttled");
+            self.event(EventKind::RecoveryRequested, login, client, "throttled");
+        };
+        if let Err(wait) = self.signin.spend_address(cfg, addr).await? {
+            throttled(&typed);
+            return Ok(Requested::Throttled(wait));
+        }
+        let user = match (&phone, channel) {
+            (Some(key), Channel::Sms) => self.store.find_user_by_phone(key).await?,
+            _ => self.store.find_user(&typed).await?,
+        }
+        .filter(|u| !u.dismissed);
+        let now = self.clock.now();
+        let (kind, lifetime) = match channel {
+            Channel::Email => (RESET_LINK, cfg.recovery.link_lifetime),
+            Channel::Sms => (SMS_CODE, cfg.recovery.sms_code_lifetime),
+        };
+        let gate = Gate {
+            key: match &user {
+                Some(u) => format!("recovery:{}", u.id),
+                None => format!(
+                    "recovery:?{}",
+                    hex::encode(Sha256::digest(typed.to_lowercase()))
+                ),
+            },
+            gap: cfg.recovery.resend_after.as_secs() as i64,
+        };
+        let job = NewJob {
+            kind: kind.into(),
+            user_id: user.as_ref().map(|u| u.id),
+            not_after: now + lifetime.as_secs() as i64,
+        };
+        let login = user.as_ref().map_or(typed.as_str(), |u| u.login.as_str());
+        if let Err(wait) = self.store.enqueue(&job, Some(&gate), now).await? {
+            throttled(login);
+            return Ok(Requested::Wait(wait));
+        }
+        self.wake.notify_one();
+        self.metrics.recovery(channel.as_str(), "requested");
+        let detail = if user.is_some() {
+            channel.as_str()
+        } else {
+            "unknown"
+        };
+        self.event(EventKind::RecoveryRequested, login, client, detail);
+        Ok(Requested::Sent(channel))
+    }
+
+    /// Whether a link still works, without using it; a dead one is recorded.
+    pub async fn open_link(
+        &self,
+        token: Option<&RecoveryToken>,
+        client: &Client,
+    ) -> Result<Link, StoreError> {
+        let record = match token {
+            Some(t) => self.store.recovery_by_hash(&t.hash()).await?,
+            None => None,
+        };
+        let now = self.clock.now();
+        let dead = match &record {
+            None => Some("invalid"),
+            Some(r) if r.kind != RecoveryKind::Link => Some("invalid"),
+            Some(r) if r.used_at.is_some() => Some("used"),
+            Some(r) if r.expires_at <= now => Some("expired"),
+            Some(_) => None,
+        };
+        let user = match (&record, dead) {
+            (Some(r), None) => self
+                .store
+                .get_user(r.user_id)
+                .await?
+                .filter(|u| !u.dismissed),
+            _ => None,
+        };
+        match user {
+            Some(user) => Ok(Link::Live(user)),
+            None => {
+                let login = match &record {
+                    Some(r) => self.store.get_user(r.user_id).await?.map(|u| u.login),
+                    None => None,
+                };
+                self.metrics.recovery("email", "invalid");
+                let detail = dead.unwrap_or("invalid");
+                self.event(
+                    EventKind::RecoveryFailed,
+                    &login.unwrap_or_default(),
+                    client,
+                    detail,
+                );
+                Ok(Link::Invalid)
+            }
+        }
+    }
+
+    /// The new password, typed twice, for a live link: set, every session and remember-me
+    /// token of the user ended (on every gateway, through the store), the notice queued.
+    pub async fn reset(
+        &self,
+        cfg: &Config,
+        token: Option<&RecoveryToken>,
+        password: Password,
+        again: &str,
+        client: &Client,
+    ) -> Result<Reset, RecoveryError> {
+        let user = match self.open_link(token, client).await? {
+            Link::Live(user) => user,
+            Link::Invalid => return Ok(Reset::Invalid),
+        };
+        let min = cfg.passwords.min_length;
+        if let Err(refusal) =
+            check_new_password(password.expose(), again, min, &user.login, &user.email)
+        {
+            return Ok(Reset::Refused {
+                refusal,
+                login: user.login,
+            });
+        }
+        let phc = self.signin.hash_new(password).await?;
+        let now = self.clock.now();
+        // The link is used up first, atomically: two posts of one link set one password.
+        let used = match token {
+            Some(t) => self.store.use_recovery(&t.hash(), now).await?,
+            None => false,
+        };
+        if !used {
+            self.metrics.recovery("email", "invalid");
+            self.event(EventKind::RecoveryFailed, &user.login, client, "used");
+            return Ok(Reset::Invalid);
+        }
+        let ended = self
+            .store
+            .end_user_sessions(
+                user.id,
+                now,
+                Ended::Revoked.as_str(),
+                UserChange::Password(phc),
+            )
+            .await?;
+        if cfg.mail.enabled() && !user.email.is_empty() {
+            let job = NewJob {
+                kind: PASSWORD_CHANGED.into(),
+                user_id: Some(user.id),
+                not_after: now + NOTICE_USEFUL,
+            };
+            // No gate: the notice is never held back.
+            let _ = self.store.enqueue(&job, None, now).await?;
+            self.wake.notify_one();
+        }
+        self.metrics.recovery("email", "completed");
+        self.event(EventKind::PasswordReset, &user.login, client, "");
+        let detail = format!("password reset, {ended} sessions");
+        self.event(EventKind::SessionsRevoked, &user.login, client, &detail);
+        Ok(Reset::Done)
+    }
+
+    /// An SMS code typed for `phone`: three tries, then it is over. A right one is exchanged
+    /// for a short-lived link token (the code itself ends).
+    pub async fn check_code(
+        &self,
+        cfg: &Config,
+        phone: &str,
+        code: &str,
+        client: &Client,
+        addr: &ClientAddr,
+    ) -> Result<CodeCheck, StoreError> {
+        if let Err(wait) = self.signin.spend_address(cfg, addr).await? {
+            self.metrics.recovery("sms", "throttled");
+            return Ok(CodeCheck::Throttled(wait));
+        }
+        let user = match phone_key(phone) {
+            Some(key) => self.store.find_user_by_phone(&key).await?,
+            None => None,
+        }
+        .filter(|u| !u.dismissed);
+        let now = self.clock.now();
+        let failed = |login: &str, detail| {
+            self.metrics.recovery("sms", "invalid");
+            self.event(EventKind::RecoveryFailed, login, client, detail);
+        };
+        let Some(user) = user else {
+            failed("", "invalid");
+            return Ok(CodeCheck::Wrong);
+        };
+        let Some(before) = self.store.try_sms_code(user.id, now).await? else {
+            failed(&user.login, "expired");
+            return Ok(CodeCheck::Ended);
+        };
+        let right = SmsCode::parse(code).is_some_and(|c| {
+            bool::from(c.hash(&self.code_key, user.id).ct_eq(&before.secret_hash))
+        });
+        if !right {
+            failed(&user.login, "invalid");
+            return Ok(if before.tries_left > 1 {
+                CodeCheck::Wrong
+            } else {
+                CodeCheck::Ended
+            });
+        }
+        let token = RecoveryToken::generate();
+        self.store
+            .put_recovery(&link_record(user.id, &token, now, LINK_AFTER_CODE))
+            .await?;
+        Ok(CodeCheck::Right {
+            token,
+            login: user.login,
+        })
+    }
+
+    /// Resolves when a request has queued something for this gateway to send.
+    pub async fn queued(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Sends what is due: claims a batch and sends each, or schedules its next try, or gives
+    /// it up. Returns how many were handled.
+    pub async fn send_due(&self, cfg: &Config) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let jobs = self
+            .store
+            .claim_jobs(&self.worker, now, LEASE, BATCH)
+            .await?;
+        let n = jobs.len();
+        for job in jobs {
+            self.deliver(cfg, job).await?;
+        }
+        Ok(n)
+    }
+
+    async fn deliver(&self, cfg: &Config, job: OutboxJob) -> Result<(), StoreError> {
+        let user = match job.user_id {
+            Some(id) => self.store.get_user(id).await?,
+            None => None,
+        };
+        // A request that named nobody, or an account dismissed since: nothing is sent.
+        let Some(user) = user.filter(|u| !u.dismissed) else {
+            return self.store.finish_job(job.id).await;
+        };
+        let now = self.clock.now();
+        let sent = if now > job.not_after {
+            Err(SendError::Smtp("no longer useful".into()))
+        } else {
+            self.send(cfg, &job, &user, now).await
+        };
+        let sms = job.kind == SMS_CODE;
+        match sent {
+            Ok(()) => {
+                match sms {
+                    true => self.metrics.sms(true),
+                    false => self.metrics.mail("sent"),
+                }
+                self.store.finish_job(job.id).await
+            }
+            Err(e) => {
+                let at = now + retry_delay(job.attempts);
+                tracing::warn!(error = %e, kind = %job.kind, login = %user.login, "a message was not sent");
+                if at <= job.not_after {
+                    if !sms {
+                        self.metrics.mail("retried");
+                    }
+                    return self.store.retry_job(job.id, at).await;
+                }
+                match sms {
+                    true => self.metrics.sms(false),
+                    false => self.metrics.mail("failed"),
+                }
+                self.audit.record(
+                    Event::new(EventKind::MailFailed, now)
+                        .login(&user.login)
+                        .detail(&format!("{}: {e}", job.kind)),
+                );
+                self.store.finish_job(job.id).await
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        cfg: &Config,
+        job: &OutboxJob,
+        user: &User,
+        now: UnixTime,
+    ) -> Result<(), SendError> {
+        let portal = &cfg.mail.portal_name;
+        match job.kind.as_str() {
+            RESET_LINK => {
+                let lifetime = cfg.recovery.link_lifetime;
+                let link = new_link(self.store.as_ref(), cfg, user, now)
+                    .await
+                    .map_err(|e| SendError::Smtp(format!("store: {e}")))?;
+                let letter = messenger::reset_letter(portal, user, &link, lifetime);
+                messenger::send_mail(&cfg.mail, &user.email, &letter).await
+            }
+            SMS_CODE => {
+                let lifetime = cfg.recovery.sms_code_lifetime;
+                let code = SmsCode::generate();
+                let record = RecoveryRecord {
+                    user_id: user.id,
+                    kind: RecoveryKind::Sms,
+                    secret_hash: code.hash(&self.code_key, user.id),
+                    created_at: now,
+                    expires_at: now + lifetime.as_secs() as i64,
+                    tries_left: CODE_TRIES,
+                    used_at: None,
+                };
+                self.store
+                    .put_recovery(&record)
+                    .await
+                    .map_err(|e| SendError::Sms(format!("store: {e}")))?;
+                let text = messenger::sms_text(portal, code.expose(), lifetime);
+                messenger::send_sms(&cfg.sms, &user.phone, &text).await
+            }
+            PASSWORD_CHANGED => {
+                let letter = messenger::changed_letter(portal, user, job.created_at);
+                messenger::send_mail(&cfg.mail, &user.email, &letter).await
+            }
+            other => Err(SendError::Smtp(format!("unknown message kind `{other}`"))),
+        }
+    }
+}
+
+fn link_record(
+    user_id: i64,
+    token: &RecoveryToken,
+    now: UnixTime,
+    lifetime: i64,
+) -> RecoveryRecord {
+    RecoveryRecord {
+        user_id,
+        kind: RecoveryKind::Link,
+        secret_hash: token.hash(),
+        created_at: now,
+        expires_at: now + lifetime,
+        tries_left: 1,
+        used_at: None,
+    }
+}
+
+/// `<public_url>`, or `None` without one.
+pub fn link_base(cfg: &Config) -> Option<String> {
+    let url = cfg.public_url.as_ref()?;
+    let scheme = if url.https { "https" } else { "http" };
+    Some(format!("{scheme}://{}", url.authority))
+}
+
+/// A new reset link for `user`, valid `recovery.link_lifetime`; every older one stops working.
+/// Needs `public_url` (the configuration makes sure of it wherever mail is on).
+pub async fn new_link(
+    store: &dyn Store,
+    cfg: &Config,
+    user: &User,
+    now: UnixTime,
+) -> Result<String, StoreError> {
+    let token = RecoveryToken::generate();
+    let lifetime = cfg.recovery.link_lifetime.as_secs() as i64;
+    store
+        .put_recovery(&link_record(user.id, &token, now, lifetime))
+        .await?;
+    let base = link_base(cfg).unwrap_or_default();
+    Ok(format!("{base}/_portcullis/reset?token={}", token.expose()))
+}
+
+/// Queues a reset link for `user` without the per-account gate (an administrator's request).
+pub async fn queue_link(
+    store: &dyn Store,
+    cfg: &Config,
+    user: &User,
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    let job = NewJob {
+        kind: RESET_LINK.into(),
+        user_id: Some(user.id),
+        not_after: now + cfg.recovery.link_lifetime.as_secs() as i64,
+    };
+    let _ = store.enqueue(&job, None, now).await?;
+    Ok(())
+}
+
+/// How long the outbox worker sleeps when nothing wakes it: jobs queued by the command line
+/// or another gateway, and retries that come due, wait at most this long.
+pub const OUTBOX_POLL: Duration = Duration::from_secs(1);
