@@ -705,7 +705,10 @@ async fn outbox(store: Arc<dyn Store>) {
     );
     assert_eq!(store.count_jobs().await.unwrap(), 3);
 
-    let first = store.claim_jobs("a", 1060, 120, 2).await.unwrap();
+    let first = store
+        .claim_jobs("a", ALL_KINDS, 1060, 120, 2)
+        .await
+        .unwrap();
     assert_eq!(first.len(), 2);
     assert_eq!(
         (
@@ -720,28 +723,97 @@ async fn outbox(store: Arc<dyn Store>) {
         ("sms_code", None, 0)
     );
     // Another worker gets only what is not claimed; a lease that ran out is free again.
-    let second = store.claim_jobs("b", 1061, 120, 10).await.unwrap();
+    let second = store
+        .claim_jobs("b", ALL_KINDS, 1061, 120, 10)
+        .await
+        .unwrap();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].created_at, 1060);
     assert!(
         store
-            .claim_jobs("b", 1100, 120, 10)
+            .claim_jobs("b", ALL_KINDS, 1100, 120, 10)
             .await
             .unwrap()
             .is_empty()
     );
     store.retry_job(first[0].id, 1200).await.unwrap();
     store.finish_job(first[1].id).await.unwrap();
-    let not_yet = store.claim_jobs("b", 1150, 120, 10).await.unwrap();
+    let not_yet = store
+        .claim_jobs("b", ALL_KINDS, 1150, 120, 10)
+        .await
+        .unwrap();
     assert!(not_yet.is_empty(), "one job not due, one under lease");
     // At 1200 the retried job is due and the lease of b's first claim (till 1181) ran out.
-    let again = store.claim_jobs("c", 1200, 120, 10).await.unwrap();
+    let again = store
+        .claim_jobs("c", ALL_KINDS, 1200, 120, 10)
+        .await
+        .unwrap();
     let seen: Vec<(i64, u32)> = again.iter().map(|j| (j.id, j.attempts)).collect();
     assert_eq!(seen, [(first[0].id, 1), (second[0].id, 0)]);
     store.finish_job(second[0].id).await.unwrap();
     store.finish_job(first[0].id).await.unwrap();
     assert_eq!(store.count_jobs().await.unwrap(), 0);
+
+    // A worker takes only the kinds it can send, and any kind once it is no longer useful
+    // (to drop it): a gateway without mail never holds an e-mail back from one with mail.
+    store
+        .enqueue(&job("reset_link", Some(2)), None, 2000)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .enqueue(&job("sms_code", Some(2)), None, 2000)
+        .await
+        .unwrap()
+        .unwrap();
+    let sms_only = store
+        .claim_jobs("s", &["sms_code"], 2000, 120, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        sms_only.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(),
+        ["sms_code"]
+    );
+    assert!(
+        store
+            .claim_jobs("n", &[], 2000, 120, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.finish_job(sms_only[0].id).await.unwrap();
+    let not_after = store.claim_jobs("n", &[], 5001, 120, 10).await.unwrap();
+    assert_eq!(
+        not_after
+            .iter()
+            .map(|j| j.kind.as_str())
+            .collect::<Vec<_>>(),
+        ["reset_link"]
+    );
+    for j in &not_after {
+        store.finish_job(j.id).await.unwrap();
+    }
+
+    // A gate alone: passed once per gap, on its own or with a job.
+    let alone = Gate {
+        key: "sent:1".into(),
+        gap: 45,
+    };
+    assert_eq!(store.pass_gate(&alone, 3000).await.unwrap(), Ok(()));
+    assert_eq!(store.pass_gate(&alone, 3010).await.unwrap(), Err(35));
+    assert_eq!(
+        store
+            .enqueue(&job("x", None), Some(&alone), 3020)
+            .await
+            .unwrap(),
+        Err(25)
+    );
+    assert_eq!(store.pass_gate(&alone, 3045).await.unwrap(), Ok(()));
+    assert_eq!(store.count_jobs().await.unwrap(), 0);
 }
+
+/// Every kind of message: a worker that sends e-mail and SMS.
+const ALL_KINDS: &[&str] = &["reset_link", "sms_code", "password_changed"];
 
 /// Many workers claiming at once: each job goes to exactly one of them.
 async fn outbox_claims_once(store: Arc<dyn Store>) {
@@ -758,7 +830,7 @@ async fn outbox_claims_once(store: Arc<dyn Store>) {
             let mut mine = Vec::new();
             loop {
                 let got = store
-                    .claim_jobs(&format!("w{w}"), 10, 120, 3)
+                    .claim_jobs(&format!("w{w}"), ALL_KINDS, 10, 120, 3)
                     .await
                     .unwrap();
                 if got.is_empty() {

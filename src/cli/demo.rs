@@ -186,7 +186,9 @@ pub fn run(port: u16) -> Result<(), CliError> {
     println!("  open      http://127.0.0.1:{port}/");
     println!("  login     demo");
     println!("  password  {}", password.expose());
-    println!("  mail      http://127.0.0.1:{port}{OUTBOX_PATH} (what the demo \"sent\")");
+    println!(
+        "  mail      http://127.0.0.1:{port}{OUTBOX_PATH} (what the demo \"sent\": public, reset links included; a demo only)"
+    );
     println!("  health    http://{admin}/healthz");
     println!("  data      ./demo-data (delete it to start over)");
     println!("Press Ctrl-C to stop.");

@@ -836,6 +836,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         .ok_or_else(bad)
 }
 
+/// `src` after a minimal `upstream`, as if read from `/etc/portcullis/t.yaml`: for the tests
+/// of each section's validation.
+#[cfg(test)]
+pub(crate) fn parse_for_test(src: &str) -> Result<Config, String> {
+    Config::parse(
+        &format!("upstream: http://127.0.0.1:1\n{src}"),
+        "t.yaml",
+        Path::new("/etc/portcullis"),
+    )
+    .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

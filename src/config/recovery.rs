@@ -147,6 +147,14 @@ impl Validator<'_> {
             ),
             (None, true) => {}
         }
+        let loopback = ["localhost", "127.0.0.1", "::1", "[::1]"].contains(&host.trim())
+            || host.trim().starts_with("127.");
+        if security == SmtpSecurity::None && password_file.is_some() && !loopback {
+            self.error(
+                "mail.smtp.security",
+                "none would send the password in clear to another host; use starttls or tls (none is for a relay on this host)",
+            );
+        }
         SmtpConfig {
             host,
             port,
@@ -281,16 +289,8 @@ pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
-    fn parse(src: &str) -> Result<Config, String> {
-        Config::parse(
-            &format!("upstream: http://127.0.0.1:1\n{src}"),
-            "t.yaml",
-            std::path::Path::new("/etc/portcullis"),
-        )
-        .map_err(|e| e.to_string())
-    }
+    use crate::config::parse_for_test as parse;
 
     #[test]
     fn defaults_need_nothing_and_send_nothing() {
@@ -344,6 +344,21 @@ mod tests {
         ] {
             assert!(e.contains(needle), "{needle} in:\n{e}");
         }
+        // A password in clear goes only to this host.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "secret\n").unwrap();
+        let smtp = |host: &str| {
+            let yaml = format!(
+                "upstream: http://127.0.0.1:1\npublic_url: https://p.example\nmail:\n  transport: smtp\n  from: a@b.example\n  smtp: {{host: {host}, security: none, username: u, password_file: pw}}\n"
+            );
+            crate::config::Config::parse(&yaml, "t.yaml", dir.path())
+        };
+        assert!(smtp("127.0.0.1").is_ok());
+        let e = smtp("mail.example.com").unwrap_err().to_string();
+        assert!(
+            e.contains("mail.smtp.security: none would send the password in clear"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -88,16 +88,8 @@ impl Validator<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
 
-    fn parse(src: &str) -> Result<Config, String> {
-        Config::parse(
-            &format!("upstream: http://127.0.0.1:1\n{src}"),
-            "t.yaml",
-            std::path::Path::new("/etc/portcullis"),
-        )
-        .map_err(|e| e.to_string())
-    }
+    use crate::config::parse_for_test as parse;
 
     #[test]
     fn defaults_and_errors_with_positions() {

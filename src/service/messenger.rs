@@ -51,10 +51,33 @@ pub enum SendError {
     Secret { path: String, error: String },
     #[error("SMTP: {0}")]
     Smtp(String),
+    /// The server refused the message for good (a 5xx answer): trying again cannot help.
+    #[error("SMTP refused it: {0}")]
+    Rejected(String),
     #[error("cannot write the message file: {0}")]
     File(#[from] std::io::Error),
     #[error("SMS webhook: {0}")]
     Sms(String),
+}
+
+impl SendError {
+    /// Whether trying again later cannot help.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            SendError::Address(_) | SendError::NoMail | SendError::NoSms | SendError::Rejected(_)
+        )
+    }
+}
+
+/// Whether an e-mail to `to` could leave as configured, before anything is made for it.
+pub fn check_mail(cfg: &MailConfig, to: &str) -> Result<(), SendError> {
+    if !cfg.enabled() {
+        return Err(SendError::NoMail);
+    }
+    to.parse::<Mailbox>()
+        .map(drop)
+        .map_err(|_| SendError::Address(to.to_string()))
 }
 
 /// "60 minutes", "2 hours", "1 day": a lifetime as a mail says it.
@@ -185,11 +208,13 @@ pub async fn send_mail(cfg: &MailConfig, to: &str, letter: &Letter) -> Result<()
         MailTransport::File(dir) => write_eml(dir, &message.formatted()).await,
         MailTransport::Smtp(smtp) => {
             let transport = smtp_transport(smtp).await?;
-            transport
-                .send(message)
-                .await
-                .map(drop)
-                .map_err(|e| SendError::Smtp(e.to_string()))
+            transport.send(message).await.map(drop).map_err(|e| {
+                if e.is_permanent() {
+                    SendError::Rejected(e.to_string())
+                } else {
+                    SendError::Smtp(e.to_string())
+                }
+            })
         }
     }
 }

@@ -12,10 +12,11 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::core::addr::ClientAddr;
+use crate::core::counter::Counter;
 use crate::core::event::{Event, EventKind};
 use crate::core::identity::{Client, User, phone_key};
 use crate::core::secret::{Password, RecoveryToken, SmsCode};
-use crate::core::time::{Clock, UnixTime};
+use crate::core::time::{Clock, Millis, UnixTime};
 use crate::policy::recovery::{Channel, PasswordRefusal, check_new_password, retry_delay};
 use crate::service::audit::Audit;
 use crate::service::hasher::HashError;
@@ -29,20 +30,32 @@ use crate::store::{
 
 /// Queue kinds.
 const RESET_LINK: &str = "reset_link";
+/// A link an administrator asked for (`user send-reset`): not held back by the gates.
+const ADMIN_LINK: &str = "admin_link";
 const SMS_CODE: &str = "sms_code";
 const PASSWORD_CHANGED: &str = "password_changed";
 
 /// How long a worker's claim on a message holds: far longer than sending one takes
 /// (`messenger::SMTP_TIMEOUT`), so that only a crashed worker's messages are taken over.
 const LEASE: i64 = 120;
-/// Messages a worker takes at once.
-const BATCH: u32 = 16;
+/// Messages a worker takes at once: one, so that a slow server never holds others' claims.
+const BATCH: u32 = 1;
+/// Longest one message may take to send (SMTP's whole conversation, the webhook's call);
+/// well within `LEASE`.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Wrong SMS codes one account may have in a day, all codes together.
+const WRONG_CODES_PER_DAY: u32 = 10;
+/// SMS codes sent to one account in a day.
+const SMS_PER_DAY: u32 = 10;
+const DAY_MILLIS: Millis = 86_400_000;
 /// How long a "your password was changed" notice is worth sending.
 const NOTICE_USEFUL: i64 = 86_400;
 /// How long the link made for a right SMS code lasts: time to type a new password twice.
 const LINK_AFTER_CODE: i64 = 600;
 /// Tries of an SMS code.
 pub const CODE_TRIES: u32 = 3;
+/// A user id no user has (ids start at 1).
+const NOBODY: i64 = 0;
 /// Longest text looked up as a login; longer cannot exist.
 const MAX_TYPED: usize = 254;
 
@@ -167,20 +180,19 @@ impl Recovery {
             (Some(key), Channel::Sms) => self.store.find_user_by_phone(key).await?,
             _ => self.store.find_user(&typed).await?,
         }
-        .filter(|u| !u.dismissed);
+        // Nobody to send to: dismissed, or no address for this channel.
+        .filter(|u| !u.dismissed && (channel == Channel::Sms || !u.email.is_empty()));
         let now = self.clock.now();
         let (kind, lifetime) = match channel {
             Channel::Email => (RESET_LINK, cfg.recovery.link_lifetime),
             Channel::Sms => (SMS_CODE, cfg.recovery.sms_code_lifetime),
         };
+        // The gate people see is on the text typed (as the store compares it), the same for
+        // an account that exists and one that does not; the account's own gate is passed
+        // silently when the message is sent (`deliver`).
+        let typed_key = phone.clone().unwrap_or_else(|| typed.to_lowercase());
         let gate = Gate {
-            key: match &user {
-                Some(u) => format!("recovery:{}", u.id),
-                None => format!(
-                    "recovery:?{}",
-                    hex::encode(Sha256::digest(typed.to_lowercase()))
-                ),
-            },
+            key: format!("recovery:{}", hex::encode(Sha256::digest(typed_key))),
             gap: cfg.recovery.resend_after.as_secs() as i64,
         };
         let job = NewJob {
@@ -258,6 +270,7 @@ impl Recovery {
         token: Option<&RecoveryToken>,
         password: Password,
         again: &str,
+        channel: Channel,
         client: &Client,
     ) -> Result<Reset, RecoveryError> {
         let user = match self.open_link(token, client).await? {
@@ -304,7 +317,7 @@ impl Recovery {
             let _ = self.store.enqueue(&job, None, now).await?;
             self.wake.notify_one();
         }
-        self.metrics.recovery("email", "completed");
+        self.metrics.recovery(channel.as_str(), "completed");
         self.event(EventKind::PasswordReset, &user.login, client, "");
         let detail = format!("password reset, {ended} sessions");
         self.event(EventKind::SessionsRevoked, &user.login, client, &detail);
@@ -335,11 +348,23 @@ impl Recovery {
             self.metrics.recovery("sms", "invalid");
             self.event(EventKind::RecoveryFailed, login, client, detail);
         };
+        // An unknown phone takes the same store write as a known one (for no user), so the
+        // time does not tell them apart either.
+        let tried = self
+            .store
+            .try_sms_code(user.as_ref().map_or(NOBODY, |u| u.id), now)
+            .await?;
         let Some(user) = user else {
             failed("", "invalid");
             return Ok(CodeCheck::Wrong);
         };
-        let Some(before) = self.store.try_sms_code(user.id, now).await? else {
+        let wrong_key = format!("recovery-wrong-codes:{}", user.id);
+        let spent = self.store.counter(&wrong_key).await?;
+        if daily(spent, self.clock.now_millis()) >= WRONG_CODES_PER_DAY {
+            failed(&user.login, "invalid");
+            return Ok(CodeCheck::Ended);
+        }
+        let Some(before) = tried else {
             failed(&user.login, "expired");
             return Ok(CodeCheck::Ended);
         };
@@ -347,6 +372,7 @@ impl Recovery {
             bool::from(c.hash(&self.code_key, user.id).ct_eq(&before.secret_hash))
         });
         if !right {
+            self.count_daily(&wrong_key).await?;
             failed(&user.login, "invalid");
             return Ok(if before.tries_left > 1 {
                 CodeCheck::Wrong
@@ -355,8 +381,9 @@ impl Recovery {
             });
         }
         let token = RecoveryToken::generate();
+        let after_code = LINK_AFTER_CODE.min(cfg.recovery.link_lifetime.as_secs() as i64);
         self.store
-            .put_recovery(&link_record(user.id, &token, now, LINK_AFTER_CODE))
+            .put_recovery(&link_record(user.id, &token, now, after_code))
             .await?;
         Ok(CodeCheck::Right {
             token,
@@ -373,18 +400,51 @@ impl Recovery {
     /// it up. Returns how many were handled.
     pub async fn send_due(&self, cfg: &Config) -> Result<usize, StoreError> {
         let now = self.clock.now();
+        let kinds = sendable(cfg);
         let jobs = self
             .store
-            .claim_jobs(&self.worker, now, LEASE, BATCH)
+            .claim_jobs(&self.worker, &kinds, now, LEASE, BATCH)
             .await?;
         let n = jobs.len();
         for job in jobs {
-            self.deliver(cfg, job).await?;
+            // One job's trouble is its own: it stays claimed until its lease runs out.
+            if let Err(e) = self.deliver(cfg, &job).await {
+                tracing::warn!(error = %e, kind = %job.kind, "a queued message could not be handled");
+            }
         }
         Ok(n)
     }
 
-    async fn deliver(&self, cfg: &Config, job: OutboxJob) -> Result<(), StoreError> {
+    /// Counts one more under `key` in a day's window.
+    async fn count_daily(&self, key: &str) -> Result<u32, StoreError> {
+        let now = self.clock.now_millis();
+        let before = self
+            .store
+            .update_counter(
+                key,
+                Box::new(move |c| {
+                    let failures = daily(c, now) + 1;
+                    Some(Counter {
+                        failures,
+                        last_failure: now,
+                        ..Counter::default()
+                    })
+                }),
+            )
+            .await?;
+        Ok(daily(before, now) + 1)
+    }
+
+    async fn deliver(&self, cfg: &Config, job: &OutboxJob) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let sms = job.kind == SMS_CODE;
+        if now > job.not_after {
+            // No longer useful (whatever the store says of its user).
+            if job.user_id.is_some() {
+                self.gave_up(sms, "", &format!("{}: not sent in time", job.kind), now);
+            }
+            return self.store.finish_job(job.id).await;
+        }
         let user = match job.user_id {
             Some(id) => self.store.get_user(id).await?,
             None => None,
@@ -393,13 +453,15 @@ impl Recovery {
         let Some(user) = user.filter(|u| !u.dismissed) else {
             return self.store.finish_job(job.id).await;
         };
-        let now = self.clock.now();
-        let sent = if now > job.not_after {
-            Err(SendError::Smtp("no longer useful".into()))
-        } else {
-            self.send(cfg, &job, &user, now).await
+        if !self.may_send(cfg, job, &user, now).await? {
+            return self.store.finish_job(job.id).await;
+        }
+        let sent = match tokio::time::timeout(SEND_TIMEOUT, self.send(cfg, job, &user, now)).await {
+            Ok(sent) => sent,
+            Err(_) => Err(SendError::Smtp(format!(
+                "no answer within {SEND_TIMEOUT:?}"
+            ))),
         };
-        let sms = job.kind == SMS_CODE;
         match sent {
             Ok(()) => {
                 match sms {
@@ -411,24 +473,64 @@ impl Recovery {
             Err(e) => {
                 let at = now + retry_delay(job.attempts);
                 tracing::warn!(error = %e, kind = %job.kind, login = %user.login, "a message was not sent");
-                if at <= job.not_after {
+                if at <= job.not_after && !e.is_final() {
                     if !sms {
                         self.metrics.mail("retried");
                     }
                     return self.store.retry_job(job.id, at).await;
                 }
-                match sms {
-                    true => self.metrics.sms(false),
-                    false => self.metrics.mail("failed"),
-                }
-                self.audit.record(
-                    Event::new(EventKind::MailFailed, now)
-                        .login(&user.login)
-                        .detail(&format!("{}: {e}", job.kind)),
-                );
+                self.gave_up(sms, &user.login, &format!("{}: {e}", job.kind), now);
                 self.store.finish_job(job.id).await
             }
         }
+    }
+
+    fn gave_up(&self, sms: bool, login: &str, detail: &str, now: UnixTime) {
+        match sms {
+            true => self.metrics.sms(false),
+            false => self.metrics.mail("failed"),
+        }
+        self.audit.record(
+            Event::new(EventKind::MailFailed, now)
+                .login(login)
+                .detail(detail),
+        );
+    }
+
+    /// The account's own gates, passed silently (the person asking saw the same answer
+    /// either way): one link or code per ¾ `resend_after` however the account was named, and
+    /// at most `SMS_PER_DAY` codes a day to one phone.
+    async fn may_send(
+        &self,
+        cfg: &Config,
+        job: &OutboxJob,
+        user: &User,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        // Once per message, at its first try: a retry passed its gates already.
+        if (job.kind != RESET_LINK && job.kind != SMS_CODE) || job.attempts > 0 {
+            return Ok(true);
+        }
+        // Three quarters of the gap people see: it holds back the same account named another
+        // way, never a request the page said could be made.
+        let gate = Gate {
+            key: format!("recovery-sent:{}", user.id),
+            gap: cfg.recovery.resend_after.as_secs() as i64 * 3 / 4,
+        };
+        if self.store.pass_gate(&gate, now).await?.is_err() {
+            tracing::info!(login = %user.login, "a recovery message was not sent: another one went out within resend_after");
+            return Ok(false);
+        }
+        if job.kind == SMS_CODE
+            && self
+                .count_daily(&format!("recovery-sms:{}", user.id))
+                .await?
+                > SMS_PER_DAY
+        {
+            tracing::warn!(login = %user.login, "an SMS code was not sent: the account's daily limit is reached");
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     async fn send(
@@ -440,7 +542,10 @@ impl Recovery {
     ) -> Result<(), SendError> {
         let portal = &cfg.mail.portal_name;
         match job.kind.as_str() {
-            RESET_LINK => {
+            RESET_LINK | ADMIN_LINK => {
+                // Nothing is made for a message that cannot leave: a link made for nobody
+                // would still void the user's older one.
+                messenger::check_mail(&cfg.mail, &user.email)?;
                 let lifetime = cfg.recovery.link_lifetime;
                 let link = new_link(self.store.as_ref(), cfg, user, now)
                     .await
@@ -449,6 +554,9 @@ impl Recovery {
                 messenger::send_mail(&cfg.mail, &user.email, &letter).await
             }
             SMS_CODE => {
+                if cfg.sms.webhook.is_none() {
+                    return Err(SendError::NoSms);
+                }
                 let lifetime = cfg.recovery.sms_code_lifetime;
                 let code = SmsCode::generate();
                 let record = RecoveryRecord {
@@ -474,6 +582,25 @@ impl Recovery {
             other => Err(SendError::Smtp(format!("unknown message kind `{other}`"))),
         }
     }
+}
+
+/// The kinds of message this gateway can send, as configured.
+fn sendable(cfg: &Config) -> Vec<&'static str> {
+    let mut kinds = Vec::new();
+    if cfg.mail.enabled() {
+        kinds.extend([RESET_LINK, ADMIN_LINK, PASSWORD_CHANGED]);
+    }
+    if cfg.sms.webhook.is_some() {
+        kinds.push(SMS_CODE);
+    }
+    kinds
+}
+
+/// A counter's count within the last day (0 once a day has passed since its last one).
+fn daily(counter: Option<Counter>, now: Millis) -> u32 {
+    counter
+        .filter(|c| c.last_failure > now - DAY_MILLIS)
+        .map_or(0, |c| c.failures)
 }
 
 fn link_record(
@@ -525,7 +652,7 @@ pub async fn queue_link(
     now: UnixTime,
 ) -> Result<(), StoreError> {
     let job = NewJob {
-        kind: RESET_LINK.into(),
+        kind: ADMIN_LINK.into(),
         user_id: Some(user.id),
         not_after: now + cfg.recovery.link_lifetime.as_secs() as i64,
     };

@@ -480,11 +480,15 @@ pub trait OutboxStore: Send + Sync {
         gate: Option<&Gate>,
         now: UnixTime,
     ) -> StoreResult<Result<(), u64>>;
-    /// Up to `limit` jobs due at `now`, claimed by `worker` for `lease` seconds (a claim of
-    /// another worker is respected until its lease runs out).
+    /// Passes `gate` alone (no job): `Err(seconds until it opens)` when it is closed.
+    async fn pass_gate(&self, gate: &Gate, now: UnixTime) -> StoreResult<Result<(), u64>>;
+    /// Up to `limit` jobs due at `now` of the `kinds` this worker can send (and of any kind
+    /// once past `not_after`, to be dropped), claimed by `worker` for `lease` seconds (a claim
+    /// of another worker is respected until its lease runs out).
     async fn claim_jobs(
         &self,
         worker: &str,
+        kinds: &[&str],
         now: UnixTime,
         lease: i64,
         limit: u32,

@@ -24,6 +24,7 @@ pub mod messages {
     pub const SENT_EMAIL: &str =
         "If this account exists, we have sent instructions to its e-mail address";
     pub const SENT_SMS: &str = "If this account exists, we have sent a code to its phone";
+    pub const CODE_REFUSED: &str = "Incorrect or expired code";
     pub const INVALID_CHECKWORD: &str = "Invalid checkword. Request a new link";
     pub const PASSWORD_RESET: &str =
         "Your password has been changed. Sign in with your new password";
@@ -390,6 +391,8 @@ pub struct ResetPage<'a> {
     pub error: Option<&'a str>,
     pub csrf: &'a str,
     pub token: &'a str,
+    /// `email` or `sms`: how the person got here, for the metrics.
+    pub via: &'a str,
     pub login: &'a str,
     pub min_length: usize,
 }

@@ -28,6 +28,40 @@ CREATE INDEX outbox_gates_open ON outbox_gates(open_at);
 /// Gates closed longer ago than this are forgotten.
 const GATE_MEMORY: i64 = 86_400;
 
+/// Passes `gate` if it is open (closing it for its gap), in the caller's transaction: one
+/// statement, so two gateways cannot both pass.
+async fn pass(
+    tx: &tokio_postgres::Transaction<'_>,
+    gate: &Gate,
+    now: UnixTime,
+) -> StoreResult<Result<(), u64>> {
+    let passed = tx
+        .query_opt(
+            "INSERT INTO outbox_gates (key, open_at) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET open_at = excluded.open_at
+             WHERE outbox_gates.open_at <= $3
+             RETURNING open_at",
+            &[&gate.key, &(now + gate.gap), &now],
+        )
+        .await?;
+    if passed.is_none() {
+        let row = tx
+            .query_one(
+                "SELECT open_at FROM outbox_gates WHERE key = $1",
+                &[&gate.key],
+            )
+            .await?;
+        let at: i64 = col(&row, 0)?;
+        return Ok(Err(u64::try_from(at - now).unwrap_or(1).max(1)));
+    }
+    tx.execute(
+        "DELETE FROM outbox_gates WHERE open_at < $1",
+        &[&(now - GATE_MEMORY)],
+    )
+    .await?;
+    Ok(Ok(()))
+}
+
 #[async_trait]
 impl OutboxStore for PostgresStore {
     async fn enqueue(
@@ -39,32 +73,10 @@ impl OutboxStore for PostgresStore {
         let (job, gate) = (job.clone(), gate.cloned());
         self.run(move |mut c| async move {
             let tx = c.transaction().await?;
-            if let Some(gate) = gate {
-                // Passes only if open: one statement, so two gateways cannot both pass.
-                let passed = tx
-                    .query_opt(
-                        "INSERT INTO outbox_gates (key, open_at) VALUES ($1, $2)
-                         ON CONFLICT (key) DO UPDATE SET open_at = excluded.open_at
-                         WHERE outbox_gates.open_at <= $3
-                         RETURNING open_at",
-                        &[&gate.key, &(now + gate.gap), &now],
-                    )
-                    .await?;
-                if passed.is_none() {
-                    let row = tx
-                        .query_one(
-                            "SELECT open_at FROM outbox_gates WHERE key = $1",
-                            &[&gate.key],
-                        )
-                        .await?;
-                    let at: i64 = col(&row, 0)?;
-                    return Ok(Err(u64::try_from(at - now).unwrap_or(1).max(1)));
-                }
-                tx.execute(
-                    "DELETE FROM outbox_gates WHERE open_at < $1",
-                    &[&(now - GATE_MEMORY)],
-                )
-                .await?;
+            if let Some(gate) = gate
+                && let Err(wait) = pass(&tx, &gate, now).await?
+            {
+                return Ok(Err(wait));
             }
             tx.execute(
                 "INSERT INTO outbox (kind, user_id, created_at, not_after, next_at)
@@ -78,22 +90,36 @@ impl OutboxStore for PostgresStore {
         .await
     }
 
+    async fn pass_gate(&self, gate: &Gate, now: UnixTime) -> StoreResult<Result<(), u64>> {
+        let gate = gate.clone();
+        self.run(move |mut c| async move {
+            let tx = c.transaction().await?;
+            let passed = pass(&tx, &gate, now).await?;
+            tx.commit().await?;
+            Ok(passed)
+        })
+        .await
+    }
+
     async fn claim_jobs(
         &self,
         worker: &str,
+        kinds: &[&str],
         now: UnixTime,
         lease: i64,
         limit: u32,
     ) -> StoreResult<Vec<OutboxJob>> {
         let worker = worker.to_string();
+        let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
         self.run(move |c| async move {
             let rows = c
                 .query(
                     "UPDATE outbox SET claimed_by = $2, claimed_until = $3
                      WHERE id IN (SELECT id FROM outbox WHERE next_at <= $1 AND claimed_until <= $1
+                                    AND (kind = ANY($5) OR not_after < $1)
                                   ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)
                      RETURNING id, kind, user_id, created_at, not_after, attempts",
-                    &[&now, &worker, &(now + lease), &i64::from(limit)],
+                    &[&now, &worker, &(now + lease), &i64::from(limit), &kinds],
                 )
                 .await?;
             let mut jobs = rows

@@ -27,6 +27,30 @@ CREATE INDEX outbox_gates_open ON outbox_gates(open_at);
 /// Gates closed longer ago than this are forgotten.
 const GATE_MEMORY: i64 = 86_400;
 
+/// Passes `gate` if it is open (closing it for its gap), in the caller's transaction.
+fn pass(c: &Connection, gate: &Gate, now: UnixTime) -> rusqlite::Result<Result<(), u64>> {
+    let open_at: Option<i64> = c
+        .query_row(
+            "SELECT open_at FROM outbox_gates WHERE key = ?1",
+            [&gate.key],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(at) = open_at.filter(|at| *at > now) {
+        return Ok(Err(u64::try_from(at - now).unwrap_or(1)));
+    }
+    c.execute(
+        "DELETE FROM outbox_gates WHERE open_at < ?1",
+        [now - GATE_MEMORY],
+    )?;
+    c.execute(
+        "INSERT INTO outbox_gates (key, open_at) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET open_at = excluded.open_at",
+        params![gate.key, now + gate.gap],
+    )?;
+    Ok(Ok(()))
+}
+
 #[async_trait]
 impl OutboxStore for SqliteStore {
     async fn enqueue(
@@ -38,26 +62,10 @@ impl OutboxStore for SqliteStore {
         let (job, gate) = (job.clone(), gate.cloned());
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if let Some(gate) = gate {
-                let open_at: Option<i64> = tx
-                    .query_row(
-                        "SELECT open_at FROM outbox_gates WHERE key = ?1",
-                        [&gate.key],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if let Some(at) = open_at.filter(|at| *at > now) {
-                    return Ok(Err(u64::try_from(at - now).unwrap_or(1)));
-                }
-                tx.execute(
-                    "DELETE FROM outbox_gates WHERE open_at < ?1",
-                    [now - GATE_MEMORY],
-                )?;
-                tx.execute(
-                    "INSERT INTO outbox_gates (key, open_at) VALUES (?1, ?2)
-                     ON CONFLICT (key) DO UPDATE SET open_at = excluded.open_at",
-                    params![gate.key, now + gate.gap],
-                )?;
+            if let Some(gate) = gate
+                && let Err(wait) = pass(&tx, &gate, now)?
+            {
+                return Ok(Err(wait));
             }
             tx.execute(
                 "INSERT INTO outbox (kind, user_id, created_at, not_after, next_at)
@@ -70,22 +78,38 @@ impl OutboxStore for SqliteStore {
         .await
     }
 
+    async fn pass_gate(&self, gate: &Gate, now: UnixTime) -> StoreResult<Result<(), u64>> {
+        let gate = gate.clone();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let passed = pass(&tx, &gate, now)?;
+            tx.commit()?;
+            Ok(passed)
+        })
+        .await
+    }
+
     async fn claim_jobs(
         &self,
         worker: &str,
+        kinds: &[&str],
         now: UnixTime,
         lease: i64,
         limit: u32,
     ) -> StoreResult<Vec<OutboxJob>> {
         let worker = worker.to_string();
+        // The kinds as a JSON array, read by `json_each`: one statement for any number.
+        let kinds = serde_json::to_string(kinds).unwrap_or_else(|_| "[]".into());
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let jobs = {
                 let mut q = tx.prepare(
                     "SELECT id, kind, user_id, created_at, not_after, attempts FROM outbox
-                     WHERE next_at <= ?1 AND claimed_until <= ?1 ORDER BY id LIMIT ?2",
+                     WHERE next_at <= ?1 AND claimed_until <= ?1
+                       AND (kind IN (SELECT value FROM json_each(?3)) OR not_after < ?1)
+                     ORDER BY id LIMIT ?2",
                 )?;
-                let rows = q.query_map(params![now, limit], |r| {
+                let rows = q.query_map(params![now, limit, kinds], |r| {
                     Ok(OutboxJob {
                         id: r.get(0)?,
                         kind: r.get(1)?,

@@ -4,7 +4,7 @@
 //! token. The answers never tell whether an account exists.
 
 use super::login::{csrf_cookie, csrf_ok};
-use super::{Handled, Site};
+use super::{Failure, Handled, Site};
 use crate::config::Config;
 use crate::core::secret::{Password, RecoveryToken};
 use crate::policy::recovery::Channel;
@@ -125,13 +125,19 @@ fn code_form(
     Reply::html(status, html).cookies(set)
 }
 
+/// Whose new password the form sets, and how they got here (for the metrics only).
+struct ResetFor<'a> {
+    token: &'a RecoveryToken,
+    login: &'a str,
+    via: Channel,
+}
+
 fn password_form(
     site: &Site,
     cfg: &Config,
     req: &Request<'_>,
     status: u16,
-    token: &RecoveryToken,
-    login: &str,
+    form: &ResetFor,
     error: Option<&str>,
 ) -> Reply {
     let (csrf, set) = csrf_cookie(site, cfg, req.facts);
@@ -139,11 +145,26 @@ fn password_form(
         title: "Choose a new password",
         error,
         csrf: &csrf,
-        token: token.expose(),
-        login,
+        token: form.token.expose(),
+        via: form.via.as_str(),
+        login: form.login,
         min_length: cfg.passwords.min_length,
     });
     Reply::html(status, html).cookies(set)
+}
+
+/// Each look at a link spends from the address's budget, like a sign-in attempt: the event
+/// log cannot be flooded with dead links, nor tokens tried in bulk.
+async fn spent(site: &Site, cfg: &Config, req: &Request<'_>) -> Result<Option<Reply>, Failure> {
+    Ok(
+        match site.signin.spend_address(cfg, &req.facts.addr).await? {
+            Ok(()) => None,
+            Err(seconds) => Some(
+                Reply::page(429, "Too many requests", messages::TOO_MANY)
+                    .header("Retry-After", seconds.to_string()),
+            ),
+        },
+    )
 }
 
 /// A link that does not work (any more): the forgot form, to ask for a new one, or a page
@@ -163,6 +184,9 @@ fn invalid(site: &Site, cfg: &Config, req: &Request<'_>) -> Reply {
 
 /// `GET reset?token=…`: the new password's form for a live link.
 pub async fn reset_page(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
+    if let Some(refused) = spent(site, cfg, req).await? {
+        return Ok(refused);
+    }
     let token = req.query("token").and_then(|t| RecoveryToken::parse(&t));
     match (
         site.recovery
@@ -171,7 +195,12 @@ pub async fn reset_page(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled
         token,
     ) {
         (Link::Live(user), Some(t)) => {
-            Ok(password_form(site, cfg, req, 200, &t, &user.login, None))
+            let form = ResetFor {
+                token: &t,
+                login: &user.login,
+                via: Channel::Email,
+            };
+            Ok(password_form(site, cfg, req, 200, &form, None))
         }
         _ => Ok(invalid(site, cfg, req)),
     }
@@ -184,18 +213,32 @@ pub async fn reset_form(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled
         return sms_code(site, cfg, req).await;
     }
     let token = RecoveryToken::parse(&token_field);
+    let via = match req.field("via").as_str() {
+        "sms" => Channel::Sms,
+        _ => Channel::Email,
+    };
     if !csrf_ok(site, cfg, req) {
-        return Ok(match token {
-            Some(t) => password_form(site, cfg, req, 403, &t, "", Some(messages::FORM_EXPIRED)),
+        return Ok(match &token {
+            Some(t) => {
+                let form = ResetFor {
+                    token: t,
+                    login: "",
+                    via,
+                };
+                password_form(site, cfg, req, 403, &form, Some(messages::FORM_EXPIRED))
+            }
             None => invalid(site, cfg, req),
         });
+    }
+    if let Some(refused) = spent(site, cfg, req).await? {
+        return Ok(refused);
     }
     let password = Password::new(req.field("password"));
     let again = req.field("password2");
     let client = &req.facts.client;
     let result = site
         .recovery
-        .reset(cfg, token.as_ref(), password, &again, client);
+        .reset(cfg, token.as_ref(), password, &again, via, client);
     Ok(match (result.await?, token) {
         (Reset::Done, _) => {
             let names = &cfg.cookies;
@@ -208,7 +251,12 @@ pub async fn reset_form(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled
         }
         (Reset::Refused { refusal, login }, Some(t)) => {
             let message = refusal.message();
-            password_form(site, cfg, req, 400, &t, &login, Some(&message))
+            let form = ResetFor {
+                token: &t,
+                login: &login,
+                via,
+            };
+            password_form(site, cfg, req, 400, &form, Some(&message))
         }
         _ => invalid(site, cfg, req),
     })
@@ -239,12 +287,18 @@ async fn sms_code(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
             .await?
         {
             CodeCheck::Right { token, login } => {
-                password_form(site, cfg, req, 200, &token, &login, None)
+                let form = ResetFor {
+                    token: &token,
+                    login: &login,
+                    via: Channel::Sms,
+                };
+                password_form(site, cfg, req, 200, &form, None)
             }
-            CodeCheck::Wrong => {
-                code_form(site, cfg, req, 401, &phone, Some(messages::INCORRECT_CODE))
+            // One answer for a wrong code and a spent one: an unknown phone has no code to
+            // spend, so telling them apart would tell which phones have an account.
+            CodeCheck::Wrong | CodeCheck::Ended => {
+                code_form(site, cfg, req, 401, &phone, Some(messages::CODE_REFUSED))
             }
-            CodeCheck::Ended => invalid(site, cfg, req),
             CodeCheck::Throttled(seconds) => {
                 code_form(site, cfg, req, 429, &phone, Some(messages::TOO_MANY))
                     .header("Retry-After", seconds.to_string())
