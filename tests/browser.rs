@@ -143,6 +143,39 @@ fn chromium_resets_a_forgotten_password_through_the_demos_outbox() {
 }
 
 #[test]
+fn chromium_ends_another_session_and_changes_the_password_on_the_account_page() {
+    let demo = start_demo();
+    let base = format!("http://127.0.0.1:{}", demo.port);
+    // Another device, signed in before the browser comes.
+    let mut other = Browser::from_ip("127.0.0.88");
+    other.agent = Some("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36".into());
+    other.get(&format!("{base}/_portcullis/login"));
+    let csrf = other.csrf_cookie().unwrap();
+    let fields = [
+        ("login", "demo"),
+        ("password", demo.password.as_str()),
+        ("csrf", &csrf),
+    ];
+    assert_eq!(
+        other
+            .post_form(&format!("{base}/_portcullis/login"), &fields)
+            .status,
+        303
+    );
+    let new_password = "a new demo passphrase";
+    let stdout = run_e2e(
+        "account.mjs",
+        &[&base, "demo", &demo.password, new_password],
+    );
+    assert!(stdout.contains("ok: ended another session"), "{stdout}");
+    assert_eq!(
+        other.get(&format!("{base}/")).status,
+        302,
+        "the other device is signed out"
+    );
+}
+
+#[test]
 fn chromium_shows_the_captcha_picture_and_signs_in_with_the_answer() {
     let up = Upstream::start();
     let gw = Gateway::start(up.addr, "throttle:\n  captcha_after: 1\n");

@@ -4,11 +4,9 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::smtp::{Mail, Smtp};
 use common::*;
 
 const SENT_EMAIL: &str = "If this account exists, we have sent instructions to its e-mail address";
@@ -19,144 +17,16 @@ const CHANGED: &str = "Your password has been changed. Sign in with your new pas
 const NEW_PASSWORD: &str = "a brand new passphrase";
 const LINK: &str = "http://portal.example/_portcullis/reset?token=";
 
-/// Debian's aiosmtpd on loopback, keeping every message it accepts in a Maildir.
-struct Smtp {
-    port: u16,
-    maildir: PathBuf,
-    _dir: Option<tempfile::TempDir>,
-    child: Option<Child>,
-}
-
-impl Smtp {
-    fn start() -> Smtp {
-        let dir = tempfile::tempdir().unwrap();
-        let mut smtp = Smtp {
-            port: free_port(),
-            maildir: dir.path().join("maildir"),
-            _dir: Some(dir),
-            child: None,
-        };
-        smtp.run();
-        smtp
-    }
-
-    /// A port where no SMTP server listens yet (`run` starts one there later).
-    fn down() -> Smtp {
-        let dir = tempfile::tempdir().unwrap();
-        Smtp {
-            port: free_port(),
-            maildir: dir.path().join("maildir"),
-            _dir: Some(dir),
-            child: None,
-        }
-    }
-
-    fn run(&mut self) {
-        let child = Command::new("/usr/bin/python3")
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{}", self.port))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&self.maildir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Debian's python3-aiosmtpd (scripts/bootstrap.sh --tests installs it)");
-        self.child = Some(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let up = within(Duration::from_secs(10), || {
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-        });
-        assert!(up.is_some(), "aiosmtpd did not start on {addr}");
-    }
-
-    fn yaml(&self) -> String {
-        format!(
-            "public_url: http://portal.example\nmail:\n  transport: smtp\n  from: \"Intranet <no-reply@portal.example>\"\n  smtp: {{host: 127.0.0.1, port: {}, security: none}}\n",
-            self.port
-        )
-    }
-
-    fn files(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.maildir.join("new"))
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-        files
-    }
-
-    /// Waits (at most 15 s) until `n` messages have arrived, and returns them, oldest first.
-    fn wait_for(&self, n: usize) -> Vec<Mail> {
-        let arrived = within(Duration::from_secs(15), || self.files().len() >= n);
-        assert!(
-            arrived.is_some(),
-            "{n} message(s) expected, {} arrived",
-            self.files().len()
-        );
-        self.files().iter().map(|p| Mail::read(p)).collect()
-    }
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// One message as Python's e-mail parser reads it.
-#[derive(Debug)]
-struct Mail {
-    to: String,
-    subject: String,
-    text: String,
-    html: String,
-}
-
-const PARSE: &str = r#"
-import email, sys, email.policy
-m = email.message_from_binary_file(open(sys.argv[1], "rb"), policy=email.policy.default)
-print(m["To"]); print(m["Subject"])
-print(m.get_body(("plain",)).get_content()); print("\x00")
-print(m.get_body(("html",)).get_content())
-"#;
-
-impl Mail {
-    fn read(path: &Path) -> Mail {
-        let out = Command::new("/usr/bin/python3")
-            .args(["-c", PARSE])
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let all = String::from_utf8(out.stdout).unwrap();
-        let mut lines = all.splitn(3, '\n');
-        let (to, subject) = (lines.next().unwrap(), lines.next().unwrap());
-        let (text, html) = lines.next().unwrap().split_once('\0').unwrap();
-        Mail {
-            to: to.into(),
-            subject: subject.into(),
-            text: text.into(),
-            html: html.into(),
-        }
-    }
-
-    /// The token of the reset link in the text, which the HTML carries too.
-    fn token(&self) -> String {
-        let at = self.text.find(LINK).expect("a reset link") + LINK.len();
-        let token = self.text[at..at + 43].to_string();
-        assert!(
-            self.html.contains(&format!("{LINK}{token}")),
-            "{}",
-            self.html
-        );
-        token
-    }
+/// The token of the reset link in a message's text, which its HTML carries too.
+fn token_of(mail: &Mail) -> String {
+    let at = mail.text.find(LINK).expect("a reset link") + LINK.len();
+    let token = mail.text[at..at + 43].to_string();
+    assert!(
+        mail.html.contains(&format!("{LINK}{token}")),
+        "{}",
+        mail.html
+    );
+    token
 }
 
 /// A form's fields.
@@ -250,7 +120,7 @@ fn an_emailed_link_works_once_and_only_the_newest_one_works() {
         assert!(first.text.contains(words), "{words} in {}", first.text);
     }
     assert!(!first.html.contains("<img") && !first.html.contains("<script"));
-    let old = first.token();
+    let old = token_of(first);
 
     // Within resend_after: nothing is queued, and the page says how long to wait.
     let again = post_forgot(&mut b, &gw, "alice@example.com");
@@ -265,7 +135,7 @@ fn an_emailed_link_works_once_and_only_the_newest_one_works() {
     assert!(r.body.contains(SENT_EMAIL), "{}", r.body);
     let mails = smtp.wait_for(2);
     assert_eq!(mails.len(), 2, "the refused request sent nothing");
-    let new = mails[1].token();
+    let new = token_of(&mails[1]);
     assert_ne!(old, new);
 
     // The older link is dead; the newer one leads to the form, whatever the browser holds.
@@ -545,7 +415,7 @@ fn a_reset_ends_every_session_and_remember_me_and_an_administrator_can_send_a_li
     );
     let mail = &smtp.wait_for(2)[1];
     assert_eq!(mail.subject, "Reset your password");
-    let token = mail.token();
+    let token = token_of(mail);
     assert_eq!(open_link(&mut b, &gw, &token).status, 200);
 
     // Without mail, only --print-link works; a dismissed account gets no link.
@@ -596,7 +466,7 @@ fn an_smtp_outage_and_a_restart_lose_nothing_and_send_once() {
     assert_eq!(mails[0].subject, "Reset your password");
     wait_outbox_empty(&gw);
     assert_eq!(smtp.files().len(), 1, "sent once");
-    let token = mails[0].token();
+    let token = token_of(&mails[0]);
     assert_eq!(open_link(&mut b, &gw, &token).status, 200, "the link works");
 }
 
@@ -612,7 +482,7 @@ fn an_expired_link_says_so() {
     post_forgot(&mut b, &gw, "alice@example.com");
     let mail = &smtp.wait_for(1)[0];
     assert!(mail.text.contains("within 10 seconds"), "{}", mail.text);
-    let token = mail.token();
+    let token = token_of(mail);
     assert_eq!(open_link(&mut b, &gw, &token).status, 200);
     // Each look at a link spends from the address's budget: wait, then look once.
     std::thread::sleep(Duration::from_secs(11));

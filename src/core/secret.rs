@@ -230,6 +230,21 @@ fn login_csrf_tag(key: &[u8; 32], signed: &[u8], client: &str) -> [u8; 16] {
     tag
 }
 
+/// A session's public handle (the account page's "End" buttons, `api/account/sessions/{id}`):
+/// 96 bits of an HMAC of its hash, so it names the session without being its token or hash,
+/// and nobody can make one without the key.
+pub fn session_handle(key: &[u8; 32], hash: &SessionHash) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes 32-byte keys");
+    mac.update(b"portcullis session handle\0");
+    mac.update(&hash.0);
+    URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..12])
+}
+
+/// Whether `text` has the shape of a session handle (16 base64url characters).
+pub fn is_session_handle(text: &str) -> bool {
+    is_b64_of_len(text, 16)
+}
+
 /// A CAPTCHA challenge id: 128 random bits, base64url (it appears in the image's URL).
 pub fn challenge_id() -> String {
     random_b64(16)
@@ -689,6 +704,20 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn session_handles_name_a_session_without_revealing_it() {
+        let (a, b) = (
+            SessionToken::generate().hash(),
+            SessionToken::generate().hash(),
+        );
+        let h = session_handle(&[1; 32], &a);
+        assert_eq!(h, session_handle(&[1; 32], &a));
+        assert_ne!(h, session_handle(&[1; 32], &b));
+        assert_ne!(h, session_handle(&[2; 32], &a), "no key, no handle");
+        assert!(is_session_handle(&h) && h.len() == 16);
+        assert!(!hex::encode(a.0).contains(&h) && !is_session_handle("../login"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use pingora::services::listening::Service;
 
 use crate::config::Config;
 use crate::core::time::{Clock, SystemClock};
+use crate::service::account::Account;
 use crate::service::audit::{Audit, EventWriter};
 use crate::service::hasher::{HashError, Hasher};
 use crate::service::metrics::Metrics;
@@ -121,6 +122,14 @@ impl App {
             clock.clone(),
             code_key,
         ));
+        let account = Arc::new(Account::new(
+            store.clone(),
+            signin.clone(),
+            sessions.clone(),
+            recovery.clone(),
+            audit.clone(),
+            clock.clone(),
+        ));
         let site = Site {
             sessions: sessions.clone(),
             signin,
@@ -132,6 +141,7 @@ impl App {
             pending_key,
             two_factor,
             recovery,
+            account,
         };
         let app = App {
             config: ArcSwap::from_pointee(config),

@@ -38,6 +38,16 @@ pub enum Endpoint {
     /// A reset link, the new password, and the SMS code: `reset`.
     ResetPage,
     ResetForm,
+    /// The account page: `account`.
+    AccountPage,
+    AccountForm,
+    /// `api/account`, `api/account/sessions`, `DELETE api/account/sessions/{handle}` (the
+    /// handle checked for shape), `api/account/logout-all`, `api/account/password`.
+    ApiAccount,
+    ApiSessions,
+    ApiEndSession(String),
+    ApiLogoutAll,
+    ApiPassword,
     /// `captcha/{id}.png`; the id is checked for shape before anything is looked up.
     CaptchaImage(String),
     NotFound,
@@ -68,6 +78,13 @@ fn endpoint(method: &str, rest: &str) -> Endpoint {
             _ => Endpoint::MethodNotAllowed,
         };
     }
+    if let Some(handle) = rest.strip_prefix("api/account/sessions/") {
+        return match method {
+            _ if !crate::core::secret::is_session_handle(handle) => Endpoint::NotFound,
+            "DELETE" => Endpoint::ApiEndSession(handle.to_string()),
+            _ => Endpoint::MethodNotAllowed,
+        };
+    }
     let (get, post) = match rest {
         "login" => (Endpoint::LoginPage, Endpoint::LoginForm),
         "logout" => (Endpoint::MethodNotAllowed, Endpoint::Logout),
@@ -78,6 +95,11 @@ fn endpoint(method: &str, rest: &str) -> Endpoint {
         "2fa/setup" => (Endpoint::SetupPage, Endpoint::SetupForm),
         "forgot" => (Endpoint::ForgotPage, Endpoint::ForgotForm),
         "reset" => (Endpoint::ResetPage, Endpoint::ResetForm),
+        "account" => (Endpoint::AccountPage, Endpoint::AccountForm),
+        "api/account" => (Endpoint::ApiAccount, Endpoint::MethodNotAllowed),
+        "api/account/sessions" => (Endpoint::ApiSessions, Endpoint::MethodNotAllowed),
+        "api/account/logout-all" => (Endpoint::MethodNotAllowed, Endpoint::ApiLogoutAll),
+        "api/account/password" => (Endpoint::MethodNotAllowed, Endpoint::ApiPassword),
         _ => return Endpoint::NotFound,
     };
     match method {
@@ -249,6 +271,46 @@ mod tests {
             ("GET", "/_portcullis/2fa/setup", Route::Local(SetupPage)),
             ("POST", "/_portcullis/2fa/setup", Route::Local(SetupForm)),
             ("PUT", "/_portcullis/2fa", Route::Local(MethodNotAllowed)),
+            ("GET", "/_portcullis/forgot", Route::Local(ForgotPage)),
+            ("POST", "/_portcullis/reset", Route::Local(ResetForm)),
+            ("GET", "/_portcullis/account", Route::Local(AccountPage)),
+            ("POST", "/_portcullis/account", Route::Local(AccountForm)),
+            ("GET", "/_portcullis/api/account", Route::Local(ApiAccount)),
+            (
+                "GET",
+                "/_portcullis/api/account/sessions",
+                Route::Local(ApiSessions),
+            ),
+            (
+                "DELETE",
+                "/_portcullis/api/account/sessions/AAAAAAAAAAAAAAA-",
+                Route::Local(ApiEndSession("AAAAAAAAAAAAAAA-".into())),
+            ),
+            (
+                "GET",
+                "/_portcullis/api/account/sessions/AAAAAAAAAAAAAAA-",
+                Route::Local(MethodNotAllowed),
+            ),
+            (
+                "DELETE",
+                "/_portcullis/api/account/sessions/..%2f..%2flogin",
+                Route::Local(NotFound),
+            ),
+            (
+                "POST",
+                "/_portcullis/api/account/logout-all",
+                Route::Local(ApiLogoutAll),
+            ),
+            (
+                "POST",
+                "/_portcullis/api/account/password",
+                Route::Local(ApiPassword),
+            ),
+            (
+                "GET",
+                "/_portcullis/api/account/password",
+                Route::Local(MethodNotAllowed),
+            ),
             ("GET", "/_portcullis/2fa/", Route::Local(NotFound)),
             (
                 "DELETE",

@@ -2,6 +2,7 @@
 //! layers above: sessions, sign-in, accounts, password hashing, CAPTCHA challenges, the event
 //! log and metrics. No HTTP here.
 
+pub mod account;
 pub mod accounts;
 pub mod audit;
 pub mod captcha;
@@ -25,6 +26,7 @@ pub mod fixture {
     use crate::core::key::MasterKey;
     use crate::core::secret::Password;
     use crate::core::time::ManualClock;
+    use crate::service::account::Account;
     use crate::service::audit::Audit;
     use crate::service::hasher::{self, Hasher};
     use crate::service::metrics::Metrics;
@@ -53,6 +55,7 @@ pub mod fixture {
         pub signin: Arc<SignIn>,
         pub two_factor: Arc<TwoFactor>,
         pub recovery: Arc<Recovery>,
+        pub account: Arc<Account>,
         pub alice: User,
     }
 
@@ -105,6 +108,14 @@ pub mod fixture {
                 clock.clone(),
                 [7; 32],
             ));
+            let account = Arc::new(Account::new(
+                store.clone(),
+                signin.clone(),
+                sessions.clone(),
+                recovery.clone(),
+                audit.clone(),
+                clock.clone(),
+            ));
             let alice = store
                 .create_user(
                     NewUser {
@@ -130,6 +141,7 @@ pub mod fixture {
                 signin,
                 two_factor,
                 recovery,
+                account,
                 alice,
             }
         }

@@ -307,21 +307,33 @@ impl Recovery {
                 UserChange::Password(phc),
             )
             .await?;
-        if cfg.mail.enabled() && !user.email.is_empty() {
-            let job = NewJob {
-                kind: PASSWORD_CHANGED.into(),
-                user_id: Some(user.id),
-                not_after: now + NOTICE_USEFUL,
-            };
-            // No gate: the notice is never held back.
-            let _ = self.store.enqueue(&job, None, now).await?;
-            self.wake.notify_one();
-        }
+        self.notify_password_changed(cfg, &user).await?;
         self.metrics.recovery(channel.as_str(), "completed");
         self.event(EventKind::PasswordReset, &user.login, client, "");
         let detail = format!("password reset, {ended} sessions");
         self.event(EventKind::SessionsRevoked, &user.login, client, &detail);
         Ok(Reset::Done)
+    }
+
+    /// Queues the "Your password was changed" e-mail (when mail is on and the user has an
+    /// address); never held back by a gate.
+    pub async fn notify_password_changed(
+        &self,
+        cfg: &Config,
+        user: &User,
+    ) -> Result<(), StoreError> {
+        if !cfg.mail.enabled() || user.email.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let job = NewJob {
+            kind: PASSWORD_CHANGED.into(),
+            user_id: Some(user.id),
+            not_after: now + NOTICE_USEFUL,
+        };
+        let _ = self.store.enqueue(&job, None, now).await?;
+        self.wake.notify_one();
+        Ok(())
     }
 
     /// An SMS code typed for `phone`: three tries, then it is over. A right one is exchanged

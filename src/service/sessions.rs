@@ -11,8 +11,9 @@ use moka::sync::Cache;
 use crate::config::{SessionConfig, TwoFactorConfig};
 use crate::core::event::{Event, EventKind};
 use crate::core::identity::{Client, Identity, User};
-use crate::core::secret::{RememberToken, SessionHash, SessionToken};
+use crate::core::secret::{RememberToken, SessionHash, SessionToken, same_token, session_handle};
 use crate::core::time::{Clock, UnixTime};
+use crate::policy::device;
 use crate::policy::expiry::{Expiry, expiry, touch_interval};
 use crate::policy::totp;
 use crate::service::audit::Audit;
@@ -136,6 +137,19 @@ pub struct Sessions {
     clock: Arc<dyn Clock>,
     cache: Cache<SessionHash, Arc<LiveSession>>,
     metrics: Arc<Metrics>,
+}
+
+/// One session as its user sees it on the account page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView {
+    /// The public handle (never the token or its hash).
+    pub handle: String,
+    /// "Firefox 133 on Linux".
+    pub device: String,
+    pub ip: String,
+    pub signed_in: UnixTime,
+    pub last_active: UnixTime,
+    pub this_device: bool,
 }
 
 /// Why a session ended here, for `portcullis_sessions_ended_total`.
@@ -563,6 +577,78 @@ impl Sessions {
             self.metrics.sessions_ended(why.as_str(), 1);
         }
         Ok(())
+    }
+
+    /// The public handle of a session (`core::secret::session_handle`).
+    pub fn handle(&self, hash: &SessionHash) -> String {
+        session_handle(&self.remember_key, hash)
+    }
+
+    /// A user's live sessions, most recently active first, as the account page lists them;
+    /// `current` is marked as this device. The last activity is this gateway's when it holds
+    /// the session, else the store's (which lags by at most the touch interval).
+    pub async fn of_user(
+        &self,
+        user_id: i64,
+        current: &SessionHash,
+        cfg: &SessionConfig,
+    ) -> StoreResult<Vec<SessionView>> {
+        let records = self
+            .store
+            .user_sessions(user_id, self.bounds(cfg, 0))
+            .await?;
+        let mut views: Vec<SessionView> = records
+            .iter()
+            .map(|r| {
+                let last_active = self
+                    .cache
+                    .get(&r.hash)
+                    .map_or(r.last_seen, |live| live.last_seen().max(r.last_seen));
+                SessionView {
+                    handle: self.handle(&r.hash),
+                    device: device::summary(&r.user_agent),
+                    ip: r.ip.clone(),
+                    signed_in: r.created_at,
+                    last_active,
+                    this_device: r.hash == *current,
+                }
+            })
+            .collect();
+        views.sort_by_key(|v| (!v.this_device, std::cmp::Reverse(v.last_active)));
+        Ok(views)
+    }
+
+    /// Ends the session of `user_id` whose handle is `handle`, and its remember-me token, on
+    /// every gateway. Only that user's sessions are looked at: another user's handle matches
+    /// nothing. Returns whether one ended.
+    pub async fn end_handle(
+        &self,
+        user_id: i64,
+        handle: &str,
+        cfg: &SessionConfig,
+    ) -> StoreResult<bool> {
+        let records = self
+            .store
+            .user_sessions(user_id, self.bounds(cfg, 0))
+            .await?;
+        let Some(record) = records
+            .into_iter()
+            .find(|r| same_token(handle, &self.handle(&r.hash)))
+        else {
+            return Ok(false);
+        };
+        self.cache.invalidate(&record.hash);
+        if let Some(selector) = &record.remember_selector {
+            self.store.delete_remember(selector).await?;
+        }
+        if self
+            .store
+            .end_session(&record.hash, self.clock.now())
+            .await?
+        {
+            self.metrics.sessions_ended(Ended::Revoked.as_str(), 1);
+        }
+        Ok(true)
     }
 
     /// Forgets a remember-me token presented without a session (e.g. at logout).

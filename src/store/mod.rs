@@ -236,6 +236,12 @@ pub trait SessionStore: Send + Sync {
 
     /// Sessions seen since `idle_before` and created since `created_before`.
     async fn count_sessions(&self, bounds: SessionBounds) -> StoreResult<u64>;
+    /// One user's sessions within `bounds`, most recently seen first (the account page).
+    async fn user_sessions(
+        &self,
+        user_id: i64,
+        bounds: SessionBounds,
+    ) -> StoreResult<Vec<SessionRecord>>;
 
     /// Revocations published after `seq`, oldest first. Sequence numbers become visible in
     /// order: none can appear later below one already read.

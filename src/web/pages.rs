@@ -25,6 +25,9 @@ pub mod messages {
         "If this account exists, we have sent instructions to its e-mail address";
     pub const SENT_SMS: &str = "If this account exists, we have sent a code to its phone";
     pub const CODE_REFUSED: &str = "Incorrect or expired code";
+    pub const PASSWORD_CHANGED: &str =
+        "Your password has been changed. Your other devices were signed out";
+    pub const SESSION_ENDED: &str = "The session has ended";
     pub const INVALID_CHECKWORD: &str = "Invalid checkword. Request a new link";
     pub const PASSWORD_RESET: &str =
         "Your password has been changed. Sign in with your new password";
@@ -399,4 +402,76 @@ pub struct ResetPage<'a> {
 
 pub fn reset_page(page: &ResetPage) -> String {
     render(page)
+}
+
+/// One line of the account page's recent sign-ins.
+pub struct ActivityRow {
+    pub what: &'static str,
+    pub when: String,
+    pub ip: String,
+    pub device: String,
+}
+
+/// One session as the account page shows it.
+pub struct SessionRow {
+    pub handle: String,
+    pub device: String,
+    pub ip: String,
+    pub signed_in: String,
+    pub last_active: String,
+    pub this_device: bool,
+}
+
+/// What the account page shows. No `Debug`: it holds the CSRF token.
+pub struct AccountView<'a> {
+    pub notice: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub csrf: &'a str,
+    pub user: &'a crate::core::identity::User,
+    /// Backup codes left when two-step verification is on.
+    pub codes_left: Option<u64>,
+    pub sessions: Vec<SessionRow>,
+    pub activity: Vec<ActivityRow>,
+    pub min_length: usize,
+}
+
+#[derive(askama::Template)]
+#[template(path = "account.html")]
+struct AccountPage<'a> {
+    title: &'a str,
+    notice: Option<&'a str>,
+    error: Option<&'a str>,
+    csrf: &'a str,
+    user: &'a crate::core::identity::User,
+    groups: String,
+    codes_left: Option<u64>,
+    sessions: &'a [SessionRow],
+    activity: &'a [ActivityRow],
+    min_length: usize,
+}
+
+pub fn account_page(view: &AccountView) -> String {
+    render(&AccountPage {
+        title: "Your account",
+        notice: view.notice,
+        error: view.error,
+        csrf: view.csrf,
+        user: view.user,
+        groups: view.user.groups.join(", "),
+        codes_left: view.codes_left,
+        sessions: &view.sessions,
+        activity: &view.activity,
+        min_length: view.min_length,
+    })
+}
+
+/// A time as the pages show it: `2026-12-02 14:21 UTC`.
+pub fn shown_time(t: crate::core::time::UnixTime) -> String {
+    let s = crate::core::time::rfc3339(t);
+    match (s.get(..10), s.get(11..16)) {
+        (Some(day), Some(minute)) if s.as_bytes().get(10) == Some(&b'T') => {
+            format!("{day} {minute} UTC")
+        }
+        _ => s,
+    }
 }

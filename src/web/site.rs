@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::core::time::Clock;
+use crate::service::account::Account;
 use crate::service::audit::Audit;
 use crate::service::metrics::Metrics;
 use crate::service::recovery::Recovery;
@@ -27,4 +28,5 @@ pub struct Site {
     pub pending_key: [u8; 32],
     pub two_factor: Arc<TwoFactor>,
     pub recovery: Arc<Recovery>,
+    pub account: Arc<Account>,
 }

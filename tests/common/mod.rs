@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod smtp;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -577,6 +578,8 @@ impl Resp {
 pub struct Browser {
     client: reqwest::blocking::Client,
     pub jar: HashMap<String, String>,
+    /// The `User-Agent` sent with every request, if any.
+    pub agent: Option<String>,
 }
 
 impl Default for Browser {
@@ -605,7 +608,15 @@ impl Browser {
         Browser {
             client,
             jar: HashMap::new(),
+            agent: None,
         }
+    }
+
+    /// A client from `ip` that names itself `agent` (a browser's User-Agent).
+    pub fn with_agent(ip: &str, agent: &str) -> Browser {
+        let mut b = Browser::from_ip(ip);
+        b.agent = Some(agent.to_string());
+        b
     }
 
     /// The same cookies, sent from another address.
@@ -639,6 +650,9 @@ impl Browser {
         let mut req = req;
         if !self.jar.is_empty() {
             req = req.header("Cookie", self.cookie_header());
+        }
+        if let Some(agent) = &self.agent {
+            req = req.header("User-Agent", agent);
         }
         let resp = req.send().expect("request failed");
         self.absorb(&resp);

@@ -206,6 +206,26 @@ impl SessionStore for PostgresStore {
         })
         .await
     }
+    async fn user_sessions(
+        &self,
+        user_id: i64,
+        b: SessionBounds,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        self.run(move |c| async move {
+            let rows = c
+                .query(
+                    "SELECT user_id, created_at, last_seen, remember_selector, ip, user_agent, id_hash
+                     FROM sessions WHERE user_id = $1 AND last_seen >= $2 AND created_at >= $3
+                     ORDER BY last_seen DESC, created_at DESC",
+                    &[&user_id, &b.idle_before, &b.created_before.unwrap_or(i64::MIN)],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| session_from_row(hash_from(col(r, 6)?)?, r))
+                .collect()
+        })
+        .await
+    }
     async fn revocations_since(&self, seq: i64) -> StoreResult<Vec<Revocation>> {
         self.run(move |c| async move {
             let rows = c

@@ -163,6 +163,50 @@ impl SessionStore for SqliteStore {
         })
         .await
     }
+    async fn user_sessions(
+        &self,
+        user_id: i64,
+        b: SessionBounds,
+    ) -> StoreResult<Vec<SessionRecord>> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id_hash, created_at, last_seen, remember_selector, ip, user_agent
+                 FROM sessions WHERE user_id = ?1 AND last_seen >= ?2 AND created_at >= ?3
+                 ORDER BY last_seen DESC, created_at DESC",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![user_id, b.idle_before, b.created_before.unwrap_or(i64::MIN)],
+                    |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    },
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.into_iter()
+                .map(
+                    |(hash, created_at, last_seen, remember_selector, ip, user_agent)| {
+                        Ok(SessionRecord {
+                            hash: hash_from(hash)?,
+                            user_id,
+                            created_at,
+                            last_seen,
+                            remember_selector,
+                            ip,
+                            user_agent,
+                        })
+                    },
+                )
+                .collect()
+        })
+        .await
+    }
     async fn revocations_since(&self, seq: i64) -> StoreResult<Vec<Revocation>> {
         self.with(move |c| {
             let mut stmt = c.prepare(

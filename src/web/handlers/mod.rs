@@ -2,6 +2,7 @@
 //! per page family: each handler is a function from a request's facts to a `Reply`, with the
 //! services it needs in `Site`. The gateway reads the body and writes the reply.
 
+mod account;
 mod captcha;
 mod login;
 mod logout;
@@ -45,6 +46,21 @@ pub enum BodyError {
     Unreadable,
 }
 
+/// The JSON endpoints, whose refusals and failures are JSON too.
+fn is_api(endpoint: &Endpoint) -> bool {
+    matches!(
+        endpoint,
+        Endpoint::ApiLogin
+            | Endpoint::ApiLogout
+            | Endpoint::ApiSession
+            | Endpoint::ApiAccount
+            | Endpoint::ApiSessions
+            | Endpoint::ApiEndSession(_)
+            | Endpoint::ApiLogoutAll
+            | Endpoint::ApiPassword
+    )
+}
+
 /// The reply to a body that could not be read: JSON for the API, a page otherwise.
 pub fn body_refused(endpoint: &Endpoint, why: BodyError) -> Reply {
     let (status, code, title, message) = match why {
@@ -68,17 +84,14 @@ pub fn body_refused(endpoint: &Endpoint, why: BodyError) -> Reply {
         ),
     };
     match endpoint {
-        Endpoint::ApiLogin | Endpoint::ApiLogout => Reply::json(status, json!({"error": code})),
+        e if is_api(e) => Reply::json(status, json!({"error": code})),
         _ => Reply::page(status, title, message),
     }
 }
 
 /// Answers one request to the gateway's own endpoints.
 pub async fn handle(site: &Site, cfg: &Config, endpoint: Endpoint, req: &Request<'_>) -> Reply {
-    let api = matches!(
-        endpoint,
-        Endpoint::ApiLogin | Endpoint::ApiLogout | Endpoint::ApiSession
-    );
+    let api = is_api(&endpoint);
     let result = match endpoint {
         Endpoint::LoginPage => Ok(login::page(site, cfg, req).await),
         Endpoint::LoginForm => login::form(site, cfg, req).await,
@@ -95,6 +108,13 @@ pub async fn handle(site: &Site, cfg: &Config, endpoint: Endpoint, req: &Request
         Endpoint::ForgotForm => recovery::forgot_form(site, cfg, req).await,
         Endpoint::ResetPage => recovery::reset_page(site, cfg, req).await,
         Endpoint::ResetForm => recovery::reset_form(site, cfg, req).await,
+        Endpoint::AccountPage => account::page(site, cfg, req).await,
+        Endpoint::AccountForm => account::form(site, cfg, req).await,
+        Endpoint::ApiAccount => account::api_account(site, cfg, req).await,
+        Endpoint::ApiSessions => account::api_sessions(site, cfg, req).await,
+        Endpoint::ApiEndSession(handle) => account::api_end_session(site, cfg, req, &handle).await,
+        Endpoint::ApiLogoutAll => account::api_logout_all(site, cfg, req).await,
+        Endpoint::ApiPassword => account::api_password(site, cfg, req).await,
         Endpoint::NotFound => Ok(Reply::page(404, "Not found", "There is no such page.")),
         Endpoint::MethodNotAllowed => Ok(Reply::page(
             405,

@@ -22,6 +22,7 @@ fn site(s: &Services) -> Site {
         pending_key: [4; 32],
         two_factor: s.two_factor.clone(),
         recovery: s.recovery.clone(),
+        account: s.account.clone(),
     }
 }
 
