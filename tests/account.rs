@@ -298,7 +298,7 @@ fn a_new_password_ends_the_other_sessions_and_keeps_this_one() {
     let api = |b: &mut Browser, current: &str, new: &str| {
         b.post_json(
             &gw.url("/_portcullis/api/account/password"),
-            &json!({"current": current, "password": new}),
+            &json!({"current": current, "password": new, "password2": new}),
         )
     };
     let r = api(&mut here, "not it", "yet another passphrase");
@@ -306,6 +306,11 @@ fn a_new_password_ends_the_other_sessions_and_keeps_this_one() {
         (r.status, r.json()["error"].clone()),
         (401, json!("invalid_credentials"))
     );
+    let once = here.post_json(
+        &gw.url("/_portcullis/api/account/password"),
+        &json!({"current": NEW_PASSWORD, "password": "yet another passphrase"}),
+    );
+    assert_eq!(once.status, 400, "the new password twice, as on the page");
     let r = api(&mut here, NEW_PASSWORD, "yet another passphrase");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(

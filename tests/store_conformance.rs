@@ -83,6 +83,46 @@ async fn users(store: Arc<dyn Store>) {
     }
     assert_eq!(store.find_user("nobody").await.unwrap(), None);
     assert_eq!(store.get_user(bob.id).await.unwrap(), Some(bob.clone()));
+    // Corrections keep the one namespace (the user's own names are no conflict), and tell
+    // every gateway to read the user's sessions again.
+    let seq = store.last_revocation().await.unwrap();
+    for (login, email, message) in [
+        (
+            "bob",
+            "ANN@example.com",
+            "A user with this email already exists",
+        ),
+        (
+            "ANN",
+            "b2@example.com",
+            "A user with this login already exists",
+        ),
+    ] {
+        match store
+            .update_user(bob.id, &new_user(login, email), 102)
+            .await
+        {
+            Err(StoreError::Duplicate(m)) => assert_eq!(m, message, "{login} {email}"),
+            other => panic!("{login} {email}: {other:?}"),
+        }
+    }
+    let mut moved = new_user("bob", "Bob@Example.com");
+    moved.groups = vec!["finance".into()];
+    moved.name = "Robert".into();
+    let bob = store.update_user(bob.id, &moved, 103).await.unwrap();
+    assert_eq!(
+        (bob.name.as_str(), bob.groups.clone()),
+        ("Robert", vec!["finance".to_string()])
+    );
+    assert_eq!(
+        store.find_user("bob@example.com").await.unwrap(),
+        Some(bob.clone())
+    );
+    let published = store.revocations_since(seq).await.unwrap();
+    assert!(
+        published.iter().any(|r| r.what == Revoked::User(bob.id)),
+        "{published:?}"
+    );
     assert_eq!(store.get_user(-1).await.unwrap(), None);
     store.set_password_hash(ann.id, "new-hash").await.unwrap();
     store.insert_session(&session(1, ann.id, 50)).await.unwrap();
@@ -167,6 +207,39 @@ async fn sessions(store: Arc<dyn Store>) {
             .await
             .unwrap(),
         "gone"
+    );
+    // One user's live sessions, most recently seen first; another user's are never listed.
+    let bounds = |idle_before, created_before| SessionBounds {
+        idle_before,
+        created_before,
+    };
+    let anns = store.user_sessions(ann.id, bounds(0, None)).await.unwrap();
+    assert_eq!(
+        anns.iter().map(|s| s.hash.0[0]).collect::<Vec<_>>(),
+        [1, 2],
+        "{anns:?}"
+    );
+    assert_eq!(anns[0].remember_selector.as_deref(), Some("sel"));
+    assert_eq!(
+        (anns[1].ip.as_str(), anns[1].user_agent.as_str()),
+        ("10.1.2.3", "curl/8.5.0")
+    );
+    let idle = store
+        .user_sessions(ann.id, bounds(1200, None))
+        .await
+        .unwrap();
+    assert_eq!(idle.len(), 1, "the one seen at 1100 is idle");
+    let young = store
+        .user_sessions(ann.id, bounds(0, Some(1050)))
+        .await
+        .unwrap();
+    assert_eq!(young.len(), 1, "the one made at 1000 is too old");
+    assert!(
+        store
+            .user_sessions(-1, bounds(0, None))
+            .await
+            .unwrap()
+            .is_empty()
     );
     assert_eq!(
         store
@@ -625,15 +698,58 @@ async fn recovery(store: Arc<dyn Store>) {
     // A newer link: the older one is gone.
     store.put_recovery(&link(2, 1000)).await.unwrap();
     assert_eq!(store.recovery_by_hash(&[1; 32]).await.unwrap(), None);
-    assert!(!store.use_recovery(&[1; 32], 200).await.unwrap());
     assert!(
-        !store.use_recovery(&[2; 32], 1000).await.unwrap(),
+        !store
+            .use_recovery(&[1; 32], RecoveryKind::Link, 200)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_recovery(&[2; 32], RecoveryKind::Link, 1000)
+            .await
+            .unwrap(),
         "expired"
     );
-    assert!(store.use_recovery(&[2; 32], 200).await.unwrap());
-    assert!(!store.use_recovery(&[2; 32], 201).await.unwrap(), "used");
+    assert!(
+        store
+            .use_recovery(&[2; 32], RecoveryKind::Link, 200)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_recovery(&[2; 32], RecoveryKind::Link, 201)
+            .await
+            .unwrap(),
+        "used"
+    );
     let used = store.recovery_by_hash(&[2; 32]).await.unwrap().unwrap();
     assert_eq!(used.used_at, Some(200));
+    // An invitation's link is used as one, and is no reset link (nor the other way round).
+    let invite = RecoveryRecord {
+        kind: RecoveryKind::Invite,
+        ..link(4, 1000)
+    };
+    store.put_recovery(&invite).await.unwrap();
+    assert!(
+        !store
+            .use_recovery(&[4; 32], RecoveryKind::Link, 200)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .use_recovery(&[4; 32], RecoveryKind::Invite, 200)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_recovery(&[4; 32], RecoveryKind::Invite, 201)
+            .await
+            .unwrap()
+    );
     // An SMS code: three tries, then none; not a link.
     let sms = RecoveryRecord {
         kind: RecoveryKind::Sms,
@@ -642,7 +758,10 @@ async fn recovery(store: Arc<dyn Store>) {
     };
     store.put_recovery(&sms).await.unwrap();
     assert!(
-        !store.use_recovery(&[3; 32], 200).await.unwrap(),
+        !store
+            .use_recovery(&[3; 32], RecoveryKind::Link, 200)
+            .await
+            .unwrap(),
         "a code is no link"
     );
     for left in [3, 2, 1] {

@@ -15,7 +15,7 @@ use crate::core::identity::User;
 use crate::core::secret::Password;
 use crate::core::time::rfc3339;
 use crate::core::time::{Clock, SystemClock};
-use crate::service::accounts::{self, AccountError, Accounts, Profile};
+use crate::service::accounts::{self, AccountError, Accounts, Edit, Profile};
 use crate::service::audit::{Filters, Query};
 use crate::service::hasher;
 use crate::service::two_factor;
@@ -133,6 +133,42 @@ enum UserCommand {
     /// End every session and remember-me token of a user, on every gateway.
     LogoutAll {
         login: String,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Invite someone: the user is created as invited and e-mailed a link to set a password
+    /// (or the link is printed); a new invitation replaces the old link.
+    Invite {
+        email: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        phone: String,
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// Print the link instead of e-mailing it.
+        #[arg(long)]
+        print_link: bool,
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Correct a user: login, e-mail, name, phone, groups (live sessions follow).
+    Edit {
+        login: String,
+        #[arg(long = "login", value_name = "LOGIN")]
+        new_login: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        phone: Option<String>,
+        /// The user's groups become these (repeat for several).
+        #[arg(long = "group", value_name = "GROUP", conflicts_with = "no_groups")]
+        groups: Vec<String>,
+        /// The user is in no group any more.
+        #[arg(long)]
+        no_groups: bool,
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
@@ -361,6 +397,8 @@ fn user(command: UserCommand) -> Result<(), CliError> {
         | UserCommand::Restore { config, .. }
         | UserCommand::LogoutAll { config, .. }
         | UserCommand::SendReset { config, .. }
+        | UserCommand::Invite { config, .. }
+        | UserCommand::Edit { config, .. }
         | UserCommand::TwoFactor { config, .. } => config.clone(),
     };
     let config = load(&config_path)?;
@@ -378,8 +416,6 @@ fn user(command: UserCommand) -> Result<(), CliError> {
 fn now() -> i64 {
     SystemClock.now()
 }
-
-const STATUS: [&str; 2] = ["active", "dismissed"];
 
 async fn run_user(
     accounts: &Accounts<'_>,
@@ -415,11 +451,18 @@ async fn run_user(
             add(accounts, profile, password_stdin).await
         }
         UserCommand::List { .. } => {
-            print_users(&accounts.list().await?);
+            let users = accounts.list().await?;
+            let mut rows = Vec::with_capacity(users.len());
+            for u in users {
+                let status = admin.status(&u, now()).await?;
+                rows.push((u, status));
+            }
+            print_users(&rows);
             Ok(())
         }
         UserCommand::Show { login, .. } => {
-            print_user(&accounts.find(&login).await?);
+            let user = accounts.find(&login).await?;
+            print_user(&user, &admin.status(&user, now()).await?);
             Ok(())
         }
         UserCommand::SetPassword { login, .. } => {
@@ -439,6 +482,57 @@ async fn run_user(
             let u = accounts.find(&login).await?;
             accounts.restore(&u).await?;
             println!("Restored {}", u.login);
+            Ok(())
+        }
+        UserCommand::Invite {
+            email,
+            name,
+            phone,
+            groups,
+            print_link,
+            ..
+        } => {
+            let profile = Profile {
+                login: email.clone(),
+                email,
+                name,
+                phone,
+                groups,
+            };
+            let (user, link) = accounts.invite(profile, print_link).await?;
+            match link {
+                Some(link) => println!("{link}"),
+                None => println!(
+                    "Invited {}; a running gateway e-mails the invitation",
+                    user.login
+                ),
+            }
+            Ok(())
+        }
+        UserCommand::Edit {
+            login,
+            new_login,
+            email,
+            name,
+            phone,
+            groups,
+            no_groups,
+            ..
+        } => {
+            let user = accounts.find(&login).await?;
+            let change = Edit {
+                login: new_login,
+                email,
+                name,
+                phone,
+                groups: match (no_groups, groups.is_empty()) {
+                    (true, _) => Some(Vec::new()),
+                    (false, false) => Some(groups),
+                    (false, true) => None,
+                },
+            };
+            let updated = accounts.edit(&user, change).await?;
+            print_user(&updated, &admin.status(&updated, now()).await?);
             Ok(())
         }
         UserCommand::SendReset {
@@ -463,32 +557,52 @@ async fn run_user(
     }
 }
 
+/// A user's state: `active`, `invited` (no password set yet) or `dismissed`.
+fn state(u: &User) -> &'static str {
+    match (u.dismissed, u.is_invited()) {
+        (true, _) => "dismissed",
+        (false, true) => "invited",
+        (false, false) => "active",
+    }
+}
+
+/// Two-step verification in a word: `on` (with codes left), `off`, `off until …`.
+fn two_step(s: &two_factor::Status) -> String {
+    match (s.enrolled, s.disabled_until) {
+        (true, Some(until)) => format!("off until {}", crate::core::time::rfc3339(until)),
+        (true, None) => format!("on ({} codes)", s.codes_left),
+        (false, _) => "off".into(),
+    }
+}
+
 /// `user list`: a table.
-fn print_users(users: &[User]) {
+fn print_users(users: &[(User, two_factor::Status)]) {
     println!(
-        "{:<24} {:<32} {:<24} {:<20} STATUS",
-        "LOGIN", "EMAIL", "NAME", "GROUPS"
+        "{:<24} {:<32} {:<24} {:<20} {:<10} 2FA",
+        "LOGIN", "EMAIL", "NAME", "GROUPS", "STATUS"
     );
-    for u in users {
+    for (u, s) in users {
         println!(
-            "{:<24} {:<32} {:<24} {:<20} {}",
+            "{:<24} {:<32} {:<24} {:<20} {:<10} {}",
             u.login,
             u.email,
             u.name,
             u.groups.join(","),
-            STATUS[usize::from(u.dismissed)]
+            state(u),
+            two_step(s)
         );
     }
 }
 
 /// `user show`.
-fn print_user(u: &User) {
+fn print_user(u: &User, s: &two_factor::Status) {
     println!("login:   {}", u.login);
     println!("email:   {}", u.email);
     println!("name:    {}", u.name);
     println!("phone:   {}", u.phone);
     println!("groups:  {}", u.groups.join(", "));
-    println!("status:  {}", STATUS[usize::from(u.dismissed)]);
+    println!("status:  {}", state(u));
+    println!("2fa:     {}", two_step(s));
 }
 
 /// The longest `user 2fa disable --for`: a turn-off is for a lost phone, not for good.

@@ -20,8 +20,8 @@ use crate::core::addr::AddrSet;
 
 pub use cookies::CookieNames;
 pub use recovery::{
-    MailConfig, MailTransport, RecoveryConfig, SmsConfig, SmtpConfig, SmtpSecurity, parse_headers,
-    parse_mailbox,
+    InvitationsConfig, MailConfig, MailTransport, RecoveryConfig, SmsConfig, SmtpConfig,
+    SmtpSecurity, parse_headers, parse_mailbox,
 };
 pub use two_factor::{TotpParams, TwoFactorConfig};
 
@@ -76,6 +76,7 @@ pub struct Config {
     pub mail: MailConfig,
     pub sms: SmsConfig,
     pub recovery: RecoveryConfig,
+    pub invitations: InvitationsConfig,
     pub watch: bool,
     /// The file this was read from, for reloads and messages.
     pub source: Option<PathBuf>,
@@ -390,6 +391,7 @@ impl Validator<'_> {
             mail: self.mail(raw.mail, base, has_public_url),
             sms: self.sms(raw.sms, base),
             recovery: self.recovery(raw.recovery),
+            invitations: self.invitations(raw.invitations),
             watch: raw.watch.unwrap_or(false),
             source: None,
         }

@@ -60,6 +60,8 @@ pub struct RawConfig {
     pub sms: RawSms,
     #[serde(default)]
     pub recovery: RawRecovery,
+    #[serde(default)]
+    pub invitations: RawInvitations,
     pub watch: Option<bool>,
 }
 
@@ -194,6 +196,12 @@ pub struct RawSms {
     pub webhook: Option<String>,
     pub headers_file: Option<String>,
     pub timeout: Option<Scalar>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawInvitations {
+    pub lifetime: Option<Scalar>,
 }
 
 #[derive(Deserialize, Debug, Default)]

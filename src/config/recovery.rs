@@ -63,6 +63,12 @@ pub struct RecoveryConfig {
     pub sms_code_lifetime: Duration,
 }
 
+/// `invitations`: how long an invitation's link works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvitationsConfig {
+    pub lifetime: Duration,
+}
+
 impl MailConfig {
     pub fn enabled(&self) -> bool {
         self.transport != MailTransport::None
@@ -239,6 +245,18 @@ impl Validator<'_> {
                 "10s and 15m",
             ),
         }
+    }
+
+    pub(super) fn invitations(&mut self, raw: super::raw::RawInvitations) -> InvitationsConfig {
+        let lifetime = self.duration(
+            "invitations.lifetime",
+            raw.lifetime,
+            Duration::from_secs(7 * 86_400),
+        );
+        if lifetime.as_secs() < 10 || lifetime.as_secs() > 90 * 86_400 {
+            self.error("invitations.lifetime", "must be between 10s and 90d");
+        }
+        InvitationsConfig { lifetime }
     }
 
     fn readable(&mut self, path: &str, file: &Path) {

@@ -32,10 +32,13 @@ pub enum EventKind {
     RecoveryFailed,
     PasswordReset,
     MailFailed,
+    UserInvited,
+    InvitationAccepted,
+    UserUpdated,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 26] = [
+    pub const ALL: [EventKind; 29] = [
         EventKind::LoginSuccess,
         EventKind::LoginFailure,
         EventKind::CaptchaRequired,
@@ -62,6 +65,9 @@ impl EventKind {
         EventKind::RecoveryFailed,
         EventKind::PasswordReset,
         EventKind::MailFailed,
+        EventKind::UserInvited,
+        EventKind::InvitationAccepted,
+        EventKind::UserUpdated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +98,9 @@ impl EventKind {
             EventKind::RecoveryFailed => "recovery_failed",
             EventKind::PasswordReset => "password_reset",
             EventKind::MailFailed => "mail_failed",
+            EventKind::UserInvited => "user_invited",
+            EventKind::InvitationAccepted => "invitation_accepted",
+            EventKind::UserUpdated => "user_updated",
         }
     }
 

@@ -19,6 +19,13 @@ pub struct User {
     pub created_at: UnixTime,
 }
 
+impl User {
+    /// Invited and not yet registered: no password has been set (`user invite`).
+    pub fn is_invited(&self) -> bool {
+        self.password_hash.is_empty()
+    }
+}
+
 #[derive(Clone)]
 pub struct NewUser {
     pub login: String,

@@ -5,6 +5,8 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PasswordRefusal {
     TooShort(usize),
+    /// Longer than sign-in accepts (bytes).
+    TooLong(usize),
     Mismatch,
     SameAsLogin,
 }
@@ -13,6 +15,7 @@ impl PasswordRefusal {
     pub fn message(&self) -> String {
         match self {
             PasswordRefusal::TooShort(n) => format!("Password must be at least {n} characters"),
+            PasswordRefusal::TooLong(n) => format!("Password must be at most {n} bytes long"),
             PasswordRefusal::Mismatch => "Passwords do not match".into(),
             PasswordRefusal::SameAsLogin => {
                 "Password must not be your login or e-mail address".into()
@@ -20,6 +23,10 @@ impl PasswordRefusal {
         }
     }
 }
+
+/// The longest password sign-in checks (longer ones are refused before hashing); a new one
+/// may not be longer, or it could never be used.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// A new password typed twice: at least `min_length` characters (counted as characters, not
 /// bytes), the same both times, and neither the login nor the e-mail (whatever the case).
@@ -32,6 +39,9 @@ pub fn check_new_password(
 ) -> Result<(), PasswordRefusal> {
     if password.chars().count() < min_length {
         return Err(PasswordRefusal::TooShort(min_length));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(PasswordRefusal::TooLong(MAX_PASSWORD_BYTES));
     }
     if password != again {
         return Err(PasswordRefusal::Mismatch);
@@ -98,6 +108,8 @@ mod tests {
             Err(PasswordRefusal::SameAsLogin)
         );
         assert_eq!(check("a new secret", "a new secret"), Ok(()));
+        let long = "x".repeat(1025);
+        assert_eq!(check(&long, &long), Err(PasswordRefusal::TooLong(1024)));
         assert_eq!(
             PasswordRefusal::TooShort(12).message(),
             "Password must be at least 12 characters"

@@ -38,6 +38,9 @@ pub enum Endpoint {
     /// A reset link, the new password, and the SMS code: `reset`.
     ResetPage,
     ResetForm,
+    /// An invitation's link and the invitee's password: `invite`.
+    InvitePage,
+    InviteForm,
     /// The account page: `account`.
     AccountPage,
     AccountForm,
@@ -96,6 +99,7 @@ fn endpoint(method: &str, rest: &str) -> Endpoint {
         "forgot" => (Endpoint::ForgotPage, Endpoint::ForgotForm),
         "reset" => (Endpoint::ResetPage, Endpoint::ResetForm),
         "account" => (Endpoint::AccountPage, Endpoint::AccountForm),
+        "invite" => (Endpoint::InvitePage, Endpoint::InviteForm),
         "api/account" => (Endpoint::ApiAccount, Endpoint::MethodNotAllowed),
         "api/account/sessions" => (Endpoint::ApiSessions, Endpoint::MethodNotAllowed),
         "api/account/logout-all" => (Endpoint::MethodNotAllowed, Endpoint::ApiLogoutAll),
@@ -274,6 +278,8 @@ mod tests {
             ("GET", "/_portcullis/forgot", Route::Local(ForgotPage)),
             ("POST", "/_portcullis/reset", Route::Local(ResetForm)),
             ("GET", "/_portcullis/account", Route::Local(AccountPage)),
+            ("GET", "/_portcullis/invite", Route::Local(InvitePage)),
+            ("POST", "/_portcullis/invite", Route::Local(InviteForm)),
             ("POST", "/_portcullis/account", Route::Local(AccountForm)),
             ("GET", "/_portcullis/api/account", Route::Local(ApiAccount)),
             (

@@ -90,6 +90,32 @@ impl Account {
         Ok(all)
     }
 
+    /// Ends one of the user's sessions by its handle (the account page's End); recorded with
+    /// who ended it. Returns whether one ended.
+    pub async fn end_one(
+        &self,
+        cfg: &Config,
+        user: &User,
+        handle: &str,
+        client: &Client,
+    ) -> Result<bool, StoreError> {
+        let Some(ended) = self
+            .sessions
+            .end_handle(user.id, handle, &cfg.session)
+            .await?
+        else {
+            return Ok(false);
+        };
+        self.audit.record(
+            Event::new(EventKind::Logout, self.clock.now())
+                .login(&user.login)
+                .client(&client.ip, &client.user_agent)
+                .session(ended.hash.short())
+                .detail("ended from the account page"),
+        );
+        Ok(true)
+    }
+
     /// "Log out on all devices": every session and remember-me token of the user, this one
     /// included. Returns how many sessions ended.
     pub async fn logout_all(&self, user: &User, client: &Client) -> Result<u64, StoreError> {
@@ -98,6 +124,8 @@ impl Account {
             .store
             .end_user_sessions(user.id, now, Ended::Revoked.as_str(), UserChange::Nothing)
             .await?;
+        // This gateway at once; the others within 2 s, through the store.
+        self.sessions.forget_user(user.id);
         self.event(
             EventKind::SessionsRevoked,
             user,
@@ -142,11 +170,72 @@ impl Account {
                 UserChange::Password(phc),
             )
             .await?;
-        let issued = self.sessions.issue(user, None, client).await?;
-        self.recovery.notify_password_changed(cfg, user).await?;
+        self.sessions.forget_user(user.id);
         self.event(EventKind::PasswordChanged, user, client, "by the user");
         let detail = format!("password changed, {ended} sessions");
         self.event(EventKind::SessionsRevoked, user, client, &detail);
+        if let Err(e) = self.recovery.notify_password_changed(cfg, user).await {
+            tracing::warn!(error = %e, login = %user.login, "the password-changed notice was not queued");
+        }
+        // The user as it is now (the new password), or the new session would be refused.
+        let changed = self
+            .store
+            .get_user(user.id)
+            .await?
+            .ok_or(StoreError::Changed)?;
+        let issued = self.sessions.issue(&changed, None, client).await?;
         Ok(PasswordChange::Done(issued))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::SessionConfig;
+    use crate::core::identity::Client;
+    use crate::service::fixture::Services;
+    use crate::store::StoreError;
+
+    fn client() -> Client {
+        Client {
+            ip: "192.0.2.9".into(),
+            user_agent: "test".into(),
+        }
+    }
+
+    /// A sign-in that checked the old password while the password changed gets no session:
+    /// the one it made is ended at once.
+    #[tokio::test]
+    async fn no_session_outlives_a_password_change_made_meanwhile() {
+        let s = Services::start("").await;
+        let cfg: &SessionConfig = &s.config.session;
+        s.store
+            .set_password_hash(s.alice.id, "changed")
+            .await
+            .unwrap();
+        let issued = s.sessions.issue(&s.alice, None, &client()).await;
+        assert!(
+            matches!(issued, Err(StoreError::Changed)),
+            "{:?}",
+            issued.err()
+        );
+        let here = crate::core::secret::SessionToken::generate().hash();
+        assert!(
+            s.sessions
+                .of_user(s.alice.id, &here, cfg)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // With the user as it is now, a session is made.
+        let now = s.store.get_user(s.alice.id).await.unwrap().unwrap();
+        assert!(s.sessions.issue(&now, None, &client()).await.is_ok());
+        assert_eq!(
+            s.sessions
+                .of_user(s.alice.id, &here, cfg)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

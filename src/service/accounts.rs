@@ -28,6 +28,16 @@ pub enum AccountError {
     Hash(#[from] hasher::HashError),
 }
 
+/// What `user edit` changes: `None` keeps the field (`groups: Some(vec![])` empties it).
+#[derive(Debug, Clone, Default)]
+pub struct Edit {
+    pub login: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub groups: Option<Vec<String>>,
+}
+
 /// What a new user is given.
 #[derive(Debug, Clone, Default)]
 pub struct Profile {
@@ -121,6 +131,106 @@ impl<'a> Accounts<'a> {
         Ok(n)
     }
 
+    /// Invites `profile` (SPEC §15): the user is created without a password (invited), or an
+    /// invited one gets a new link that replaces the old. The link is printed (`print`, made
+    /// now) or queued for the gateways to e-mail. Returns the user and the printed link.
+    pub async fn invite(
+        &self,
+        profile: Profile,
+        print: bool,
+    ) -> Result<(User, Option<String>), AccountError> {
+        check_profile(&profile)?;
+        let cfg = self.config;
+        if print && recovery::link_base(cfg).is_none() {
+            return Err(AccountError::Invalid(
+                "--print-link needs public_url in the configuration: the link points there".into(),
+            ));
+        }
+        if !print && !cfg.mail.enabled() {
+            return Err(AccountError::Invalid(
+                "mail.transport is none, so nothing would send the invitation; use --print-link"
+                    .into(),
+            ));
+        }
+        let user = match self.store.find_user(&profile.email).await? {
+            Some(u) if u.dismissed => {
+                return Err(AccountError::Invalid(format!(
+                    "`{}` is dismissed; restore the account first",
+                    u.login
+                )));
+            }
+            Some(u) if !u.is_invited() => {
+                return Err(AccountError::Invalid(
+                    "A user with this email already exists".into(),
+                ));
+            }
+            Some(u) => u,
+            None => {
+                let new = NewUser {
+                    login: profile.login,
+                    email: profile.email,
+                    name: profile.name,
+                    phone: profile.phone,
+                    groups: profile.groups,
+                    password_hash: String::new(),
+                };
+                self.store.create_user(new, Self::now()).await?
+            }
+        };
+        let now = Self::now();
+        let link = match print {
+            true => Some(recovery::new_invite_link(self.store, cfg, &user, now).await?),
+            false => {
+                recovery::queue_invitation(self.store, cfg, &user, now).await?;
+                None
+            }
+        };
+        self.record(EventKind::UserInvited, &user.login, "").await;
+        Ok((user, link))
+    }
+
+    /// Corrects `user` (`user edit`): the fields given replace theirs; logins and emails stay
+    /// unique; the user's live sessions carry the new identity from their next request.
+    pub async fn edit(&self, user: &User, change: Edit) -> Result<User, AccountError> {
+        let mut fields = Vec::new();
+        let mut pick = |name: &'static str, new: Option<String>, old: &str| match new {
+            Some(v) if v != old => {
+                fields.push(name);
+                v
+            }
+            _ => old.to_string(),
+        };
+        let profile = Profile {
+            login: pick("login", change.login, &user.login),
+            email: pick("email", change.email, &user.email),
+            name: pick("name", change.name, &user.name),
+            phone: pick("phone", change.phone, &user.phone),
+            groups: match change.groups {
+                Some(g) if g != user.groups => {
+                    fields.push("groups");
+                    g
+                }
+                _ => user.groups.clone(),
+            },
+        };
+        check_profile(&profile)?;
+        if fields.is_empty() {
+            return Ok(user.clone());
+        }
+        let new = NewUser {
+            login: profile.login,
+            email: profile.email,
+            name: profile.name,
+            phone: profile.phone,
+            groups: profile.groups,
+            password_hash: String::new(),
+        };
+        let updated = self.store.update_user(user.id, &new, Self::now()).await?;
+        self.record(EventKind::UserUpdated, &updated.login, &fields.join(", "))
+            .await;
+        Ok(updated)
+    }
+
     /// An administrator's reset link for `user` (SPEC §13): made now and returned (`print`),
     /// or queued for the gateways to e-mail. Either way every older link stops working.
     pub async fn send_reset(
@@ -132,6 +242,12 @@ impl<'a> Accounts<'a> {
         if user.dismissed {
             return Err(AccountError::Invalid(format!(
                 "`{}` is dismissed; restore the account first",
+                user.login
+            )));
+        }
+        if user.is_invited() {
+            return Err(AccountError::Invalid(format!(
+                "`{}` has not accepted the invitation yet; send a new one with user invite",
                 user.login
             )));
         }

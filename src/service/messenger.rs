@@ -149,6 +149,27 @@ pub fn reset_letter(portal: &str, user: &User, link: &str, lifetime: Duration) -
     )
 }
 
+/// The invitation's e-mail.
+pub fn invitation_letter(portal: &str, user: &User, link: &str, lifetime: Duration) -> Letter {
+    letter(
+        portal,
+        format!("You are invited to {portal}"),
+        vec![
+            format!("Hello {},", greeting(user)),
+            format!(
+                "an account on {portal} is waiting for you ({}). To finish your registration, choose a password within {}:",
+                user.login,
+                spoken(lifetime)
+            ),
+        ],
+        Some(("Choose your password", link)),
+        vec![
+            "The link works once. If you did not expect this invitation, ignore this message."
+                .into(),
+        ],
+    )
+}
+
 /// The notice that the password was changed.
 pub fn changed_letter(portal: &str, user: &User, at: UnixTime) -> Letter {
     letter(

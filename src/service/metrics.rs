@@ -20,6 +20,7 @@ pub const LOGIN_RESULTS: &[&str] = &[
     "throttled",
     "locked",
     "dismissed",
+    "invited",
     "ip_restricted",
     "two_factor_required",
     "invalid_code",

@@ -34,6 +34,8 @@ const RESET_LINK: &str = "reset_link";
 const ADMIN_LINK: &str = "admin_link";
 const SMS_CODE: &str = "sms_code";
 const PASSWORD_CHANGED: &str = "password_changed";
+/// An invitation (`user invite`): the token is made when it is sent.
+const INVITATION: &str = "invitation";
 
 /// How long a worker's claim on a message holds: far longer than sending one takes
 /// (`messenger::SMTP_TIMEOUT`), so that only a crashed worker's messages are taken over.
@@ -86,6 +88,28 @@ pub enum Reset {
         refusal: PasswordRefusal,
         login: String,
     },
+    Invalid,
+}
+
+/// Where an invitation's link stands.
+#[derive(Debug)]
+pub enum Invitation {
+    Live(User),
+    Expired,
+    /// Unknown, replaced by a newer one, used, or its user dismissed or registered.
+    Invalid,
+}
+
+/// What accepting an invitation led to.
+#[derive(Debug)]
+pub enum Accepted {
+    /// The password is set: the user may be signed in.
+    Done(User),
+    Refused {
+        refusal: PasswordRefusal,
+        login: String,
+    },
+    Expired,
     Invalid,
 }
 
@@ -181,7 +205,10 @@ impl Recovery {
             _ => self.store.find_user(&typed).await?,
         }
         // Nobody to send to: dismissed, or no address for this channel.
-        .filter(|u| !u.dismissed && (channel == Channel::Sms || !u.email.is_empty()));
+        // An invited account registers with its invitation, not with a reset.
+        .filter(|u| {
+            !u.dismissed && !u.is_invited() && (channel == Channel::Sms || !u.email.is_empty())
+        });
         let now = self.clock.now();
         let (kind, lifetime) = match channel {
             Channel::Email => (RESET_LINK, cfg.recovery.link_lifetime),
@@ -290,7 +317,11 @@ impl Recovery {
         let now = self.clock.now();
         // The link is used up first, atomically: two posts of one link set one password.
         let used = match token {
-            Some(t) => self.store.use_recovery(&t.hash(), now).await?,
+            Some(t) => {
+                self.store
+                    .use_recovery(&t.hash(), RecoveryKind::Link, now)
+                    .await?
+            }
             None => false,
         };
         if !used {
@@ -313,6 +344,71 @@ impl Recovery {
         let detail = format!("password reset, {ended} sessions");
         self.event(EventKind::SessionsRevoked, &user.login, client, &detail);
         Ok(Reset::Done)
+    }
+
+    /// Whether an invitation's link still works, without using it.
+    pub async fn open_invite(
+        &self,
+        token: Option<&RecoveryToken>,
+    ) -> Result<Invitation, StoreError> {
+        let record = match token {
+            Some(t) => self.store.recovery_by_hash(&t.hash()).await?,
+            None => None,
+        };
+        let Some(record) = record.filter(|r| r.kind == RecoveryKind::Invite && r.used_at.is_none())
+        else {
+            return Ok(Invitation::Invalid);
+        };
+        if record.expires_at <= self.clock.now() {
+            return Ok(Invitation::Expired);
+        }
+        let user = self.store.get_user(record.user_id).await?;
+        Ok(match user.filter(|u| u.is_invited() && !u.dismissed) {
+            Some(user) => Invitation::Live(user),
+            None => Invitation::Invalid,
+        })
+    }
+
+    /// The invitee's password, typed twice, for a live invitation: set, the link used up.
+    pub async fn accept_invite(
+        &self,
+        cfg: &Config,
+        token: Option<&RecoveryToken>,
+        password: Password,
+        again: &str,
+        client: &Client,
+    ) -> Result<Accepted, RecoveryError> {
+        let user = match self.open_invite(token).await? {
+            Invitation::Live(user) => user,
+            Invitation::Expired => return Ok(Accepted::Expired),
+            Invitation::Invalid => return Ok(Accepted::Invalid),
+        };
+        let min = cfg.passwords.min_length;
+        if let Err(refusal) =
+            check_new_password(password.expose(), again, min, &user.login, &user.email)
+        {
+            return Ok(Accepted::Refused {
+                refusal,
+                login: user.login,
+            });
+        }
+        let phc = self.signin.hash_new(password).await?;
+        let now = self.clock.now();
+        let used = match token {
+            Some(t) => {
+                self.store
+                    .use_recovery(&t.hash(), RecoveryKind::Invite, now)
+                    .await?
+            }
+            None => false,
+        };
+        if !used {
+            return Ok(Accepted::Invalid);
+        }
+        self.store.set_password_hash(user.id, &phc).await?;
+        self.event(EventKind::InvitationAccepted, &user.login, client, "");
+        let user = self.store.get_user(user.id).await?.unwrap_or(user);
+        Ok(Accepted::Done(user))
     }
 
     /// Queues the "Your password was changed" e-mail (when mail is on and the user has an
@@ -519,6 +615,10 @@ impl Recovery {
         user: &User,
         now: UnixTime,
     ) -> Result<bool, StoreError> {
+        // An invitation accepted meanwhile (or replaced by a password) needs no more sending.
+        if job.kind == INVITATION {
+            return Ok(user.is_invited());
+        }
         // Once per message, at its first try: a retry passed its gates already.
         if (job.kind != RESET_LINK && job.kind != SMS_CODE) || job.attempts > 0 {
             return Ok(true);
@@ -587,6 +687,15 @@ impl Recovery {
                 let text = messenger::sms_text(portal, code.expose(), lifetime);
                 messenger::send_sms(&cfg.sms, &user.phone, &text).await
             }
+            INVITATION => {
+                messenger::check_mail(&cfg.mail, &user.email)?;
+                let link = new_invite_link(self.store.as_ref(), cfg, user, now)
+                    .await
+                    .map_err(|e| SendError::Smtp(format!("store: {e}")))?;
+                let lifetime = cfg.invitations.lifetime;
+                let letter = messenger::invitation_letter(portal, user, &link, lifetime);
+                messenger::send_mail(&cfg.mail, &user.email, &letter).await
+            }
             PASSWORD_CHANGED => {
                 let letter = messenger::changed_letter(portal, user, job.created_at);
                 messenger::send_mail(&cfg.mail, &user.email, &letter).await
@@ -600,7 +709,7 @@ impl Recovery {
 fn sendable(cfg: &Config) -> Vec<&'static str> {
     let mut kinds = Vec::new();
     if cfg.mail.enabled() {
-        kinds.extend([RESET_LINK, ADMIN_LINK, PASSWORD_CHANGED]);
+        kinds.extend([RESET_LINK, ADMIN_LINK, PASSWORD_CHANGED, INVITATION]);
     }
     if cfg.sms.webhook.is_some() {
         kinds.push(SMS_CODE);
@@ -654,6 +763,47 @@ pub async fn new_link(
         .await?;
     let base = link_base(cfg).unwrap_or_default();
     Ok(format!("{base}/_portcullis/reset?token={}", token.expose()))
+}
+
+/// A new invitation link for `user`, valid `invitations.lifetime`; an older one stops working.
+pub async fn new_invite_link(
+    store: &dyn Store,
+    cfg: &Config,
+    user: &User,
+    now: UnixTime,
+) -> Result<String, StoreError> {
+    let token = RecoveryToken::generate();
+    let record = RecoveryRecord {
+        kind: RecoveryKind::Invite,
+        ..link_record(
+            user.id,
+            &token,
+            now,
+            cfg.invitations.lifetime.as_secs() as i64,
+        )
+    };
+    store.put_recovery(&record).await?;
+    let base = link_base(cfg).unwrap_or_default();
+    Ok(format!(
+        "{base}/_portcullis/invite?token={}",
+        token.expose()
+    ))
+}
+
+/// Queues an invitation for `user`, to be e-mailed by a running gateway.
+pub async fn queue_invitation(
+    store: &dyn Store,
+    cfg: &Config,
+    user: &User,
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    let job = NewJob {
+        kind: INVITATION.into(),
+        user_id: Some(user.id),
+        not_after: now + cfg.invitations.lifetime.as_secs() as i64,
+    };
+    let _ = store.enqueue(&job, None, now).await?;
+    Ok(())
 }
 
 /// Queues a reset link for `user` without the per-account gate (an administrator's request).

@@ -19,7 +19,8 @@ use crate::policy::totp;
 use crate::service::audit::Audit;
 use crate::service::metrics::Metrics;
 use crate::store::{
-    Purged, RememberRecord, Revoked, SessionBounds, SessionRecord, Store, StoreResult, UserChange,
+    Purged, RememberRecord, Revoked, SessionBounds, SessionRecord, Store, StoreError, StoreResult,
+    UserChange,
 };
 
 /// A session in the cache.
@@ -365,6 +366,14 @@ impl Sessions {
         };
         let selector = remember.as_ref().map(|t| t.selector.clone());
         let (token, live) = self.start(user, selector, client, now).await?;
+        // A password change (or a dismissal) that committed while this sign-in was checking
+        // the old password must not leave it a session: one that commits later ends it with
+        // the others; one that committed before shows here, and this one ends at once.
+        let now_stored = self.store.get_user(user.id).await?;
+        if now_stored.is_none_or(|u| u.password_hash != user.password_hash || u.dismissed) {
+            self.end(&live, Ended::Revoked).await?;
+            return Err(StoreError::Changed);
+        }
         Ok(Issued {
             token,
             remember,
@@ -620,13 +629,13 @@ impl Sessions {
 
     /// Ends the session of `user_id` whose handle is `handle`, and its remember-me token, on
     /// every gateway. Only that user's sessions are looked at: another user's handle matches
-    /// nothing. Returns whether one ended.
+    /// nothing. Returns the session that ended.
     pub async fn end_handle(
         &self,
         user_id: i64,
         handle: &str,
         cfg: &SessionConfig,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<SessionRecord>> {
         let records = self
             .store
             .user_sessions(user_id, self.bounds(cfg, 0))
@@ -635,7 +644,7 @@ impl Sessions {
             .into_iter()
             .find(|r| same_token(handle, &self.handle(&r.hash)))
         else {
-            return Ok(false);
+            return Ok(None);
         };
         self.cache.invalidate(&record.hash);
         if let Some(selector) = &record.remember_selector {
@@ -648,7 +657,7 @@ impl Sessions {
         {
             self.metrics.sessions_ended(Ended::Revoked.as_str(), 1);
         }
-        Ok(true)
+        Ok(Some(record))
     }
 
     /// Forgets a remember-me token presented without a session (e.g. at logout).
@@ -672,7 +681,8 @@ impl Sessions {
         Ok(n)
     }
 
-    fn forget_user(&self, user_id: i64) {
+    /// Drops a user's sessions from this gateway's cache (they are read again from the store).
+    pub fn forget_user(&self, user_id: i64) {
         for (hash, live) in self.cache.iter() {
             if live.identity.user_id == user_id {
                 self.cache.invalidate(hash.as_ref());

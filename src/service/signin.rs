@@ -96,6 +96,8 @@ pub enum Outcome {
         retry_after: u64,
     },
     Dismissed,
+    /// The account was invited and has not set its password yet (`user invite`).
+    Invited,
     /// Right password, but the user may not sign in from this address.
     IpRestricted,
     /// Right password, every check passed; a code is needed (the second step), for which the
@@ -128,6 +130,7 @@ impl Outcome {
             Outcome::Locked { .. } => "locked",
             Outcome::Throttled { .. } => "throttled",
             Outcome::Dismissed => "dismissed",
+            Outcome::Invited => "invited",
             Outcome::IpRestricted => "ip_restricted",
             Outcome::TwoFactorRequired { .. } | Outcome::TwoFactorSetupRequired { .. } => {
                 "two_factor_required"
@@ -149,7 +152,7 @@ pub enum LoginError {
 /// Logins longer than this cannot exist; they are hashed against the dummy like any unknown one.
 const MAX_LOGIN: usize = 254;
 /// Passwords longer than this are refused before hashing, so nobody can make us hash megabytes.
-const MAX_PASSWORD: usize = 1024;
+const MAX_PASSWORD: usize = crate::policy::recovery::MAX_PASSWORD_BYTES;
 
 /// The sign-in service: what an attempt needs, and nothing else.
 pub struct SignIn {
@@ -274,6 +277,16 @@ impl SignIn {
         let Some(_turn) = self.gates.enter(&ctx.addr_key, &login_key).await else {
             return Ok(self.busy(&ctx));
         };
+        // An invitation not yet accepted has no password to check: it says so (the
+        // invitation's e-mail went to the account's own address).
+        if user
+            .as_ref()
+            .is_some_and(|u| u.is_invited() && !u.dismissed)
+        {
+            self.audit
+                .record(ctx.event(EventKind::LoginFailure).detail("invited"));
+            return Ok(Outcome::Invited);
+        }
         let status = match self
             .password_steps(
                 &ctx,

@@ -31,6 +31,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("the store holds an unreadable row: {0}")]
     Corrupt(String),
+    /// The account's password changed, or it was dismissed, while a session was being made
+    /// for it: the session was ended again.
+    #[error("the account changed while a session was being made for it")]
+    Changed,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -186,6 +190,16 @@ pub trait UserStore: Send + Sync {
     async fn set_password_hash(&self, user_id: i64, hash: &str) -> StoreResult<()>;
 
     async fn set_dismissed(&self, user_id: i64, dismissed: bool) -> StoreResult<()>;
+    /// Corrects a user's login, email, name, phone and groups (`user edit`, an accepted
+    /// change of e-mail): logins and emails stay one case-insensitive namespace (`Duplicate`).
+    /// Every gateway drops the user's cached sessions within 2 s and reads them again, so the
+    /// new identity (headers, IP restrictions) applies at their next request.
+    async fn update_user(
+        &self,
+        user_id: i64,
+        profile: &NewUser,
+        now: UnixTime,
+    ) -> StoreResult<User>;
 
     /// The user whose phone number is `key` (`core::identity::phone_key`), if exactly one has
     /// it. Every user is read: recovery by SMS asks rarely, and the time does not depend on
@@ -383,6 +397,8 @@ pub trait SecondFactorStore: Send + Sync {
 pub enum RecoveryKind {
     Link,
     Sms,
+    /// An invitation's link (`user invite`).
+    Invite,
 }
 
 impl RecoveryKind {
@@ -390,6 +406,7 @@ impl RecoveryKind {
         match self {
             RecoveryKind::Link => "link",
             RecoveryKind::Sms => "sms",
+            RecoveryKind::Invite => "invite",
         }
     }
 
@@ -397,6 +414,7 @@ impl RecoveryKind {
         match text {
             "link" => Ok(RecoveryKind::Link),
             "sms" => Ok(RecoveryKind::Sms),
+            "invite" => Ok(RecoveryKind::Invite),
             other => Err(StoreError::Corrupt(format!("recovery kind `{other}`"))),
         }
     }
@@ -435,9 +453,14 @@ pub trait RecoveryStore: Send + Sync {
     async fn put_recovery(&self, record: &RecoveryRecord) -> StoreResult<()>;
     /// The record of the secret hashing to `hash`, whatever its state (used, expired).
     async fn recovery_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<RecoveryRecord>>;
-    /// Uses up a link: true only if it was live and unused (atomically: a link works once,
-    /// on whichever gateway).
-    async fn use_recovery(&self, hash: &[u8; 32], now: UnixTime) -> StoreResult<bool>;
+    /// Uses up a link of `kind` (`Link` or `Invite`): true only if it was live and unused
+    /// (atomically: a link works once, on whichever gateway).
+    async fn use_recovery(
+        &self,
+        hash: &[u8; 32],
+        kind: RecoveryKind,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
     /// Takes one try of the user's live SMS code, atomically: the record as it was before,
     /// or `None` when there is no live code with a try left.
     async fn try_sms_code(

@@ -28,6 +28,12 @@ pub mod messages {
     pub const PASSWORD_CHANGED: &str =
         "Your password has been changed. Your other devices were signed out";
     pub const SESSION_ENDED: &str = "The session has ended";
+    pub const REGISTERED: &str = "Your password is set. Sign in to continue";
+    pub const INVITED: &str = "Finish your registration with the link in your invitation";
+    pub const INVITATION_EXPIRED: &str =
+        "This invitation has expired. Ask your administrator to send a new one";
+    pub const INVITATION_INVALID: &str =
+        "This invitation is no longer valid. Ask your administrator to send a new one";
     pub const INVALID_CHECKWORD: &str = "Invalid checkword. Request a new link";
     pub const PASSWORD_RESET: &str =
         "Your password has been changed. Sign in with your new password";
@@ -463,6 +469,22 @@ pub fn account_page(view: &AccountView) -> String {
         activity: &view.activity,
         min_length: view.min_length,
     })
+}
+
+/// The invitation's form. No `Debug`: it holds the link's token.
+#[derive(askama::Template)]
+#[template(path = "invite.html")]
+pub struct InvitePage<'a> {
+    pub title: &'a str,
+    pub error: Option<&'a str>,
+    pub csrf: &'a str,
+    pub token: &'a str,
+    pub login: &'a str,
+    pub min_length: usize,
+}
+
+pub fn invite_page(page: &InvitePage) -> String {
+    render(page)
 }
 
 /// A time as the pages show it: `2026-12-02 14:21 UTC`.

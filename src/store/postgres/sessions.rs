@@ -40,7 +40,9 @@ fn session_from_row(hash: SessionHash, r: &Row) -> StoreResult<SessionRecord> {
 
 /// Revocations are published one transaction at a time, so that their sequence numbers become
 /// visible in order and a gateway reading `seq > last` never skips one still being committed.
-async fn publishing_revocation(tx: &deadpool_postgres::Transaction<'_>) -> StoreResult<()> {
+pub(super) async fn publishing_revocation(
+    tx: &deadpool_postgres::Transaction<'_>,
+) -> StoreResult<()> {
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, $2)",
         &[&LOCK_CLASS, &REVOCATION_LOCK],

@@ -39,6 +39,60 @@ fn user_from_row(row: &Row) -> StoreResult<User> {
 
 #[async_trait]
 impl UserStore for PostgresStore {
+    async fn update_user(&self, user_id: i64, p: &NewUser, now: UnixTime) -> StoreResult<User> {
+        let p = p.clone();
+        self.run(move |mut c| async move {
+            let tx = c.transaction().await?;
+            tx.batch_execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+                .await?;
+            for value in [&p.email, &p.login] {
+                let taken: bool = tx
+                    .query_one(
+                        "SELECT EXISTS(SELECT 1 FROM users
+                         WHERE (login_key = $1 OR email_key = $1) AND id <> $2)",
+                        &[&key(value), &user_id],
+                    )
+                    .await?
+                    .try_get(0)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if taken {
+                    return Err(StoreError::Duplicate(duplicate_message(value)));
+                }
+            }
+            let groups = serde_json::to_string(&p.groups).map_err(unavailable)?;
+            let row = tx
+                .query_one(
+                    &format!(
+                        "UPDATE users SET login = $1, login_key = $2, email = $3, email_key = $4,
+                           name = $5, phone = $6, groups = $7 WHERE id = $8 RETURNING {USER_COLUMNS}"
+                    ),
+                    &[
+                        &p.login,
+                        &key(&p.login),
+                        &p.email,
+                        &key(&p.email),
+                        &p.name,
+                        &p.phone,
+                        &groups,
+                        &user_id,
+                    ],
+                )
+                .await?;
+            // Not an ending: the gateways forget the cached sessions and read them again.
+            super::sessions::publishing_revocation(&tx).await?;
+            tx.execute(
+                "INSERT INTO revocations (user_id, created_at, reason, uncounted) VALUES ($1, $2, '', 0)",
+                &[&user_id, &now],
+            )
+            .await?;
+            tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+                .await?;
+            tx.commit().await?;
+            user_from_row(&row)
+        })
+        .await
+    }
+
     async fn create_user(&self, user: NewUser, now: UnixTime) -> StoreResult<User> {
         self.run(move |mut c| async move {
             let tx = c.transaction().await?;

@@ -86,13 +86,18 @@ impl RecoveryStore for SqliteStore {
         .await
     }
 
-    async fn use_recovery(&self, hash: &[u8; 32], now: UnixTime) -> StoreResult<bool> {
+    async fn use_recovery(
+        &self,
+        hash: &[u8; 32],
+        kind: RecoveryKind,
+        now: UnixTime,
+    ) -> StoreResult<bool> {
         let hash = hash.to_vec();
         self.with(move |c| {
             let n = c.execute(
                 "UPDATE recovery SET used_at = ?2
-                 WHERE secret_hash = ?1 AND kind = 'link' AND used_at IS NULL AND expires_at > ?2",
-                params![hash, now],
+                 WHERE secret_hash = ?1 AND kind = ?3 AND used_at IS NULL AND expires_at > ?2",
+                params![hash, now, kind.as_str()],
             )?;
             Ok(n == 1)
         })

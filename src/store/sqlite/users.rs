@@ -41,6 +41,52 @@ fn user_from_row(row: &Row) -> rusqlite::Result<User> {
 
 #[async_trait]
 impl UserStore for SqliteStore {
+    async fn update_user(&self, user_id: i64, p: &NewUser, now: UnixTime) -> StoreResult<User> {
+        let p = p.clone();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for value in [&p.email, &p.login] {
+                let taken: bool = tx.query_row(
+                    "SELECT EXISTS(SELECT 1 FROM users
+                     WHERE (login_key = ?1 OR email_key = ?1) AND id <> ?2)",
+                    params![key(value), user_id],
+                    |r| r.get(0),
+                )?;
+                if taken {
+                    return Err(StoreError::Duplicate(duplicate_message(value)));
+                }
+            }
+            let groups = serde_json::to_string(&p.groups).map_err(unavailable)?;
+            tx.execute(
+                "UPDATE users SET login = ?1, login_key = ?2, email = ?3, email_key = ?4, name = ?5,
+                   phone = ?6, groups = ?7 WHERE id = ?8",
+                params![
+                    p.login,
+                    key(&p.login),
+                    p.email,
+                    key(&p.email),
+                    p.name,
+                    p.phone,
+                    groups,
+                    user_id
+                ],
+            )?;
+            // Not an ending: the gateways forget the cached sessions and read them again.
+            tx.execute(
+                "INSERT INTO revocations (user_id, created_at, reason, uncounted) VALUES (?1, ?2, '', 0)",
+                params![user_id, now],
+            )?;
+            let user = tx.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
+                [user_id],
+                user_from_row,
+            )?;
+            tx.commit()?;
+            Ok(user)
+        })
+        .await
+    }
+
     async fn create_user(&self, user: NewUser, now: UnixTime) -> StoreResult<User> {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

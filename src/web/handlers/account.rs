@@ -128,10 +128,8 @@ pub async fn form(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
     let client = &req.facts.client;
     match req.field("action").as_str() {
         "end" => {
-            let ended = site
-                .sessions
-                .end_handle(me.user.id, &req.field("session"), &cfg.session)
-                .await?;
+            let handle = req.field("session");
+            let ended = site.account.end_one(cfg, &me.user, &handle, client).await?;
             let to = if ended {
                 format!("{ACCOUNT_PATH}?ended=1")
             } else {
@@ -258,8 +256,8 @@ pub async fn api_end_session(
     }
     Ok(
         match site
-            .sessions
-            .end_handle(me.user.id, handle, &cfg.session)
+            .account
+            .end_one(cfg, &me.user, handle, &req.facts.client)
             .await?
         {
             true => Reply::json(200, json!({"ok": true})),
@@ -288,7 +286,7 @@ struct PasswordBody {
     current: String,
     #[serde(default)]
     password: String,
-    /// The new password again; the API may leave it out.
+    /// The new password again.
     #[serde(default)]
     password2: Option<String>,
 }
@@ -306,7 +304,7 @@ pub async fn api_password(site: &Site, cfg: &Config, req: &Request<'_>) -> Handl
     };
     let form = NewPassword {
         current: Password::new(body.current),
-        again: Password::new(body.password2.unwrap_or_else(|| body.password.clone())),
+        again: Password::new(body.password2.unwrap_or_default()),
         new: Password::new(body.password),
     };
     let change =

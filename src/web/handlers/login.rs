@@ -88,6 +88,8 @@ pub async fn page(site: &Site, cfg: &Config, req: &Request<'_>) -> Reply {
         Some(messages::SIGNED_OUT)
     } else if req.query("reset").is_some() {
         Some(messages::PASSWORD_RESET)
+    } else if req.query("registered").is_some() {
+        Some(messages::REGISTERED)
     } else {
         None
     };
@@ -168,6 +170,7 @@ pub fn next_of(outcome: Outcome) -> Next {
             ..r(429, "throttled", messages::TOO_MANY)
         },
         Outcome::Dismissed => r(403, "dismissed", messages::DISMISSED),
+        Outcome::Invited => r(403, "invited", messages::INVITED),
         Outcome::IpRestricted => r(403, "ip_restricted", messages::IP_RESTRICTED),
     })
 }

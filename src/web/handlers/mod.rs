@@ -4,6 +4,7 @@
 
 mod account;
 mod captcha;
+mod invite;
 mod login;
 mod logout;
 mod recovery;
@@ -108,6 +109,8 @@ pub async fn handle(site: &Site, cfg: &Config, endpoint: Endpoint, req: &Request
         Endpoint::ForgotForm => recovery::forgot_form(site, cfg, req).await,
         Endpoint::ResetPage => recovery::reset_page(site, cfg, req).await,
         Endpoint::ResetForm => recovery::reset_form(site, cfg, req).await,
+        Endpoint::InvitePage => invite::page(site, cfg, req).await,
+        Endpoint::InviteForm => invite::form(site, cfg, req).await,
         Endpoint::AccountPage => account::page(site, cfg, req).await,
         Endpoint::AccountForm => account::form(site, cfg, req).await,
         Endpoint::ApiAccount => account::api_account(site, cfg, req).await,
