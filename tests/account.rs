@@ -341,3 +341,113 @@ fn the_account_page_needs_a_session() {
     let r = b.post_form(&gw.url("/_portcullis/account"), &[("action", "logout_all")]);
     assert_eq!(r.status, 303);
 }
+
+const EMAIL_LINK: &str = "http://portal.example/_portcullis/account/email?token=";
+
+#[test]
+fn a_new_email_address_takes_effect_only_when_its_link_is_followed() {
+    let smtp = Smtp::start();
+    let up = Upstream::start();
+    let gw = Gateway::start(up.addr, &smtp.yaml());
+    gw.add_user("bob", "bob@example.com", "Bob", &["staff"]);
+    let mut me = Browser::from_ip("127.0.0.111");
+    me.sign_in(&gw, false);
+    let change = |b: &mut Browser, new: &str, current: &str| {
+        post_account(
+            b,
+            &gw,
+            &[
+                ("action", "email"),
+                ("new_email", new),
+                ("current", current),
+            ],
+        )
+    };
+    let refused = [
+        (
+            "bob@example.com",
+            PASSWORD,
+            400,
+            "A user with this email already exists",
+        ),
+        (
+            "alice@example.com",
+            PASSWORD,
+            400,
+            "This is already your e-mail address",
+        ),
+        (
+            "not an address",
+            PASSWORD,
+            400,
+            "Enter a valid e-mail address",
+        ),
+        ("alice.new@example.com", "wrong", 401, "Incorrect password"),
+    ];
+    for (new, current, status, message) in refused {
+        let r = change(&mut me, new, current);
+        assert_eq!(r.status, status, "{new}");
+        assert!(r.body.contains(message), "{message}");
+    }
+    let r = change(&mut me, "alice.new@example.com", PASSWORD);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        r.header("location"),
+        Some("/_portcullis/account?email_sent=1")
+    );
+    assert_eq!(
+        change(&mut me, "alice.other@example.com", PASSWORD).status,
+        429
+    );
+    let mail = &smtp.wait_for(1)[0];
+    assert_eq!(mail.to, "alice.new@example.com");
+    assert_eq!(mail.subject, "Confirm your new e-mail address");
+    let at = mail.text.find(EMAIL_LINK).expect("a link") + EMAIL_LINK.len();
+    let token: String = mail.text[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let api = |b: &mut Browser| b.api_get(&gw.url("/_portcullis/api/account")).json();
+    assert_eq!(
+        api(&mut me)["email"],
+        "alice@example.com",
+        "nothing changes before"
+    );
+
+    // The link, in any browser: a page with a button; a cross-site post does nothing.
+    let mut inbox = Browser::from_ip("127.0.0.112");
+    let page = inbox.get(&gw.url(&format!("/_portcullis/account/email?token={token}")));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("alice.new@example.com"));
+    let forged = inbox.send(
+        inbox
+            .request("POST", &gw.url("/_portcullis/account/email"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}")),
+    );
+    assert_eq!(forged.status, 403);
+    let csrf = inbox.csrf_cookie().unwrap();
+    let fields = [("token", token.as_str()), ("csrf", csrf.as_str())];
+    let done = inbox.post_form(&gw.url("/_portcullis/account/email"), &fields);
+    assert_eq!(done.status, 303, "{}", done.body);
+
+    // The login was the address: it follows, for the live session too.
+    assert_eq!(api(&mut me)["email"], "alice.new@example.com");
+    let follows = within(Duration::from_secs(2), || {
+        me.get(&gw.url("/page")).status == 200
+            && up.last().header("x-remote-user") == Some("alice.new@example.com")
+            && up.last().header("x-remote-email") == Some("alice.new@example.com")
+    });
+    assert!(
+        follows.is_some(),
+        "the live session carries the new address"
+    );
+    let again = inbox.post_form(&gw.url("/_portcullis/account/email"), &fields);
+    assert_eq!(again.status, 400, "a link works once");
+    let mut fresh = Browser::from_ip("127.0.0.113");
+    let r = fresh.login_form(&gw, "alice.new@example.com", PASSWORD, false, "/");
+    assert_eq!(r.status, 303);
+    let events = String::from_utf8(gw.cli(&["audit", "--json"], None).stdout).unwrap();
+    assert!(events.contains("\"email_changed\""), "{events}");
+}

@@ -91,6 +91,16 @@ fn an_invitation_arrives_sets_the_password_once_and_signs_the_invitee_in() {
     let form = open(&mut b, &gw, &token);
     assert_eq!(form.status, 200, "{}", form.body);
     assert!(form.body.contains("new@example.com"));
+    // Without the form's token, or from another site: refused, nothing set.
+    let forged = b.send(
+        b.request("POST", &gw.url("/_portcullis/invite"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .header("Origin", "http://evil.example")
+            .body(format!(
+                "token={token}&password=x{CHOSEN}&password2=x{CHOSEN}"
+            )),
+    );
+    assert_eq!(forged.status, 403);
     let r = accept(&mut b, &gw, &token, CHOSEN, "not the same");
     assert_eq!(r.status, 400);
     assert!(r.body.contains("Passwords do not match"));

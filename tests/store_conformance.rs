@@ -784,6 +784,7 @@ fn job(kind: &str, user_id: Option<i64>) -> NewJob {
         kind: kind.into(),
         user_id,
         not_after: 5000,
+        payload: format!("{kind} for {user_id:?}"),
     }
 }
 
@@ -840,6 +841,10 @@ async fn outbox(store: Arc<dyn Store>) {
     assert_eq!(
         (first[1].kind.as_str(), first[1].user_id, first[1].attempts),
         ("sms_code", None, 0)
+    );
+    assert_eq!(
+        first[1].payload, "sms_code for None",
+        "the payload comes back"
     );
     // Another worker gets only what is not claimed; a lease that ran out is free again.
     let second = store

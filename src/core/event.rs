@@ -35,10 +35,11 @@ pub enum EventKind {
     UserInvited,
     InvitationAccepted,
     UserUpdated,
+    EmailChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 29] = [
+    pub const ALL: [EventKind; 30] = [
         EventKind::LoginSuccess,
         EventKind::LoginFailure,
         EventKind::CaptchaRequired,
@@ -68,6 +69,7 @@ impl EventKind {
         EventKind::UserInvited,
         EventKind::InvitationAccepted,
         EventKind::UserUpdated,
+        EventKind::EmailChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +103,7 @@ impl EventKind {
             EventKind::UserInvited => "user_invited",
             EventKind::InvitationAccepted => "invitation_accepted",
             EventKind::UserUpdated => "user_updated",
+            EventKind::EmailChanged => "email_changed",
         }
     }
 

@@ -501,6 +501,84 @@ fn pending_tag(key: &[u8; 32], signed: &[u8]) -> [u8; 16] {
     tag
 }
 
+/// A change of e-mail address waiting for its confirmation (SPEC §14): the link mailed to the
+/// new address carries it, signed with a key from the key file, so the store keeps nothing of
+/// it and nobody can make one. It names the address it replaces (as a digest): once the
+/// change is made, or another one is, the link no longer fits and is dead.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EmailChange {
+    pub user_id: i64,
+    pub expires_at: i64,
+    /// `EmailChange::address_digest` of the address being replaced.
+    pub old: [u8; 16],
+    pub new_email: String,
+}
+
+impl EmailChange {
+    pub fn address_digest(email: &str) -> [u8; 16] {
+        let digest = Sha256::new()
+            .chain_update(b"portcullis e-mail change\0")
+            .chain_update(email.trim().to_lowercase().as_bytes())
+            .finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&digest[..16]);
+        out
+    }
+
+    /// The link's token. Never log it.
+    pub fn seal(&self, key: &[u8; 32]) -> String {
+        let mut bytes = Vec::with_capacity(32 + self.new_email.len() + 16);
+        bytes.extend_from_slice(&self.user_id.to_be_bytes());
+        bytes.extend_from_slice(&self.expires_at.to_be_bytes());
+        bytes.extend_from_slice(&self.old);
+        bytes.extend_from_slice(self.new_email.as_bytes());
+        let tag = change_tag(key, &bytes);
+        bytes.extend_from_slice(&tag);
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The change a link's token holds, if it is one of ours and not expired at `now`.
+    pub fn open(key: &[u8; 32], token: &str, now: i64) -> Option<EmailChange> {
+        if token.len() > 512 {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+        if bytes.len() < 32 + 16 + 3 {
+            return None;
+        }
+        let (signed, tag) = bytes.split_at(bytes.len() - 16);
+        if !bool::from(change_tag(key, signed).ct_eq(tag)) {
+            return None;
+        }
+        let change = EmailChange {
+            user_id: i64::from_be_bytes(signed[..8].try_into().ok()?),
+            expires_at: i64::from_be_bytes(signed[8..16].try_into().ok()?),
+            old: signed[16..32].try_into().ok()?,
+            new_email: String::from_utf8(signed[32..].to_vec()).ok()?,
+        };
+        (change.expires_at > now).then_some(change)
+    }
+}
+
+impl fmt::Debug for EmailChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailChange")
+            .field("user_id", &self.user_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+fn change_tag(key: &[u8; 32], signed: &[u8]) -> [u8; 16] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes 32-byte keys");
+    mac.update(b"portcullis e-mail change\0");
+    mac.update(signed);
+    let full = mac.finalize().into_bytes();
+    let mut tag = [0u8; 16];
+    tag.copy_from_slice(&full[..16]);
+    tag
+}
+
 /// The secret of a password-reset link: 256 random bits, base64url; the store keeps its
 /// SHA-256 only.
 #[derive(Clone, PartialEq, Eq)]
@@ -718,6 +796,29 @@ mod tests {
         assert_ne!(h, session_handle(&[2; 32], &a), "no key, no handle");
         assert!(is_session_handle(&h) && h.len() == 16);
         assert!(!hex::encode(a.0).contains(&h) && !is_session_handle("../login"));
+    }
+
+    #[test]
+    fn email_changes_are_ours_unaltered_and_short_lived() {
+        let key = [3u8; 32];
+        let change = EmailChange {
+            user_id: 7,
+            expires_at: 1000,
+            old: EmailChange::address_digest("Old@Example.com"),
+            new_email: "new@example.com".into(),
+        };
+        let token = change.seal(&key);
+        assert_eq!(EmailChange::open(&key, &token, 999), Some(change.clone()));
+        assert_eq!(EmailChange::open(&key, &token, 1000), None, "expired");
+        assert_eq!(EmailChange::open(&[4; 32], &token, 0), None, "another key");
+        let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        bytes[40] ^= 1;
+        assert_eq!(
+            EmailChange::open(&key, &URL_SAFE_NO_PAD.encode(bytes), 0),
+            None
+        );
+        assert_eq!(EmailChange::address_digest(" old@example.COM"), change.old);
+        assert!(!format!("{change:?}").contains("new@example.com"));
     }
 
     #[test]

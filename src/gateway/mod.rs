@@ -25,7 +25,7 @@ use crate::service::account::Account;
 use crate::service::audit::{Audit, EventWriter};
 use crate::service::hasher::{HashError, Hasher};
 use crate::service::metrics::Metrics;
-use crate::service::recovery::Recovery;
+use crate::service::recovery::{Keys, Recovery};
 use crate::service::sessions::Sessions;
 use crate::service::signin::SignIn;
 use crate::service::two_factor::{self, KeyError, TwoFactor};
@@ -97,7 +97,10 @@ impl App {
         // From the key file, not the store: reading the database must not let anyone make a
         // pending sign-in (one that stands for a right password).
         let pending_key = key.digest(b"pending sign-in key", b"");
-        let code_key = key.digest(b"sms code key", b"");
+        let keys = Keys {
+            sms_code: key.digest(b"sms code key", b""),
+            email_change: key.digest(b"email change key", b""),
+        };
         let two_factor = Arc::new(TwoFactor::new(
             store.clone(),
             key,
@@ -120,7 +123,7 @@ impl App {
             audit.clone(),
             metrics.clone(),
             clock.clone(),
-            code_key,
+            keys,
         ));
         let account = Arc::new(Account::new(
             store.clone(),

@@ -38,6 +38,9 @@ pub enum Endpoint {
     /// A reset link, the new password, and the SMS code: `reset`.
     ResetPage,
     ResetForm,
+    /// The link that confirms a new e-mail address: `account/email`.
+    EmailConfirmPage,
+    EmailConfirmForm,
     /// An invitation's link and the invitee's password: `invite`.
     InvitePage,
     InviteForm,
@@ -100,6 +103,7 @@ fn endpoint(method: &str, rest: &str) -> Endpoint {
         "reset" => (Endpoint::ResetPage, Endpoint::ResetForm),
         "account" => (Endpoint::AccountPage, Endpoint::AccountForm),
         "invite" => (Endpoint::InvitePage, Endpoint::InviteForm),
+        "account/email" => (Endpoint::EmailConfirmPage, Endpoint::EmailConfirmForm),
         "api/account" => (Endpoint::ApiAccount, Endpoint::MethodNotAllowed),
         "api/account/sessions" => (Endpoint::ApiSessions, Endpoint::MethodNotAllowed),
         "api/account/logout-all" => (Endpoint::MethodNotAllowed, Endpoint::ApiLogoutAll),

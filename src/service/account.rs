@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::core::addr::ClientAddr;
 use crate::core::event::{Event, EventKind};
-use crate::core::identity::{Client, User};
-use crate::core::secret::Password;
+use crate::core::identity::{Client, NewUser, User};
+use crate::core::secret::{EmailChange, Password};
 use crate::core::time::Clock;
 use crate::policy::recovery::{PasswordRefusal, check_new_password};
 use crate::service::audit::Audit;
@@ -34,6 +34,27 @@ pub struct NewPassword {
     pub current: Password,
     pub new: Password,
     pub again: Password,
+}
+
+/// What a request to change the e-mail address led to.
+pub enum EmailChangeRequest {
+    /// The confirmation link is queued for the new address.
+    Queued,
+    /// Another request came less than `resend_after` ago.
+    Wait(u64),
+    /// The current password was not right (or the attempt was throttled or locked).
+    Refused(Outcome),
+    /// Not an address, the same one, or taken: the message says which.
+    Invalid(String),
+}
+
+/// What following a confirmation link led to.
+pub enum EmailConfirmed {
+    Done(User),
+    /// Someone else has the address now.
+    Taken,
+    /// Expired, altered, already used, or the account changed since.
+    Invalid,
 }
 
 pub struct Account {
@@ -114,6 +135,97 @@ impl Account {
                 .detail("ended from the account page"),
         );
         Ok(true)
+    }
+
+    /// A new e-mail address, with the current password: nothing changes until the link sent
+    /// to the new address is followed (`confirm_email`).
+    pub async fn request_email_change(
+        &self,
+        cfg: &Config,
+        user: &User,
+        new_email: &str,
+        current: &Password,
+        client: &Client,
+        addr: ClientAddr,
+    ) -> Result<EmailChangeRequest, LoginError> {
+        if let Some(refusal) = self
+            .signin
+            .reconfirm(cfg, user, current, client, addr)
+            .await?
+        {
+            return Ok(EmailChangeRequest::Refused(refusal));
+        }
+        let new_email = new_email.trim();
+        let invalid = |m: &str| Ok(EmailChangeRequest::Invalid(m.to_string()));
+        if crate::service::accounts::check_email(new_email).is_err() {
+            return invalid("Enter a valid e-mail address");
+        }
+        if new_email.eq_ignore_ascii_case(&user.email) {
+            return invalid("This is already your e-mail address");
+        }
+        if self
+            .store
+            .find_user(new_email)
+            .await?
+            .is_some_and(|other| other.id != user.id)
+        {
+            return invalid("A user with this email already exists");
+        }
+        Ok(
+            match self
+                .recovery
+                .queue_email_confirmation(cfg, user, new_email)
+                .await?
+            {
+                Ok(()) => EmailChangeRequest::Queued,
+                Err(wait) => EmailChangeRequest::Wait(wait),
+            },
+        )
+    }
+
+    /// Follows a confirmation link: the address changes (the login too, where it is the
+    /// e-mail address), for every gateway at the next request.
+    pub async fn confirm_email(
+        &self,
+        token: &str,
+        client: &Client,
+    ) -> Result<EmailConfirmed, StoreError> {
+        let key = self.recovery.email_change_key();
+        let Some(change) = EmailChange::open(key, token, self.clock.now()) else {
+            return Ok(EmailConfirmed::Invalid);
+        };
+        let user = self
+            .store
+            .get_user(change.user_id)
+            .await?
+            .filter(|u| !u.dismissed && EmailChange::address_digest(&u.email) == change.old);
+        let Some(user) = user else {
+            return Ok(EmailConfirmed::Invalid);
+        };
+        let login = match user.login.eq_ignore_ascii_case(&user.email) {
+            true => change.new_email.clone(),
+            false => user.login.clone(),
+        };
+        let profile = NewUser {
+            login,
+            email: change.new_email.clone(),
+            name: user.name.clone(),
+            phone: user.phone.clone(),
+            groups: user.groups.clone(),
+            password_hash: String::new(),
+        };
+        let updated = match self
+            .store
+            .update_user(user.id, &profile, self.clock.now())
+            .await
+        {
+            Ok(updated) => updated,
+            Err(StoreError::Duplicate(_)) => return Ok(EmailConfirmed::Taken),
+            Err(e) => return Err(e),
+        };
+        let detail = format!("{} -> {}", user.email, updated.email);
+        self.event(EventKind::EmailChanged, &updated, client, &detail);
+        Ok(EmailConfirmed::Done(updated))
     }
 
     /// "Log out on all devices": every session and remember-me token of the user, this one

@@ -380,7 +380,7 @@ fn check_text(
     Ok(())
 }
 
-fn check_email(email: &str) -> Result<(), AccountError> {
+pub fn check_email(email: &str) -> Result<(), AccountError> {
     check_text("email", email, false, &[' ', ','])?;
     match email.split_once('@') {
         Some((local, domain))

@@ -170,6 +170,27 @@ pub fn invitation_letter(portal: &str, user: &User, link: &str, lifetime: Durati
     )
 }
 
+/// The link that confirms a new e-mail address, sent to that address.
+pub fn confirm_email_letter(portal: &str, user: &User, link: &str, lifetime: Duration) -> Letter {
+    letter(
+        portal,
+        "Confirm your new e-mail address".into(),
+        vec![
+            format!("Hello {},", greeting(user)),
+            format!(
+                "this address was given as the new e-mail address of your {portal} account ({}). To confirm it, open this link within {}:",
+                user.login,
+                spoken(lifetime)
+            ),
+        ],
+        Some(("Confirm this address", link)),
+        vec![
+            "Until you do, nothing changes. If you did not ask for this, ignore this message."
+                .into(),
+        ],
+    )
+}
+
 /// The notice that the password was changed.
 pub fn changed_letter(portal: &str, user: &User, at: UnixTime) -> Letter {
     letter(

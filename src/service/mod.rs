@@ -106,7 +106,10 @@ pub mod fixture {
                 audit.clone(),
                 metrics.clone(),
                 clock.clone(),
-                [7; 32],
+                crate::service::recovery::Keys {
+                    sms_code: [7; 32],
+                    email_change: [8; 32],
+                },
             ));
             let account = Arc::new(Account::new(
                 store.clone(),

@@ -15,7 +15,7 @@ use crate::core::addr::ClientAddr;
 use crate::core::counter::Counter;
 use crate::core::event::{Event, EventKind};
 use crate::core::identity::{Client, User, phone_key};
-use crate::core::secret::{Password, RecoveryToken, SmsCode};
+use crate::core::secret::{EmailChange, Password, RecoveryToken, SmsCode};
 use crate::core::time::{Clock, Millis, UnixTime};
 use crate::policy::recovery::{Channel, PasswordRefusal, check_new_password, retry_delay};
 use crate::service::audit::Audit;
@@ -36,6 +36,10 @@ const SMS_CODE: &str = "sms_code";
 const PASSWORD_CHANGED: &str = "password_changed";
 /// An invitation (`user invite`): the token is made when it is sent.
 const INVITATION: &str = "invitation";
+/// The link that confirms a new e-mail address (the payload), sent to that address.
+pub const CONFIRM_EMAIL: &str = "confirm_email";
+/// How long a link confirming a new e-mail address works.
+pub const EMAIL_CHANGE_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// How long a worker's claim on a message holds: far longer than sending one takes
 /// (`messenger::SMTP_TIMEOUT`), so that only a crashed worker's messages are taken over.
@@ -135,6 +139,16 @@ pub enum RecoveryError {
     Hash(#[from] HashError),
 }
 
+/// Keys derived from the key file (never kept in the store), so the database alone can
+/// neither test SMS codes nor make links.
+#[derive(Clone, Copy)]
+pub struct Keys {
+    /// Keys the SMS codes' hashes.
+    pub sms_code: [u8; 32],
+    /// Signs the links that confirm a new e-mail address (`core::secret::EmailChange`).
+    pub email_change: [u8; 32],
+}
+
 /// The recovery service, and the outbox worker of this gateway.
 pub struct Recovery {
     store: Arc<dyn Store>,
@@ -142,8 +156,7 @@ pub struct Recovery {
     audit: Audit,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
-    /// Keys the SMS codes' hashes; from the key file, so the store alone cannot test codes.
-    code_key: [u8; 32],
+    keys: Keys,
     wake: Notify,
     /// This process's name on the claims it makes.
     worker: String,
@@ -156,7 +169,7 @@ impl Recovery {
         audit: Audit,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
-        code_key: [u8; 32],
+        keys: Keys,
     ) -> Recovery {
         Recovery {
             store,
@@ -164,7 +177,7 @@ impl Recovery {
             audit,
             metrics,
             clock,
-            code_key,
+            keys,
             wake: Notify::new(),
             worker: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
         }
@@ -226,6 +239,7 @@ impl Recovery {
             kind: kind.into(),
             user_id: user.as_ref().map(|u| u.id),
             not_after: now + lifetime.as_secs() as i64,
+            payload: String::new(),
         };
         let login = user.as_ref().map_or(typed.as_str(), |u| u.login.as_str());
         if let Err(wait) = self.store.enqueue(&job, Some(&gate), now).await? {
@@ -411,6 +425,37 @@ impl Recovery {
         Ok(Accepted::Done(user))
     }
 
+    /// The key of the links that confirm a new e-mail address.
+    pub fn email_change_key(&self) -> &[u8; 32] {
+        &self.keys.email_change
+    }
+
+    /// Queues the link that confirms `new_email` for `user`, at most one per `resend_after`:
+    /// `Err(seconds)` to wait.
+    pub async fn queue_email_confirmation(
+        &self,
+        cfg: &Config,
+        user: &User,
+        new_email: &str,
+    ) -> Result<Result<(), u64>, StoreError> {
+        let now = self.clock.now();
+        let job = NewJob {
+            kind: CONFIRM_EMAIL.into(),
+            user_id: Some(user.id),
+            not_after: now + EMAIL_CHANGE_LIFETIME.as_secs() as i64,
+            payload: new_email.to_string(),
+        };
+        let gate = Gate {
+            key: format!("email-change:{}", user.id),
+            gap: cfg.recovery.resend_after.as_secs() as i64,
+        };
+        let queued = self.store.enqueue(&job, Some(&gate), now).await?;
+        if queued.is_ok() {
+            self.wake.notify_one();
+        }
+        Ok(queued)
+    }
+
     /// Queues the "Your password was changed" e-mail (when mail is on and the user has an
     /// address); never held back by a gate.
     pub async fn notify_password_changed(
@@ -426,6 +471,7 @@ impl Recovery {
             kind: PASSWORD_CHANGED.into(),
             user_id: Some(user.id),
             not_after: now + NOTICE_USEFUL,
+            payload: String::new(),
         };
         let _ = self.store.enqueue(&job, None, now).await?;
         self.wake.notify_one();
@@ -477,7 +523,10 @@ impl Recovery {
             return Ok(CodeCheck::Ended);
         };
         let right = SmsCode::parse(code).is_some_and(|c| {
-            bool::from(c.hash(&self.code_key, user.id).ct_eq(&before.secret_hash))
+            bool::from(
+                c.hash(&self.keys.sms_code, user.id)
+                    .ct_eq(&before.secret_hash),
+            )
         });
         if !right {
             self.count_daily(&wrong_key).await?;
@@ -674,7 +723,7 @@ impl Recovery {
                 let record = RecoveryRecord {
                     user_id: user.id,
                     kind: RecoveryKind::Sms,
-                    secret_hash: code.hash(&self.code_key, user.id),
+                    secret_hash: code.hash(&self.keys.sms_code, user.id),
                     created_at: now,
                     expires_at: now + lifetime.as_secs() as i64,
                     tries_left: CODE_TRIES,
@@ -696,6 +745,21 @@ impl Recovery {
                 let letter = messenger::invitation_letter(portal, user, &link, lifetime);
                 messenger::send_mail(&cfg.mail, &user.email, &letter).await
             }
+            CONFIRM_EMAIL => {
+                messenger::check_mail(&cfg.mail, &job.payload)?;
+                let change = EmailChange {
+                    user_id: user.id,
+                    expires_at: job.created_at + EMAIL_CHANGE_LIFETIME.as_secs() as i64,
+                    old: EmailChange::address_digest(&user.email),
+                    new_email: job.payload.clone(),
+                };
+                let base = link_base(cfg).unwrap_or_default();
+                let token = change.seal(&self.keys.email_change);
+                let link = format!("{base}/_portcullis/account/email?token={token}");
+                let lifetime = EMAIL_CHANGE_LIFETIME;
+                let letter = messenger::confirm_email_letter(portal, user, &link, lifetime);
+                messenger::send_mail(&cfg.mail, &job.payload, &letter).await
+            }
             PASSWORD_CHANGED => {
                 let letter = messenger::changed_letter(portal, user, job.created_at);
                 messenger::send_mail(&cfg.mail, &user.email, &letter).await
@@ -709,7 +773,13 @@ impl Recovery {
 fn sendable(cfg: &Config) -> Vec<&'static str> {
     let mut kinds = Vec::new();
     if cfg.mail.enabled() {
-        kinds.extend([RESET_LINK, ADMIN_LINK, PASSWORD_CHANGED, INVITATION]);
+        kinds.extend([
+            RESET_LINK,
+            ADMIN_LINK,
+            PASSWORD_CHANGED,
+            INVITATION,
+            CONFIRM_EMAIL,
+        ]);
     }
     if cfg.sms.webhook.is_some() {
         kinds.push(SMS_CODE);
@@ -801,6 +871,7 @@ pub async fn queue_invitation(
         kind: INVITATION.into(),
         user_id: Some(user.id),
         not_after: now + cfg.invitations.lifetime.as_secs() as i64,
+        payload: String::new(),
     };
     let _ = store.enqueue(&job, None, now).await?;
     Ok(())
@@ -817,6 +888,7 @@ pub async fn queue_link(
         kind: ADMIN_LINK.into(),
         user_id: Some(user.id),
         not_after: now + cfg.recovery.link_lifetime.as_secs() as i64,
+        payload: String::new(),
     };
     let _ = store.enqueue(&job, None, now).await?;
     Ok(())

@@ -478,6 +478,8 @@ pub struct NewJob {
     pub kind: String,
     pub user_id: Option<i64>,
     pub not_after: UnixTime,
+    /// What the message needs besides its user, never a secret (a new e-mail address).
+    pub payload: String,
 }
 
 /// A queued message, as a worker claimed it.
@@ -489,6 +491,7 @@ pub struct OutboxJob {
     pub created_at: UnixTime,
     pub not_after: UnixTime,
     pub attempts: u32,
+    pub payload: String,
 }
 
 /// A queue entry passes `key` only once per `gap` seconds (`recovery.resend_after`).

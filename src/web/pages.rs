@@ -28,6 +28,10 @@ pub mod messages {
     pub const PASSWORD_CHANGED: &str =
         "Your password has been changed. Your other devices were signed out";
     pub const SESSION_ENDED: &str = "The session has ended";
+    pub const EMAIL_LINK_SENT: &str = "We have sent a confirmation link to the new address. Your e-mail address changes when you open it";
+    pub const EMAIL_CHANGED: &str = "Your e-mail address has been changed";
+    pub const EMAIL_LINK_INVALID: &str =
+        "This confirmation link is no longer valid. Ask for a new one on your account page";
     pub const REGISTERED: &str = "Your password is set. Sign in to continue";
     pub const INVITED: &str = "Finish your registration with the link in your invitation";
     pub const INVITATION_EXPIRED: &str =
@@ -439,6 +443,8 @@ pub struct AccountView<'a> {
     pub sessions: Vec<SessionRow>,
     pub activity: Vec<ActivityRow>,
     pub min_length: usize,
+    /// The e-mail change form is offered (mail is configured).
+    pub mail: bool,
 }
 
 #[derive(askama::Template)]
@@ -454,6 +460,8 @@ struct AccountPage<'a> {
     sessions: &'a [SessionRow],
     activity: &'a [ActivityRow],
     min_length: usize,
+    mail: bool,
+    login_is_email: bool,
 }
 
 pub fn account_page(view: &AccountView) -> String {
@@ -468,7 +476,24 @@ pub fn account_page(view: &AccountView) -> String {
         sessions: &view.sessions,
         activity: &view.activity,
         min_length: view.min_length,
+        mail: view.mail,
+        login_is_email: view.user.login.eq_ignore_ascii_case(&view.user.email),
     })
+}
+
+/// The page a confirmation link opens: a button, so that a mail scanner following links
+/// changes nothing.
+#[derive(askama::Template)]
+#[template(path = "email_confirm.html")]
+pub struct EmailConfirmPage<'a> {
+    pub title: &'a str,
+    pub csrf: &'a str,
+    pub token: &'a str,
+    pub new_email: &'a str,
+}
+
+pub fn email_confirm_page(page: &EmailConfirmPage) -> String {
+    render(page)
 }
 
 /// The invitation's form. No `Debug`: it holds the link's token.

@@ -5,7 +5,8 @@
 use super::*;
 
 /// The schema steps of this aggregate, in order.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE outbox (
     id BIGSERIAL PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -23,7 +24,11 @@ CREATE TABLE outbox_gates (
     open_at BIGINT NOT NULL
 );
 CREATE INDEX outbox_gates_open ON outbox_gates(open_at);
-"#];
+"#,
+    r#"
+ALTER TABLE outbox ADD COLUMN payload TEXT NOT NULL DEFAULT '';
+"#,
+];
 
 /// Gates closed longer ago than this are forgotten.
 const GATE_MEMORY: i64 = 86_400;
@@ -79,9 +84,9 @@ impl OutboxStore for PostgresStore {
                 return Ok(Err(wait));
             }
             tx.execute(
-                "INSERT INTO outbox (kind, user_id, created_at, not_after, next_at)
-                 VALUES ($1, $2, $3, $4, $3)",
-                &[&job.kind, &job.user_id, &now, &job.not_after],
+                "INSERT INTO outbox (kind, user_id, created_at, not_after, next_at, payload)
+                 VALUES ($1, $2, $3, $4, $3, $5)",
+                &[&job.kind, &job.user_id, &now, &job.not_after, &job.payload],
             )
             .await?;
             tx.commit().await?;
@@ -118,7 +123,7 @@ impl OutboxStore for PostgresStore {
                      WHERE id IN (SELECT id FROM outbox WHERE next_at <= $1 AND claimed_until <= $1
                                     AND (kind = ANY($5) OR not_after < $1)
                                   ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)
-                     RETURNING id, kind, user_id, created_at, not_after, attempts",
+                     RETURNING id, kind, user_id, created_at, not_after, attempts, payload",
                     &[&now, &worker, &(now + lease), &i64::from(limit), &kinds],
                 )
                 .await?;
@@ -132,6 +137,7 @@ impl OutboxStore for PostgresStore {
                         created_at: col(r, 3)?,
                         not_after: col(r, 4)?,
                         attempts: u32::try_from(col::<i32>(r, 5)?).unwrap_or(0),
+                        payload: col(r, 6)?,
                     })
                 })
                 .collect::<StoreResult<Vec<_>>>()?;

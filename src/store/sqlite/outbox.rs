@@ -4,7 +4,8 @@
 use super::*;
 
 /// The schema steps of this aggregate, in order.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,
@@ -22,7 +23,11 @@ CREATE TABLE outbox_gates (
     open_at INTEGER NOT NULL
 );
 CREATE INDEX outbox_gates_open ON outbox_gates(open_at);
-"#];
+"#,
+    r#"
+ALTER TABLE outbox ADD COLUMN payload TEXT NOT NULL DEFAULT '';
+"#,
+];
 
 /// Gates closed longer ago than this are forgotten.
 const GATE_MEMORY: i64 = 86_400;
@@ -68,9 +73,9 @@ impl OutboxStore for SqliteStore {
                 return Ok(Err(wait));
             }
             tx.execute(
-                "INSERT INTO outbox (kind, user_id, created_at, not_after, next_at)
-                 VALUES (?1, ?2, ?3, ?4, ?3)",
-                params![job.kind, job.user_id, now, job.not_after],
+                "INSERT INTO outbox (kind, user_id, created_at, not_after, next_at, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?3, ?5)",
+                params![job.kind, job.user_id, now, job.not_after, job.payload],
             )?;
             tx.commit()?;
             Ok(Ok(()))
@@ -104,7 +109,7 @@ impl OutboxStore for SqliteStore {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let jobs = {
                 let mut q = tx.prepare(
-                    "SELECT id, kind, user_id, created_at, not_after, attempts FROM outbox
+                    "SELECT id, kind, user_id, created_at, not_after, attempts, payload FROM outbox
                      WHERE next_at <= ?1 AND claimed_until <= ?1
                        AND (kind IN (SELECT value FROM json_each(?3)) OR not_after < ?1)
                      ORDER BY id LIMIT ?2",
@@ -117,6 +122,7 @@ impl OutboxStore for SqliteStore {
                         created_at: r.get(3)?,
                         not_after: r.get(4)?,
                         attempts: r.get(5)?,
+                        payload: r.get(6)?,
                     })
                 })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()?

@@ -8,19 +8,21 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::login::session_cookies;
+use super::login::{csrf_cookie, csrf_ok, session_cookies};
 use super::{Failure, Handled, Site, current};
 use crate::config::Config;
 use crate::core::identity::User;
-use crate::core::secret::{Password, SessionToken};
+use crate::core::secret::{EmailChange, Password, SessionToken};
 use crate::core::time::rfc3339;
 use crate::policy::device;
 use crate::policy::origin::Origin;
 use crate::policy::route::LOGIN_PATH;
-use crate::service::account::{NewPassword, PasswordChange};
+use crate::service::account::{EmailChangeRequest, EmailConfirmed, NewPassword, PasswordChange};
 use crate::service::sessions::{LiveSession, SessionView};
 use crate::service::signin::Outcome;
-use crate::web::pages::{self, AccountView, ActivityRow, SessionRow, messages, shown_time};
+use crate::web::pages::{
+    self, AccountView, ActivityRow, EmailConfirmPage, SessionRow, messages, shown_time,
+};
 use crate::web::reply::Reply;
 use crate::web::request::Request;
 
@@ -97,6 +99,7 @@ async fn render(
         sessions,
         activity,
         min_length: cfg.passwords.min_length,
+        mail: cfg.mail.enabled(),
     });
     Ok(Reply::html(status, html))
 }
@@ -110,6 +113,10 @@ pub async fn page(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
         Some(messages::PASSWORD_CHANGED)
     } else if req.query("ended").is_some() {
         Some(messages::SESSION_ENDED)
+    } else if req.query("email_sent").is_some() {
+        Some(messages::EMAIL_LINK_SENT)
+    } else if req.query("email_changed").is_some() {
+        Some(messages::EMAIL_CHANGED)
     } else {
         None
     };
@@ -167,12 +174,92 @@ pub async fn form(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
                 }
             }
         }
+        "email" => {
+            let (new_email, current) =
+                (req.field("new_email"), Password::new(req.field("current")));
+            let change = site.account.request_email_change(
+                cfg,
+                &me.user,
+                &new_email,
+                &current,
+                client,
+                req.facts.addr,
+            );
+            match change.await? {
+                EmailChangeRequest::Queued => Ok(Reply::redirect(
+                    303,
+                    &format!("{ACCOUNT_PATH}?email_sent=1"),
+                )),
+                EmailChangeRequest::Wait(seconds) => {
+                    let wait = messages::wait(seconds);
+                    Ok(render(site, cfg, &me, 429, None, Some(&wait))
+                        .await?
+                        .header("Retry-After", seconds.to_string()))
+                }
+                EmailChangeRequest::Refused(outcome) => {
+                    let (status, message) = refusal(&outcome);
+                    render(site, cfg, &me, status, None, Some(message)).await
+                }
+                EmailChangeRequest::Invalid(message) => {
+                    render(site, cfg, &me, 400, None, Some(&message)).await
+                }
+            }
+        }
         _ => Ok(Reply::page(
             400,
             "Bad request",
             "The form could not be read.",
         )),
     }
+}
+
+/// `GET account/email?token=…`: what the link would change, and a button (a mail scanner that
+/// follows links changes nothing).
+pub async fn email_page(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
+    let token = req.query("token").unwrap_or_default();
+    let now = site.clock.now();
+    let Some(change) = EmailChange::open(site.recovery.email_change_key(), &token, now) else {
+        return Ok(Reply::page(
+            400,
+            "Invalid link",
+            messages::EMAIL_LINK_INVALID,
+        ));
+    };
+    let (csrf, set) = csrf_cookie(site, cfg, req.facts);
+    let html = pages::email_confirm_page(&EmailConfirmPage {
+        title: "Confirm your new e-mail address",
+        csrf: &csrf,
+        token: &token,
+        new_email: &change.new_email,
+    });
+    Ok(Reply::html(200, html).cookies(set))
+}
+
+/// `POST account/email`: `token`, `csrf` (the login form's: the link works in any browser).
+pub async fn email_form(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
+    if !csrf_ok(site, cfg, req) {
+        return Ok(Reply::page(403, "Form expired", messages::FORM_EXPIRED));
+    }
+    let token = req.field("token");
+    Ok(
+        match site
+            .account
+            .confirm_email(&token, &req.facts.client)
+            .await?
+        {
+            EmailConfirmed::Done(_) => {
+                Reply::redirect(303, &format!("{ACCOUNT_PATH}?email_changed=1"))
+            }
+            EmailConfirmed::Taken => Reply::page(
+                409,
+                "Address taken",
+                "A user with this email already exists",
+            ),
+            EmailConfirmed::Invalid => {
+                Reply::page(400, "Invalid link", messages::EMAIL_LINK_INVALID)
+            }
+        },
+    )
 }
 
 /// The status and message of a current password that was refused.

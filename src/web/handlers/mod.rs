@@ -111,6 +111,8 @@ pub async fn handle(site: &Site, cfg: &Config, endpoint: Endpoint, req: &Request
         Endpoint::ResetForm => recovery::reset_form(site, cfg, req).await,
         Endpoint::InvitePage => invite::page(site, cfg, req).await,
         Endpoint::InviteForm => invite::form(site, cfg, req).await,
+        Endpoint::EmailConfirmPage => account::email_page(site, cfg, req).await,
+        Endpoint::EmailConfirmForm => account::email_form(site, cfg, req).await,
         Endpoint::AccountPage => account::page(site, cfg, req).await,
         Endpoint::AccountForm => account::form(site, cfg, req).await,
         Endpoint::ApiAccount => account::api_account(site, cfg, req).await,
