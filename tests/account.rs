@@ -451,3 +451,77 @@ fn a_new_email_address_takes_effect_only_when_its_link_is_followed() {
     let events = String::from_utf8(gw.cli(&["audit", "--json"], None).stdout).unwrap();
     assert!(events.contains("\"email_changed\""), "{events}");
 }
+
+#[test]
+fn a_new_phone_number_takes_effect_only_with_the_code_sent_to_it() {
+    let receiver = Upstream::start();
+    let up = Upstream::start();
+    let gw = Gateway::start(
+        up.addr,
+        &format!("sms:\n  webhook: http://{}/sms\n", receiver.addr),
+    );
+    let mut me = Browser::from_ip("127.0.0.121");
+    me.sign_in(&gw, false);
+    let ask = |b: &mut Browser, new: &str, current: &str| {
+        post_account(
+            b,
+            &gw,
+            &[
+                ("action", "phone"),
+                ("new_phone", new),
+                ("current", current),
+            ],
+        )
+    };
+    let r = ask(&mut me, "+49 30 7654321", "wrong");
+    assert_eq!(r.status, 401);
+    let r = ask(&mut me, "call me", PASSWORD);
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("Enter a phone number"));
+    let r = ask(&mut me, "+49 30 7654321", PASSWORD);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("We have sent a code to the new number"));
+    let change = r
+        .body
+        .split("name=\"change\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the code's form")
+        .to_string();
+    assert!(within(Duration::from_secs(10), || receiver.count() == 1).is_some());
+    let sms: serde_json::Value = serde_json::from_str(&receiver.last().body).unwrap();
+    assert_eq!(
+        sms["to"], "+49 30 7654321",
+        "the code goes to the new number"
+    );
+    let text = sms["text"].as_str().unwrap().to_string();
+    let code: String = text.chars().filter(char::is_ascii_digit).take(6).collect();
+    let phone_now =
+        |b: &mut Browser| b.api_get(&gw.url("/_portcullis/api/account")).json()["phone"].clone();
+    assert_eq!(phone_now(&mut me), "", "nothing changes before the code");
+
+    let send = |b: &mut Browser, change: &str, code: &str| {
+        post_account(
+            b,
+            &gw,
+            &[("action", "phone_code"), ("change", change), ("code", code)],
+        )
+    };
+    let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+    let r = send(&mut me, &change, &wrong);
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("Incorrect code"));
+    let mut forged = change.clone();
+    forged.replace_range(..2, if forged.starts_with("AA") { "BB" } else { "AA" });
+    assert_eq!(send(&mut me, &forged, &code).status, 400, "an altered form");
+    let r = send(&mut me, &change, &code);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(phone_now(&mut me), "+49 30 7654321");
+    assert_eq!(send(&mut me, &change, &code).status, 400, "once");
+    let events = String::from_utf8(gw.cli(&["audit", "--json"], None).stdout).unwrap();
+    assert!(events.contains("\"phone_changed\""));
+    let db = String::from_utf8_lossy(&gw.db_bytes()).into_owned();
+    // The code as the message said it (six digits alone could be anything in a log).
+    let said = format!("is {code}");
+    assert!(!db.contains(&said) && !gw.logs().contains(&said));
+}

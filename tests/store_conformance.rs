@@ -765,18 +765,59 @@ async fn recovery(store: Arc<dyn Store>) {
         "a code is no link"
     );
     for left in [3, 2, 1] {
-        let before = store.try_sms_code(ann.id, 200).await.unwrap().unwrap();
+        let before = store
+            .try_sms_code(ann.id, RecoveryKind::Sms, 200)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(before.tries_left, left);
         assert_eq!(before.secret_hash, [3; 32]);
     }
-    assert_eq!(store.try_sms_code(ann.id, 200).await.unwrap(), None);
+    assert_eq!(
+        store
+            .try_sms_code(ann.id, RecoveryKind::Sms, 200)
+            .await
+            .unwrap(),
+        None
+    );
     store.put_recovery(&sms).await.unwrap();
     assert_eq!(
-        store.try_sms_code(ann.id, 500).await.unwrap(),
+        store
+            .try_sms_code(ann.id, RecoveryKind::Sms, 500)
+            .await
+            .unwrap(),
         None,
         "expired"
     );
-    assert_eq!(store.try_sms_code(ann.id + 1, 200).await.unwrap(), None);
+    assert_eq!(
+        store
+            .try_sms_code(ann.id + 1, RecoveryKind::Sms, 200)
+            .await
+            .unwrap(),
+        None
+    );
+    // A code of another kind (a new phone's) is not tried as a recovery code.
+    store
+        .put_recovery(&RecoveryRecord {
+            kind: RecoveryKind::Phone,
+            ..sms.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .try_sms_code(ann.id, RecoveryKind::Sms, 200)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .try_sms_code(ann.id, RecoveryKind::Phone, 200)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 fn job(kind: &str, user_id: Option<i64>) -> NewJob {

@@ -36,10 +36,11 @@ pub enum EventKind {
     InvitationAccepted,
     UserUpdated,
     EmailChanged,
+    PhoneChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 30] = [
+    pub const ALL: [EventKind; 31] = [
         EventKind::LoginSuccess,
         EventKind::LoginFailure,
         EventKind::CaptchaRequired,
@@ -70,6 +71,7 @@ impl EventKind {
         EventKind::InvitationAccepted,
         EventKind::UserUpdated,
         EventKind::EmailChanged,
+        EventKind::PhoneChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +106,7 @@ impl EventKind {
             EventKind::InvitationAccepted => "invitation_accepted",
             EventKind::UserUpdated => "user_updated",
             EventKind::EmailChanged => "email_changed",
+            EventKind::PhoneChanged => "phone_changed",
         }
     }
 

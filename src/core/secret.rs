@@ -501,20 +501,22 @@ fn pending_tag(key: &[u8; 32], signed: &[u8]) -> [u8; 16] {
     tag
 }
 
-/// A change of e-mail address waiting for its confirmation (SPEC §14): the link mailed to the
-/// new address carries it, signed with a key from the key file, so the store keeps nothing of
-/// it and nobody can make one. It names the address it replaces (as a digest): once the
-/// change is made, or another one is, the link no longer fits and is dead.
+/// A change of e-mail address or phone number waiting for its confirmation (SPEC §14): the
+/// link mailed to the new address (or the code form of a new phone) carries it, signed with a
+/// key from the key file (one key per kind of contact), so the store keeps nothing of it and
+/// nobody can make one. It names the value it replaces (as a digest): once the change is made,
+/// or another one is, it no longer fits and is dead.
 #[derive(Clone, PartialEq, Eq)]
-pub struct EmailChange {
+pub struct ContactChange {
     pub user_id: i64,
     pub expires_at: i64,
-    /// `EmailChange::address_digest` of the address being replaced.
+    /// `ContactChange::address_digest` of the address being replaced.
     pub old: [u8; 16],
-    pub new_email: String,
+    /// The new e-mail address or phone number.
+    pub new_value: String,
 }
 
-impl EmailChange {
+impl ContactChange {
     pub fn address_digest(email: &str) -> [u8; 16] {
         let digest = Sha256::new()
             .chain_update(b"portcullis e-mail change\0")
@@ -527,18 +529,18 @@ impl EmailChange {
 
     /// The link's token. Never log it.
     pub fn seal(&self, key: &[u8; 32]) -> String {
-        let mut bytes = Vec::with_capacity(32 + self.new_email.len() + 16);
+        let mut bytes = Vec::with_capacity(32 + self.new_value.len() + 16);
         bytes.extend_from_slice(&self.user_id.to_be_bytes());
         bytes.extend_from_slice(&self.expires_at.to_be_bytes());
         bytes.extend_from_slice(&self.old);
-        bytes.extend_from_slice(self.new_email.as_bytes());
+        bytes.extend_from_slice(self.new_value.as_bytes());
         let tag = change_tag(key, &bytes);
         bytes.extend_from_slice(&tag);
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
     /// The change a link's token holds, if it is one of ours and not expired at `now`.
-    pub fn open(key: &[u8; 32], token: &str, now: i64) -> Option<EmailChange> {
+    pub fn open(key: &[u8; 32], token: &str, now: i64) -> Option<ContactChange> {
         if token.len() > 512 {
             return None;
         }
@@ -550,19 +552,19 @@ impl EmailChange {
         if !bool::from(change_tag(key, signed).ct_eq(tag)) {
             return None;
         }
-        let change = EmailChange {
+        let change = ContactChange {
             user_id: i64::from_be_bytes(signed[..8].try_into().ok()?),
             expires_at: i64::from_be_bytes(signed[8..16].try_into().ok()?),
             old: signed[16..32].try_into().ok()?,
-            new_email: String::from_utf8(signed[32..].to_vec()).ok()?,
+            new_value: String::from_utf8(signed[32..].to_vec()).ok()?,
         };
         (change.expires_at > now).then_some(change)
     }
 }
 
-impl fmt::Debug for EmailChange {
+impl fmt::Debug for ContactChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EmailChange")
+        f.debug_struct("ContactChange")
             .field("user_id", &self.user_id)
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
@@ -799,25 +801,32 @@ mod tests {
     }
 
     #[test]
-    fn email_changes_are_ours_unaltered_and_short_lived() {
+    fn contact_changes_are_ours_unaltered_and_short_lived() {
         let key = [3u8; 32];
-        let change = EmailChange {
+        let change = ContactChange {
             user_id: 7,
             expires_at: 1000,
-            old: EmailChange::address_digest("Old@Example.com"),
-            new_email: "new@example.com".into(),
+            old: ContactChange::address_digest("Old@Example.com"),
+            new_value: "new@example.com".into(),
         };
         let token = change.seal(&key);
-        assert_eq!(EmailChange::open(&key, &token, 999), Some(change.clone()));
-        assert_eq!(EmailChange::open(&key, &token, 1000), None, "expired");
-        assert_eq!(EmailChange::open(&[4; 32], &token, 0), None, "another key");
+        assert_eq!(ContactChange::open(&key, &token, 999), Some(change.clone()));
+        assert_eq!(ContactChange::open(&key, &token, 1000), None, "expired");
+        assert_eq!(
+            ContactChange::open(&[4; 32], &token, 0),
+            None,
+            "another key"
+        );
         let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
         bytes[40] ^= 1;
         assert_eq!(
-            EmailChange::open(&key, &URL_SAFE_NO_PAD.encode(bytes), 0),
+            ContactChange::open(&key, &URL_SAFE_NO_PAD.encode(bytes), 0),
             None
         );
-        assert_eq!(EmailChange::address_digest(" old@example.COM"), change.old);
+        assert_eq!(
+            ContactChange::address_digest(" old@example.COM"),
+            change.old
+        );
         assert!(!format!("{change:?}").contains("new@example.com"));
     }
 

@@ -100,6 +100,7 @@ impl App {
         let keys = Keys {
             sms_code: key.digest(b"sms code key", b""),
             email_change: key.digest(b"email change key", b""),
+            phone_change: key.digest(b"phone change key", b""),
         };
         let two_factor = Arc::new(TwoFactor::new(
             store.clone(),

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::core::addr::ClientAddr;
 use crate::core::event::{Event, EventKind};
-use crate::core::identity::{Client, NewUser, User};
-use crate::core::secret::{EmailChange, Password};
+use crate::core::identity::{Client, NewUser, User, phone_key};
+use crate::core::secret::{ContactChange, Password};
 use crate::core::time::Clock;
 use crate::policy::recovery::{PasswordRefusal, check_new_password};
 use crate::service::audit::Audit;
@@ -46,6 +46,25 @@ pub enum EmailChangeRequest {
     Refused(Outcome),
     /// Not an address, the same one, or taken: the message says which.
     Invalid(String),
+}
+
+/// What a request to change the phone number led to.
+pub enum PhoneChangeRequest {
+    /// The code is queued for the new number; the form that takes it carries this (signed)
+    /// change.
+    Queued(String),
+    Wait(u64),
+    Refused(Outcome),
+    Invalid(String),
+}
+
+/// What a code for a new phone number led to.
+pub enum PhoneConfirmed {
+    Done(User),
+    Wrong,
+    /// No code, or its tries or time are spent, or the form does not fit the account.
+    Invalid,
+    Throttled(u64),
 }
 
 /// What following a confirmation link led to.
@@ -183,6 +202,95 @@ impl Account {
         )
     }
 
+    /// A new phone number, with the current password: a code goes to the new number, and
+    /// nothing changes until it is typed back (`confirm_phone`).
+    pub async fn request_phone_change(
+        &self,
+        cfg: &Config,
+        user: &User,
+        new_phone: &str,
+        current: &Password,
+        client: &Client,
+        addr: ClientAddr,
+    ) -> Result<PhoneChangeRequest, LoginError> {
+        if let Some(refusal) = self
+            .signin
+            .reconfirm(cfg, user, current, client, addr)
+            .await?
+        {
+            return Ok(PhoneChangeRequest::Refused(refusal));
+        }
+        let new_phone = new_phone.trim();
+        let invalid = |m: &str| Ok(PhoneChangeRequest::Invalid(m.to_string()));
+        let Some(key) = phone_key(new_phone).filter(|_| new_phone.chars().count() <= 32) else {
+            return invalid("Enter a phone number, e.g. +49 30 1234567");
+        };
+        if phone_key(&user.phone).as_deref() == Some(key.as_str()) {
+            return invalid("This is already your phone number");
+        }
+        match self
+            .recovery
+            .queue_phone_confirmation(cfg, user, new_phone)
+            .await?
+        {
+            Err(wait) => Ok(PhoneChangeRequest::Wait(wait)),
+            Ok(()) => {
+                let lifetime = cfg.recovery.sms_code_lifetime.as_secs() as i64;
+                let change = ContactChange {
+                    user_id: user.id,
+                    expires_at: self.clock.now() + lifetime,
+                    old: ContactChange::address_digest(&user.phone),
+                    new_value: new_phone.to_string(),
+                };
+                Ok(PhoneChangeRequest::Queued(
+                    change.seal(self.recovery.phone_change_key()),
+                ))
+            }
+        }
+    }
+
+    /// The code sent to the new phone, typed back with the form's signed change: the number
+    /// changes. Each try spends the address's budget; three wrong ones end the code.
+    pub async fn confirm_phone(
+        &self,
+        cfg: &Config,
+        user: &User,
+        change: &str,
+        code: &str,
+        client: &Client,
+        addr: &ClientAddr,
+    ) -> Result<PhoneConfirmed, StoreError> {
+        if let Err(wait) = self.signin.spend_address(cfg, addr).await? {
+            return Ok(PhoneConfirmed::Throttled(wait));
+        }
+        let key = self.recovery.phone_change_key();
+        let Some(change) = ContactChange::open(key, change, self.clock.now()).filter(|c| {
+            c.user_id == user.id && c.old == ContactChange::address_digest(&user.phone)
+        }) else {
+            return Ok(PhoneConfirmed::Invalid);
+        };
+        match self.recovery.try_phone_code(user, code).await? {
+            None => return Ok(PhoneConfirmed::Invalid),
+            Some(false) => return Ok(PhoneConfirmed::Wrong),
+            Some(true) => {}
+        }
+        let profile = NewUser {
+            login: user.login.clone(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            phone: change.new_value.clone(),
+            groups: user.groups.clone(),
+            password_hash: String::new(),
+        };
+        let updated = self
+            .store
+            .update_user(user.id, &profile, self.clock.now())
+            .await?;
+        let detail = format!("{} -> {}", user.phone, updated.phone);
+        self.event(EventKind::PhoneChanged, &updated, client, &detail);
+        Ok(PhoneConfirmed::Done(updated))
+    }
+
     /// Follows a confirmation link: the address changes (the login too, where it is the
     /// e-mail address), for every gateway at the next request.
     pub async fn confirm_email(
@@ -191,24 +299,24 @@ impl Account {
         client: &Client,
     ) -> Result<EmailConfirmed, StoreError> {
         let key = self.recovery.email_change_key();
-        let Some(change) = EmailChange::open(key, token, self.clock.now()) else {
+        let Some(change) = ContactChange::open(key, token, self.clock.now()) else {
             return Ok(EmailConfirmed::Invalid);
         };
         let user = self
             .store
             .get_user(change.user_id)
             .await?
-            .filter(|u| !u.dismissed && EmailChange::address_digest(&u.email) == change.old);
+            .filter(|u| !u.dismissed && ContactChange::address_digest(&u.email) == change.old);
         let Some(user) = user else {
             return Ok(EmailConfirmed::Invalid);
         };
         let login = match user.login.eq_ignore_ascii_case(&user.email) {
-            true => change.new_email.clone(),
+            true => change.new_value.clone(),
             false => user.login.clone(),
         };
         let profile = NewUser {
             login,
-            email: change.new_email.clone(),
+            email: change.new_value.clone(),
             name: user.name.clone(),
             phone: user.phone.clone(),
             groups: user.groups.clone(),

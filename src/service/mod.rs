@@ -109,6 +109,7 @@ pub mod fixture {
                 crate::service::recovery::Keys {
                     sms_code: [7; 32],
                     email_change: [8; 32],
+                    phone_change: [9; 32],
                 },
             ));
             let account = Arc::new(Account::new(

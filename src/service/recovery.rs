@@ -15,7 +15,7 @@ use crate::core::addr::ClientAddr;
 use crate::core::counter::Counter;
 use crate::core::event::{Event, EventKind};
 use crate::core::identity::{Client, User, phone_key};
-use crate::core::secret::{EmailChange, Password, RecoveryToken, SmsCode};
+use crate::core::secret::{ContactChange, Password, RecoveryToken, SmsCode};
 use crate::core::time::{Clock, Millis, UnixTime};
 use crate::policy::recovery::{Channel, PasswordRefusal, check_new_password, retry_delay};
 use crate::service::audit::Audit;
@@ -38,6 +38,8 @@ const PASSWORD_CHANGED: &str = "password_changed";
 const INVITATION: &str = "invitation";
 /// The link that confirms a new e-mail address (the payload), sent to that address.
 pub const CONFIRM_EMAIL: &str = "confirm_email";
+/// The code that confirms a new phone number (the payload), sent to that number.
+pub const CONFIRM_PHONE: &str = "confirm_phone";
 /// How long a link confirming a new e-mail address works.
 pub const EMAIL_CHANGE_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -145,8 +147,10 @@ pub enum RecoveryError {
 pub struct Keys {
     /// Keys the SMS codes' hashes.
     pub sms_code: [u8; 32],
-    /// Signs the links that confirm a new e-mail address (`core::secret::EmailChange`).
+    /// Signs the links that confirm a new e-mail address (`core::secret::ContactChange`).
     pub email_change: [u8; 32],
+    /// Signs the code forms of a new phone number (`core::secret::ContactChange`).
+    pub phone_change: [u8; 32],
 }
 
 /// The recovery service, and the outbox worker of this gateway.
@@ -456,6 +460,69 @@ impl Recovery {
         Ok(queued)
     }
 
+    /// The key of the code forms of a new phone number.
+    pub fn phone_change_key(&self) -> &[u8; 32] {
+        &self.keys.phone_change
+    }
+
+    /// Queues the code that confirms `new_phone` for `user`, at most one per `resend_after`.
+    pub async fn queue_phone_confirmation(
+        &self,
+        cfg: &Config,
+        user: &User,
+        new_phone: &str,
+    ) -> Result<Result<(), u64>, StoreError> {
+        let now = self.clock.now();
+        let job = NewJob {
+            kind: CONFIRM_PHONE.into(),
+            user_id: Some(user.id),
+            not_after: now + cfg.recovery.sms_code_lifetime.as_secs() as i64,
+            payload: new_phone.to_string(),
+        };
+        let gate = Gate {
+            key: format!("phone-change:{}", user.id),
+            gap: cfg.recovery.resend_after.as_secs() as i64,
+        };
+        let queued = self.store.enqueue(&job, Some(&gate), now).await?;
+        if queued.is_ok() {
+            self.wake.notify_one();
+        }
+        Ok(queued)
+    }
+
+    /// Takes one try of the code sent to a new phone: whether it was right (`None`: no live
+    /// code with a try left).
+    pub async fn try_phone_code(
+        &self,
+        user: &User,
+        code: &str,
+    ) -> Result<Option<bool>, StoreError> {
+        let now = self.clock.now();
+        let Some(before) = self
+            .store
+            .try_sms_code(user.id, RecoveryKind::Phone, now)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let right = SmsCode::parse(code).is_some_and(|c| {
+            bool::from(
+                c.hash(&self.keys.sms_code, user.id)
+                    .ct_eq(&before.secret_hash),
+            )
+        });
+        if right {
+            // Used: the code ends.
+            self.store
+                .put_recovery(&RecoveryRecord {
+                    tries_left: 0,
+                    ..before
+                })
+                .await?;
+        }
+        Ok(Some(right))
+    }
+
     /// Queues the "Your password was changed" e-mail (when mail is on and the user has an
     /// address); never held back by a gate.
     pub async fn notify_password_changed(
@@ -506,7 +573,11 @@ impl Recovery {
         // time does not tell them apart either.
         let tried = self
             .store
-            .try_sms_code(user.as_ref().map_or(NOBODY, |u| u.id), now)
+            .try_sms_code(
+                user.as_ref().map_or(NOBODY, |u| u.id),
+                RecoveryKind::Sms,
+                now,
+            )
             .await?;
         let Some(user) = user else {
             failed("", "invalid");
@@ -747,11 +818,11 @@ impl Recovery {
             }
             CONFIRM_EMAIL => {
                 messenger::check_mail(&cfg.mail, &job.payload)?;
-                let change = EmailChange {
+                let change = ContactChange {
                     user_id: user.id,
                     expires_at: job.created_at + EMAIL_CHANGE_LIFETIME.as_secs() as i64,
-                    old: EmailChange::address_digest(&user.email),
-                    new_email: job.payload.clone(),
+                    old: ContactChange::address_digest(&user.email),
+                    new_value: job.payload.clone(),
                 };
                 let base = link_base(cfg).unwrap_or_default();
                 let token = change.seal(&self.keys.email_change);
@@ -759,6 +830,34 @@ impl Recovery {
                 let lifetime = EMAIL_CHANGE_LIFETIME;
                 let letter = messenger::confirm_email_letter(portal, user, &link, lifetime);
                 messenger::send_mail(&cfg.mail, &job.payload, &letter).await
+            }
+            CONFIRM_PHONE => {
+                if cfg.sms.webhook.is_none() {
+                    return Err(SendError::NoSms);
+                }
+                let lifetime = cfg.recovery.sms_code_lifetime;
+                let code = SmsCode::generate();
+                let record = RecoveryRecord {
+                    kind: RecoveryKind::Phone,
+                    secret_hash: code.hash(&self.keys.sms_code, user.id),
+                    tries_left: CODE_TRIES,
+                    ..link_record(
+                        user.id,
+                        &RecoveryToken::generate(),
+                        now,
+                        lifetime.as_secs() as i64,
+                    )
+                };
+                self.store
+                    .put_recovery(&record)
+                    .await
+                    .map_err(|e| SendError::Sms(format!("store: {e}")))?;
+                let text = format!(
+                    "{portal}: your code to confirm this phone number is {}. It is valid for {}.",
+                    code.expose(),
+                    messenger::spoken(lifetime)
+                );
+                messenger::send_sms(&cfg.sms, &job.payload, &text).await
             }
             PASSWORD_CHANGED => {
                 let letter = messenger::changed_letter(portal, user, job.created_at);
@@ -782,7 +881,7 @@ fn sendable(cfg: &Config) -> Vec<&'static str> {
         ]);
     }
     if cfg.sms.webhook.is_some() {
-        kinds.push(SMS_CODE);
+        kinds.extend([SMS_CODE, CONFIRM_PHONE]);
     }
     kinds
 }

@@ -399,6 +399,8 @@ pub enum RecoveryKind {
     Sms,
     /// An invitation's link (`user invite`).
     Invite,
+    /// A code sent to a new phone number, to confirm it (the account page).
+    Phone,
 }
 
 impl RecoveryKind {
@@ -407,6 +409,7 @@ impl RecoveryKind {
             RecoveryKind::Link => "link",
             RecoveryKind::Sms => "sms",
             RecoveryKind::Invite => "invite",
+            RecoveryKind::Phone => "phone",
         }
     }
 
@@ -415,6 +418,7 @@ impl RecoveryKind {
             "link" => Ok(RecoveryKind::Link),
             "sms" => Ok(RecoveryKind::Sms),
             "invite" => Ok(RecoveryKind::Invite),
+            "phone" => Ok(RecoveryKind::Phone),
             other => Err(StoreError::Corrupt(format!("recovery kind `{other}`"))),
         }
     }
@@ -461,11 +465,12 @@ pub trait RecoveryStore: Send + Sync {
         kind: RecoveryKind,
         now: UnixTime,
     ) -> StoreResult<bool>;
-    /// Takes one try of the user's live SMS code, atomically: the record as it was before,
-    /// or `None` when there is no live code with a try left.
+    /// Takes one try of the user's live code of `kind` (`Sms`, `Phone`), atomically: the
+    /// record as it was before, or `None` when there is no live code with a try left.
     async fn try_sms_code(
         &self,
         user_id: i64,
+        kind: RecoveryKind,
         now: UnixTime,
     ) -> StoreResult<Option<RecoveryRecord>>;
 }

@@ -30,6 +30,8 @@ pub mod messages {
     pub const SESSION_ENDED: &str = "The session has ended";
     pub const EMAIL_LINK_SENT: &str = "We have sent a confirmation link to the new address. Your e-mail address changes when you open it";
     pub const EMAIL_CHANGED: &str = "Your e-mail address has been changed";
+    pub const PHONE_CODE_SENT: &str = "We have sent a code to the new number";
+    pub const PHONE_CHANGED: &str = "Your phone number has been changed";
     pub const EMAIL_LINK_INVALID: &str =
         "This confirmation link is no longer valid. Ask for a new one on your account page";
     pub const REGISTERED: &str = "Your password is set. Sign in to continue";
@@ -445,6 +447,10 @@ pub struct AccountView<'a> {
     pub min_length: usize,
     /// The e-mail change form is offered (mail is configured).
     pub mail: bool,
+    /// The phone change form is offered (SMS is configured).
+    pub sms: bool,
+    /// A new phone number waiting for its code: the signed change the code form carries.
+    pub phone_change: Option<&'a str>,
 }
 
 #[derive(askama::Template)]
@@ -462,6 +468,8 @@ struct AccountPage<'a> {
     min_length: usize,
     mail: bool,
     login_is_email: bool,
+    sms: bool,
+    phone_change: Option<&'a str>,
 }
 
 pub fn account_page(view: &AccountView) -> String {
@@ -477,6 +485,8 @@ pub fn account_page(view: &AccountView) -> String {
         activity: &view.activity,
         min_length: view.min_length,
         mail: view.mail,
+        sms: view.sms,
+        phone_change: view.phone_change,
         login_is_email: view.user.login.eq_ignore_ascii_case(&view.user.email),
     })
 }

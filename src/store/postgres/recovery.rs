@@ -94,6 +94,7 @@ impl RecoveryStore for PostgresStore {
     async fn try_sms_code(
         &self,
         user_id: i64,
+        kind: RecoveryKind,
         now: UnixTime,
     ) -> StoreResult<Option<RecoveryRecord>> {
         self.run(move |c| async move {
@@ -103,12 +104,12 @@ impl RecoveryStore for PostgresStore {
                     &format!(
                         "UPDATE recovery r SET tries_left = r.tries_left - 1
                          FROM (SELECT {COLUMNS} FROM recovery WHERE user_id = $1 FOR UPDATE) old
-                         WHERE r.user_id = old.user_id AND old.kind = 'sms'
+                         WHERE r.user_id = old.user_id AND old.kind = $3
                            AND old.used_at IS NULL AND old.expires_at > $2 AND old.tries_left > 0
                          RETURNING old.user_id, old.kind, old.secret_hash, old.created_at,
                                    old.expires_at, old.tries_left, old.used_at"
                     ),
-                    &[&user_id, &now],
+                    &[&user_id, &now, &kind.as_str()],
                 )
                 .await?;
             row.as_ref().map(typed).transpose()

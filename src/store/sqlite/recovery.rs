@@ -107,6 +107,7 @@ impl RecoveryStore for SqliteStore {
     async fn try_sms_code(
         &self,
         user_id: i64,
+        kind: RecoveryKind,
         now: UnixTime,
     ) -> StoreResult<Option<RecoveryRecord>> {
         self.with(move |c| {
@@ -114,10 +115,10 @@ impl RecoveryStore for SqliteStore {
             let raw = tx
                 .query_row(
                     &format!(
-                        "SELECT {COLUMNS} FROM recovery WHERE user_id = ?1 AND kind = 'sms'
+                        "SELECT {COLUMNS} FROM recovery WHERE user_id = ?1 AND kind = ?3
                          AND used_at IS NULL AND expires_at > ?2 AND tries_left > 0"
                     ),
-                    params![user_id, now],
+                    params![user_id, now, kind.as_str()],
                     record,
                 )
                 .optional()?;

@@ -12,12 +12,15 @@ use super::login::{csrf_cookie, csrf_ok, session_cookies};
 use super::{Failure, Handled, Site, current};
 use crate::config::Config;
 use crate::core::identity::User;
-use crate::core::secret::{EmailChange, Password, SessionToken};
+use crate::core::secret::{ContactChange, Password, SessionToken};
 use crate::core::time::rfc3339;
 use crate::policy::device;
 use crate::policy::origin::Origin;
 use crate::policy::route::LOGIN_PATH;
-use crate::service::account::{EmailChangeRequest, EmailConfirmed, NewPassword, PasswordChange};
+use crate::service::account::{
+    EmailChangeRequest, EmailConfirmed, NewPassword, PasswordChange, PhoneChangeRequest,
+    PhoneConfirmed,
+};
 use crate::service::sessions::{LiveSession, SessionView};
 use crate::service::signin::Outcome;
 use crate::web::pages::{
@@ -58,6 +61,19 @@ async fn render(
     status: u16,
     notice: Option<&str>,
     error: Option<&str>,
+) -> Handled {
+    render_with(site, cfg, me, status, notice, error, None).await
+}
+
+/// The page, and (`phone_change`) the form for the code sent to a new phone.
+async fn render_with(
+    site: &Site,
+    cfg: &Config,
+    me: &Me,
+    status: u16,
+    notice: Option<&str>,
+    error: Option<&str>,
+    phone_change: Option<&str>,
 ) -> Handled {
     let sessions = site
         .sessions
@@ -100,6 +116,8 @@ async fn render(
         activity,
         min_length: cfg.passwords.min_length,
         mail: cfg.mail.enabled(),
+        sms: cfg.sms.webhook.is_some(),
+        phone_change,
     });
     Ok(Reply::html(status, html))
 }
@@ -117,6 +135,8 @@ pub async fn page(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
         Some(messages::EMAIL_LINK_SENT)
     } else if req.query("email_changed").is_some() {
         Some(messages::EMAIL_CHANGED)
+    } else if req.query("phone_changed").is_some() {
+        Some(messages::PHONE_CHANGED)
     } else {
         None
     };
@@ -205,6 +225,8 @@ pub async fn form(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
                 }
             }
         }
+        "phone" => phone_change(site, cfg, req, &me).await,
+        "phone_code" => phone_code(site, cfg, req, &me).await,
         _ => Ok(Reply::page(
             400,
             "Bad request",
@@ -213,12 +235,67 @@ pub async fn form(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
     }
 }
 
+/// `action=phone`: the new number and the current password; then the code's form.
+async fn phone_change(site: &Site, cfg: &Config, req: &Request<'_>, me: &Me) -> Handled {
+    let (new_phone, current) = (req.field("new_phone"), Password::new(req.field("current")));
+    let (client, addr) = (&req.facts.client, req.facts.addr);
+    let change = site
+        .account
+        .request_phone_change(cfg, &me.user, &new_phone, &current, client, addr);
+    match change.await? {
+        PhoneChangeRequest::Queued(sealed) => {
+            let notice = Some(messages::PHONE_CODE_SENT);
+            render_with(site, cfg, me, 200, notice, None, Some(&sealed)).await
+        }
+        PhoneChangeRequest::Wait(seconds) => {
+            let wait = messages::wait(seconds);
+            Ok(render(site, cfg, me, 429, None, Some(&wait))
+                .await?
+                .header("Retry-After", seconds.to_string()))
+        }
+        PhoneChangeRequest::Refused(outcome) => {
+            let (status, message) = refusal(&outcome);
+            render(site, cfg, me, status, None, Some(message)).await
+        }
+        PhoneChangeRequest::Invalid(message) => {
+            render(site, cfg, me, 400, None, Some(&message)).await
+        }
+    }
+}
+
+/// `action=phone_code`: the code from the SMS, with the form's signed change.
+async fn phone_code(site: &Site, cfg: &Config, req: &Request<'_>, me: &Me) -> Handled {
+    let (change, code) = (req.field("change"), req.field("code"));
+    let (client, addr) = (&req.facts.client, &req.facts.addr);
+    let confirmed = site
+        .account
+        .confirm_phone(cfg, &me.user, &change, &code, client, addr);
+    match confirmed.await? {
+        PhoneConfirmed::Done(_) => Ok(Reply::redirect(
+            303,
+            &format!("{ACCOUNT_PATH}?phone_changed=1"),
+        )),
+        PhoneConfirmed::Wrong => {
+            let error = Some(messages::INCORRECT_CODE);
+            render_with(site, cfg, me, 401, None, error, Some(&change)).await
+        }
+        PhoneConfirmed::Invalid => {
+            render(site, cfg, me, 400, None, Some(messages::CODE_REFUSED)).await
+        }
+        PhoneConfirmed::Throttled(seconds) => {
+            Ok(render(site, cfg, me, 429, None, Some(messages::TOO_MANY))
+                .await?
+                .header("Retry-After", seconds.to_string()))
+        }
+    }
+}
+
 /// `GET account/email?token=…`: what the link would change, and a button (a mail scanner that
 /// follows links changes nothing).
 pub async fn email_page(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
     let token = req.query("token").unwrap_or_default();
     let now = site.clock.now();
-    let Some(change) = EmailChange::open(site.recovery.email_change_key(), &token, now) else {
+    let Some(change) = ContactChange::open(site.recovery.email_change_key(), &token, now) else {
         return Ok(Reply::page(
             400,
             "Invalid link",
@@ -230,7 +307,7 @@ pub async fn email_page(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled
         title: "Confirm your new e-mail address",
         csrf: &csrf,
         token: &token,
-        new_email: &change.new_email,
+        new_email: &change.new_value,
     });
     Ok(Reply::html(200, html).cookies(set))
 }
