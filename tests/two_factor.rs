@@ -986,3 +986,80 @@ fn remember_me_made_with_the_password_alone_does_not_outlive_the_factor() {
     with_code.jar.remove("portcullis_session");
     assert_eq!(with_code.get(&gw.url("/")).status, 200);
 }
+
+/// The account page turns two-step verification off with the password and a code, where the
+/// user's groups do not require it; every other device is signed out.
+#[test]
+fn the_account_page_turns_it_off_with_the_password_and_a_code_unless_required() {
+    let up = Upstream::start();
+    let gw = Gateway::start(up.addr, "two_factor:\n  required_groups: [admins]\n");
+    let mut b = Browser::from_ip("127.0.0.131");
+    b.sign_in(&gw, false);
+    let (mut app, _) = enrol(&mut b, &gw);
+    let mut other = Browser::from_ip("127.0.0.132");
+    assert_eq!(password_step(&mut other, &gw, false, "/").status, 303);
+    assert_eq!(second_step(&mut other, &gw, &app.next()).status, 303);
+    assert_eq!(other.get(&gw.url("/page")).status, 200);
+
+    let off = |b: &mut Browser, current: &str, code: &str| {
+        let page = b.get(&gw.url("/_portcullis/account"));
+        assert!(
+            page.body.contains("Turn off two-step verification"),
+            "{}",
+            page.body
+        );
+        let csrf = field(&page.body, "csrf").to_string();
+        let fields = [
+            ("csrf", csrf.as_str()),
+            ("action", "two_factor_off"),
+            ("current", current),
+            ("code", code),
+        ];
+        b.post_form(&gw.url("/_portcullis/account"), &fields)
+    };
+    assert_eq!(off(&mut b, "wrong password", &app.next()).status, 401);
+    let r = off(&mut b, PASSWORD, &app.wrong());
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("Incorrect code"));
+    let r = off(&mut b, PASSWORD, &app.next());
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(b.get(&gw.url("/page")).status, 200, "this device stays");
+    let gone = within(Duration::from_secs(2), || {
+        other.get(&gw.url("/page")).status == 302
+    });
+    assert!(gone.is_some(), "the other device is signed out");
+    let mut again = Browser::from_ip("127.0.0.133");
+    assert_eq!(password_step(&mut again, &gw, false, "/").status, 303);
+    assert_eq!(
+        again.get(&gw.url("/page")).status,
+        200,
+        "the password alone now"
+    );
+    assert!(details(&gw, "two_factor_disabled").contains(&"by the user".to_string()));
+
+    // Required by the user's groups: not offered, and refused when posted anyway.
+    cli_ok(&gw, &["user", "edit", ALICE, "--group", "admins"]);
+    let mut admin = Browser::from_ip("127.0.0.134");
+    assert_eq!(password_step(&mut admin, &gw, false, "/").status, 303);
+    let page = admin.get(&gw.url("/_portcullis/2fa/setup"));
+    let mut app = App::new(between(&page.body, "<code id=\"secret\">", "</code>"));
+    assert_eq!(
+        confirm(&mut admin, &gw, &page.body, &app.next()).status,
+        200
+    );
+    let page = admin.get(&gw.url("/_portcullis/account"));
+    assert!(
+        page.body.contains("Your groups require it"),
+        "{}",
+        page.body
+    );
+    let csrf = field(&page.body, "csrf").to_string();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("action", "two_factor_off"),
+        ("current", PASSWORD),
+        ("code", &app.next()),
+    ];
+    let r = admin.post_form(&gw.url("/_portcullis/account"), &fields);
+    assert_eq!(r.status, 403);
+}

@@ -129,6 +129,7 @@ impl App {
         let account = Arc::new(Account::new(
             store.clone(),
             signin.clone(),
+            two_factor.clone(),
             sessions.clone(),
             recovery.clone(),
             audit.clone(),

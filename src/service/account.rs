@@ -8,13 +8,15 @@ use crate::config::Config;
 use crate::core::addr::ClientAddr;
 use crate::core::event::{Event, EventKind};
 use crate::core::identity::{Client, NewUser, User, phone_key};
-use crate::core::secret::{ContactChange, Password};
+use crate::core::secret::{ContactChange, OneTimeCode, Password};
 use crate::core::time::Clock;
 use crate::policy::recovery::{PasswordRefusal, check_new_password};
+use crate::policy::totp;
 use crate::service::audit::Audit;
 use crate::service::recovery::Recovery;
 use crate::service::sessions::{Ended, Issued, Sessions};
 use crate::service::signin::{LoginError, Outcome, SignIn};
+use crate::service::two_factor::{Checked, TwoFactor};
 use crate::store::{EventFilter, Store, StoreError, UserChange};
 
 /// Sign-ins and failures the page shows.
@@ -34,6 +36,18 @@ pub struct NewPassword {
     pub current: Password,
     pub new: Password,
     pub again: Password,
+}
+
+/// What turning two-step verification off led to.
+pub enum TurnOff {
+    /// Off; every session ended, and this browser goes on with a new one.
+    Done(Issued),
+    /// The current password was not right (or throttled, or locked).
+    Refused(Outcome),
+    /// The code was wrong or used.
+    WrongCode,
+    /// The user's groups require it (`two_factor.required_groups`), or it is not on.
+    NotAllowed,
 }
 
 /// What a request to change the e-mail address led to.
@@ -79,6 +93,7 @@ pub enum EmailConfirmed {
 pub struct Account {
     store: Arc<dyn Store>,
     signin: Arc<SignIn>,
+    two_factor: Arc<TwoFactor>,
     sessions: Arc<Sessions>,
     recovery: Arc<Recovery>,
     audit: Audit,
@@ -89,6 +104,7 @@ impl Account {
     pub fn new(
         store: Arc<dyn Store>,
         signin: Arc<SignIn>,
+        two_factor: Arc<TwoFactor>,
         sessions: Arc<Sessions>,
         recovery: Arc<Recovery>,
         audit: Audit,
@@ -97,6 +113,7 @@ impl Account {
         Account {
             store,
             signin,
+            two_factor,
             sessions,
             recovery,
             audit,
@@ -154,6 +171,53 @@ impl Account {
                 .detail("ended from the account page"),
         );
         Ok(true)
+    }
+
+    /// Turns two-step verification off, where the user's groups do not require it: the
+    /// current password and a code (an app's or a backup code). The factor and its codes go,
+    /// and every session and remember-me token of the user ends; this browser goes on.
+    pub async fn turn_off_two_factor(
+        &self,
+        cfg: &Config,
+        user: &User,
+        current: &Password,
+        code: &OneTimeCode,
+        client: &Client,
+        addr: ClientAddr,
+    ) -> Result<TurnOff, LoginError> {
+        if totp::required(&cfg.two_factor, &user.groups) {
+            return Ok(TurnOff::NotAllowed);
+        }
+        let Some(record) = self.store.second_factor(user.id).await? else {
+            return Ok(TurnOff::NotAllowed);
+        };
+        if let Some(refusal) = self
+            .signin
+            .reconfirm(cfg, user, current, client, addr)
+            .await?
+        {
+            return Ok(TurnOff::Refused(refusal));
+        }
+        let checked = self
+            .two_factor
+            .check(&cfg.two_factor, user, &record, code, client)
+            .await?;
+        if matches!(checked, Checked::Wrong | Checked::Replay) {
+            return Ok(TurnOff::WrongCode);
+        }
+        let now = self.clock.now();
+        self.store
+            .end_user_sessions(
+                user.id,
+                now,
+                Ended::Revoked.as_str(),
+                UserChange::SecondFactorReset,
+            )
+            .await?;
+        self.sessions.forget_user(user.id);
+        self.event(EventKind::TwoFactorDisabled, user, client, "by the user");
+        let issued = self.sessions.issue(user, None, client).await?;
+        Ok(TurnOff::Done(issued))
     }
 
     /// A new e-mail address, with the current password: nothing changes until the link sent

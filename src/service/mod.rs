@@ -115,6 +115,7 @@ pub mod fixture {
             let account = Arc::new(Account::new(
                 store.clone(),
                 signin.clone(),
+                two_factor.clone(),
                 sessions.clone(),
                 recovery.clone(),
                 audit.clone(),

@@ -32,6 +32,8 @@ pub mod messages {
     pub const EMAIL_CHANGED: &str = "Your e-mail address has been changed";
     pub const PHONE_CODE_SENT: &str = "We have sent a code to the new number";
     pub const PHONE_CHANGED: &str = "Your phone number has been changed";
+    pub const TWO_STEP_OFF: &str =
+        "Two-step verification is off. Your other devices were signed out";
     pub const EMAIL_LINK_INVALID: &str =
         "This confirmation link is no longer valid. Ask for a new one on your account page";
     pub const REGISTERED: &str = "Your password is set. Sign in to continue";
@@ -449,6 +451,8 @@ pub struct AccountView<'a> {
     pub mail: bool,
     /// The phone change form is offered (SMS is configured).
     pub sms: bool,
+    /// Two-step verification cannot be turned off (`two_factor.required_groups`).
+    pub two_step_required: bool,
     /// A new phone number waiting for its code: the signed change the code form carries.
     pub phone_change: Option<&'a str>,
 }
@@ -470,6 +474,7 @@ struct AccountPage<'a> {
     login_is_email: bool,
     sms: bool,
     phone_change: Option<&'a str>,
+    two_step_required: bool,
 }
 
 pub fn account_page(view: &AccountView) -> String {
@@ -487,6 +492,7 @@ pub fn account_page(view: &AccountView) -> String {
         mail: view.mail,
         sms: view.sms,
         phone_change: view.phone_change,
+        two_step_required: view.two_step_required,
         login_is_email: view.user.login.eq_ignore_ascii_case(&view.user.email),
     })
 }

@@ -12,14 +12,15 @@ use super::login::{csrf_cookie, csrf_ok, session_cookies};
 use super::{Failure, Handled, Site, current};
 use crate::config::Config;
 use crate::core::identity::User;
-use crate::core::secret::{ContactChange, Password, SessionToken};
+use crate::core::secret::{ContactChange, OneTimeCode, Password, SessionToken};
 use crate::core::time::rfc3339;
 use crate::policy::device;
 use crate::policy::origin::Origin;
 use crate::policy::route::LOGIN_PATH;
+use crate::policy::totp;
 use crate::service::account::{
     EmailChangeRequest, EmailConfirmed, NewPassword, PasswordChange, PhoneChangeRequest,
-    PhoneConfirmed,
+    PhoneConfirmed, TurnOff,
 };
 use crate::service::sessions::{LiveSession, SessionView};
 use crate::service::signin::Outcome;
@@ -118,6 +119,7 @@ async fn render_with(
         mail: cfg.mail.enabled(),
         sms: cfg.sms.webhook.is_some(),
         phone_change,
+        two_step_required: totp::required(&cfg.two_factor, &me.user.groups),
     });
     Ok(Reply::html(status, html))
 }
@@ -137,6 +139,8 @@ pub async fn page(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
         Some(messages::EMAIL_CHANGED)
     } else if req.query("phone_changed").is_some() {
         Some(messages::PHONE_CHANGED)
+    } else if req.query("two_step_off").is_some() {
+        Some(messages::TWO_STEP_OFF)
     } else {
         None
     };
@@ -227,11 +231,42 @@ pub async fn form(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
         }
         "phone" => phone_change(site, cfg, req, &me).await,
         "phone_code" => phone_code(site, cfg, req, &me).await,
+        "two_factor_off" => two_factor_off(site, cfg, req, &me).await,
         _ => Ok(Reply::page(
             400,
             "Bad request",
             "The form could not be read.",
         )),
+    }
+}
+
+/// `action=two_factor_off`: the current password and a code.
+async fn two_factor_off(site: &Site, cfg: &Config, req: &Request<'_>, me: &Me) -> Handled {
+    let (current, code) = (
+        Password::new(req.field("current")),
+        OneTimeCode::new(req.field("code")),
+    );
+    let (client, addr) = (&req.facts.client, req.facts.addr);
+    let off = site
+        .account
+        .turn_off_two_factor(cfg, &me.user, &current, &code, client, addr);
+    match off.await? {
+        TurnOff::Done(issued) => Ok(Reply::redirect(
+            303,
+            &format!("{ACCOUNT_PATH}?two_step_off=1"),
+        )
+        .cookies(session_cookies(cfg, &issued))),
+        TurnOff::Refused(outcome) => {
+            let (status, message) = refusal(&outcome);
+            render(site, cfg, me, status, None, Some(message)).await
+        }
+        TurnOff::WrongCode => {
+            render(site, cfg, me, 401, None, Some(messages::INCORRECT_CODE)).await
+        }
+        TurnOff::NotAllowed => {
+            let message = "Two-step verification cannot be turned off here";
+            render(site, cfg, me, 403, None, Some(message)).await
+        }
     }
 }
 
