@@ -119,6 +119,13 @@ pub enum Accepted {
     Invalid,
 }
 
+/// Why a link's new password was not taken.
+enum NotTaken {
+    Policy(PasswordRefusal),
+    /// Used meanwhile (or never live).
+    Used,
+}
+
 /// What an SMS code led to.
 #[derive(Debug)]
 pub enum CodeCheck {
@@ -322,31 +329,22 @@ impl Recovery {
             Link::Live(user) => user,
             Link::Invalid => return Ok(Reset::Invalid),
         };
-        let min = cfg.passwords.min_length;
-        if let Err(refusal) =
-            check_new_password(password.expose(), again, min, &user.login, &user.email)
-        {
-            return Ok(Reset::Refused {
-                refusal,
-                login: user.login,
-            });
-        }
-        let phc = self.signin.hash_new(password).await?;
-        let now = self.clock.now();
-        // The link is used up first, atomically: two posts of one link set one password.
-        let used = match token {
-            Some(t) => {
-                self.store
-                    .use_recovery(&t.hash(), RecoveryKind::Link, now)
-                    .await?
+        let taken = self.take_link(cfg, &user, token, RecoveryKind::Link, password, again);
+        let phc = match taken.await? {
+            Ok(phc) => phc,
+            Err(NotTaken::Policy(refusal)) => {
+                return Ok(Reset::Refused {
+                    refusal,
+                    login: user.login,
+                });
             }
-            None => false,
+            Err(NotTaken::Used) => {
+                self.metrics.recovery("email", "invalid");
+                self.event(EventKind::RecoveryFailed, &user.login, client, "used");
+                return Ok(Reset::Invalid);
+            }
         };
-        if !used {
-            self.metrics.recovery("email", "invalid");
-            self.event(EventKind::RecoveryFailed, &user.login, client, "used");
-            return Ok(Reset::Invalid);
-        }
+        let now = self.clock.now();
         let ended = self
             .store
             .end_user_sessions(
@@ -362,6 +360,35 @@ impl Recovery {
         let detail = format!("password reset, {ended} sessions");
         self.event(EventKind::SessionsRevoked, &user.login, client, &detail);
         Ok(Reset::Done)
+    }
+
+    /// A new password through a link of `kind`: the policy, the hash (on the hashing
+    /// threads), then the link used up atomically, so that two posts of one link set one
+    /// password. The new password's PHC string.
+    async fn take_link(
+        &self,
+        cfg: &Config,
+        user: &User,
+        token: Option<&RecoveryToken>,
+        kind: RecoveryKind,
+        password: Password,
+        again: &str,
+    ) -> Result<Result<String, NotTaken>, RecoveryError> {
+        let min = cfg.passwords.min_length;
+        if let Err(refusal) =
+            check_new_password(password.expose(), again, min, &user.login, &user.email)
+        {
+            return Ok(Err(NotTaken::Policy(refusal)));
+        }
+        let phc = self.signin.hash_new(password).await?;
+        let used = match token {
+            Some(t) => {
+                let now = self.clock.now();
+                self.store.use_recovery(&t.hash(), kind, now).await?
+            }
+            None => false,
+        };
+        Ok(if used { Ok(phc) } else { Err(NotTaken::Used) })
     }
 
     /// Whether an invitation's link still works, without using it.
@@ -401,28 +428,17 @@ impl Recovery {
             Invitation::Expired => return Ok(Accepted::Expired),
             Invitation::Invalid => return Ok(Accepted::Invalid),
         };
-        let min = cfg.passwords.min_length;
-        if let Err(refusal) =
-            check_new_password(password.expose(), again, min, &user.login, &user.email)
-        {
-            return Ok(Accepted::Refused {
-                refusal,
-                login: user.login,
-            });
-        }
-        let phc = self.signin.hash_new(password).await?;
-        let now = self.clock.now();
-        let used = match token {
-            Some(t) => {
-                self.store
-                    .use_recovery(&t.hash(), RecoveryKind::Invite, now)
-                    .await?
+        let taken = self.take_link(cfg, &user, token, RecoveryKind::Invite, password, again);
+        let phc = match taken.await? {
+            Ok(phc) => phc,
+            Err(NotTaken::Policy(refusal)) => {
+                return Ok(Accepted::Refused {
+                    refusal,
+                    login: user.login,
+                });
             }
-            None => false,
+            Err(NotTaken::Used) => return Ok(Accepted::Invalid),
         };
-        if !used {
-            return Ok(Accepted::Invalid);
-        }
         self.store.set_password_hash(user.id, &phc).await?;
         self.event(EventKind::InvitationAccepted, &user.login, client, "");
         let user = self.store.get_user(user.id).await?.unwrap_or(user);

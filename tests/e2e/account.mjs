@@ -2,19 +2,14 @@
 // portal's link to it, the sessions (this device and another one, which the test made), ending
 // the other one, a new password (other devices signed out, this one stays), and a sign-in with it.
 // Usage: node account.mjs BASE_URL LOGIN PASSWORD NEW_PASSWORD SCREENSHOT_DIR
-import { chromium } from 'playwright-core';
+import { fail, launch, phoneContext, screenshot } from './chromium.mjs';
 
 const [base, login, password, newPassword, shots] = process.argv.slice(2);
-const fail = (msg) => { console.error(`FAIL: ${msg}`); process.exit(1); };
-const shot = async (page, name) => { if (shots) await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true }); };
+const shot = screenshot(shots);
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 try {
-  const context = await browser.newContext({ viewport: { width: 390, height: 844 }, javaScriptEnabled: false });
+  const context = await phoneContext(browser);
   const page = await context.newPage();
   await page.goto(`${base}/`);
   await page.fill('#login', login);

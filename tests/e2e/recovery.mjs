@@ -4,11 +4,10 @@
 // the login page's notice, and a sign-in with the new password; the used link is dead.
 // Usage: node recovery.mjs BASE_URL LOGIN OUTBOX_DIR SCREENSHOT_DIR
 import { readdirSync, readFileSync } from 'node:fs';
-import { chromium } from 'playwright-core';
+import { fail, launch, phoneContext, screenshot } from './chromium.mjs';
 
 const [base, login, outbox, shots] = process.argv.slice(2);
-const fail = (msg) => { console.error(`FAIL: ${msg}`); process.exit(1); };
-const shot = async (page, name) => { if (shots) await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true }); };
+const shot = screenshot(shots);
 const NEW_PASSWORD = 'a new passphrase for the demo';
 
 // The HTML part of the newest message, decoded from quoted-printable.
@@ -30,13 +29,9 @@ const fits = async (page, selectors) => {
   }
 };
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 try {
-  const context = await browser.newContext({ viewport: { width: 390, height: 844 }, javaScriptEnabled: false });
+  const context = await phoneContext(browser);
   const page = await context.newPage();
   await page.goto(`${base}/`);
   await Promise.all([page.waitForURL(/\/_portcullis\/forgot$/), page.click('text=Forgot your password?')]);
