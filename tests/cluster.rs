@@ -227,3 +227,62 @@ fn a_database_outage_is_ridden_out_and_recovered_from() {
     assert_eq!(out.status, 200);
     refused_within(&mut copy, &other, Duration::from_secs(2));
 }
+
+/// The account page on PostgreSQL: ending a session, "Log out on all devices" and a `user edit`
+/// made through one gateway reach the other within 2 s.
+#[test]
+fn the_account_page_and_user_edit_reach_the_other_gateway_within_2s() {
+    let up = Upstream::start();
+    let Some((_db, a, b)) = pair(&up, "") else {
+        return;
+    };
+    let mut here = Browser::from_ip("127.0.0.141");
+    here.sign_in(&a, true);
+    let mut there = Browser::from_ip("127.0.0.142");
+    there.sign_in(&b, false);
+    let mut third = Browser::from_ip("127.0.0.143");
+    third.sign_in(&b, false);
+
+    // A correction of the groups: the identity headers on the other gateway follow.
+    let out = a.cli(
+        &["user", "edit", "alice@example.com", "--group", "finance"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let follows = within(Duration::from_secs(2), || {
+        there.get(&b.url("/page")).status == 200
+            && up.last().header("x-remote-groups") == Some("finance")
+    });
+    assert!(
+        follows.is_some(),
+        "the other gateway's session carries the new groups"
+    );
+
+    // End one session (a handle from the API), then all of them.
+    let list = here
+        .api_get(&a.url("/_portcullis/api/account/sessions"))
+        .json();
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 3);
+    let theirs = sessions.iter().find(|s| s["ip"] == "127.0.0.142").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = here.send(
+        here.request(
+            "DELETE",
+            &a.url(&format!("/_portcullis/api/account/sessions/{theirs}")),
+        )
+        .header("Accept", "application/json"),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    refused_within(&mut there, &b, Duration::from_secs(2));
+    assert_eq!(third.api_get(&b.url("/")).status, 200, "only that one");
+    let r = here.post_json(&a.url("/_portcullis/api/account/logout-all"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    refused_within(&mut third, &b, Duration::from_secs(2));
+}
