@@ -348,7 +348,10 @@ const EMAIL_LINK: &str = "http://portal.example/_portcullis/account/email?token=
 fn a_new_email_address_takes_effect_only_when_its_link_is_followed() {
     let smtp = Smtp::start();
     let up = Upstream::start();
-    let gw = Gateway::start(up.addr, &smtp.yaml());
+    let gw = Gateway::start(
+        up.addr,
+        &format!("{}recovery:\n  resend_after: 3s\n", smtp.yaml()),
+    );
     gw.add_user("bob", "bob@example.com", "Bob", &["staff"]);
     let mut me = Browser::from_ip("127.0.0.111");
     me.sign_in(&gw, false);
@@ -375,6 +378,12 @@ fn a_new_email_address_takes_effect_only_when_its_link_is_followed() {
             PASSWORD,
             400,
             "This is already your e-mail address",
+        ),
+        (
+            "alice<mallory@evil.example>",
+            PASSWORD,
+            400,
+            "Enter a valid e-mail address",
         ),
         (
             "not an address",
@@ -448,6 +457,34 @@ fn a_new_email_address_takes_effect_only_when_its_link_is_followed() {
     let mut fresh = Browser::from_ip("127.0.0.113");
     let r = fresh.login_form(&gw, "alice.new@example.com", PASSWORD, false, "/");
     assert_eq!(r.status, 303);
+
+    // A pending change ends with a new password (or a reset, or Log out on all devices).
+    std::thread::sleep(Duration::from_secs(3));
+    let r = change(&mut fresh, "mallory@example.com", PASSWORD);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let mail = &smtp.wait_for(2)[1];
+    assert_eq!(mail.to, "mallory@example.com");
+    let at = mail.text.find(EMAIL_LINK).expect("a link") + EMAIL_LINK.len();
+    let pending: String = mail.text[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let r = fresh.post_json(
+        &gw.url("/_portcullis/api/account/password"),
+        &json!({"current": PASSWORD, "password": NEW_PASSWORD, "password2": NEW_PASSWORD}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut mallory = Browser::from_ip("127.0.0.114");
+    mallory.get(&gw.url(&format!("/_portcullis/account/email?token={pending}")));
+    let csrf = mallory.csrf_cookie().unwrap();
+    let fields = [("token", pending.as_str()), ("csrf", csrf.as_str())];
+    let r = mallory.post_form(&gw.url("/_portcullis/account/email"), &fields);
+    assert_eq!(r.status, 400, "the password change cancelled it");
+    assert_eq!(
+        fresh.api_get(&gw.url("/_portcullis/api/account")).json()["email"],
+        "alice.new@example.com"
+    );
     let events = String::from_utf8(gw.cli(&["audit", "--json"], None).stdout).unwrap();
     assert!(events.contains("\"email_changed\""), "{events}");
 }
@@ -458,7 +495,10 @@ fn a_new_phone_number_takes_effect_only_with_the_code_sent_to_it() {
     let up = Upstream::start();
     let gw = Gateway::start(
         up.addr,
-        &format!("sms:\n  webhook: http://{}/sms\n", receiver.addr),
+        &format!(
+            "sms:\n  webhook: http://{}/sms\nrecovery:\n  resend_after: 0s\n  sms_code_lifetime: 5m\n",
+            receiver.addr
+        ),
     );
     let mut me = Browser::from_ip("127.0.0.121");
     me.sign_in(&gw, false);
@@ -475,6 +515,26 @@ fn a_new_phone_number_takes_effect_only_with_the_code_sent_to_it() {
     };
     let r = ask(&mut me, "+49 30 7654321", "wrong");
     assert_eq!(r.status, 401);
+    let out = gw.cli(
+        &[
+            "user",
+            "add",
+            "dora",
+            "--email",
+            "dora@example.com",
+            "--phone",
+            "+49 30 5555555",
+            "--password-stdin",
+        ],
+        Some(PASSWORD),
+    );
+    assert!(out.status.success());
+    let r = ask(&mut me, "+49 (30) 555-5555", PASSWORD);
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body
+            .contains("This phone number belongs to another account")
+    );
     let r = ask(&mut me, "call me", PASSWORD);
     assert_eq!(r.status, 400);
     assert!(r.body.contains("Enter a phone number"));
@@ -496,6 +556,7 @@ fn a_new_phone_number_takes_effect_only_with_the_code_sent_to_it() {
     );
     let text = sms["text"].as_str().unwrap().to_string();
     let code: String = text.chars().filter(char::is_ascii_digit).take(6).collect();
+    assert!(text.contains(&format!("is {code}")), "{text}");
     let phone_now =
         |b: &mut Browser| b.api_get(&gw.url("/_portcullis/api/account")).json()["phone"].clone();
     assert_eq!(phone_now(&mut me), "", "nothing changes before the code");
@@ -507,6 +568,28 @@ fn a_new_phone_number_takes_effect_only_with_the_code_sent_to_it() {
             &[("action", "phone_code"), ("change", change), ("code", code)],
         )
     };
+    // A code sent to another number (asked for after this form) does not confirm this one.
+    let other = ask(&mut me, "+49 30 1112223", PASSWORD);
+    let other_form = other
+        .body
+        .split("name=\"change\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    assert!(within(Duration::from_secs(10), || receiver.count() == 2).is_some());
+    let sms2: serde_json::Value = serde_json::from_str(&receiver.last().body).unwrap();
+    assert_eq!(sms2["to"], "+49 30 1112223");
+    let text2 = sms2["text"].as_str().unwrap();
+    let code2: String = text2.chars().filter(char::is_ascii_digit).take(6).collect();
+    assert_eq!(
+        send(&mut me, &change, &code2).status,
+        401,
+        "a code for another number"
+    );
+    assert_eq!(phone_now(&mut me), "");
+    // The newer request is the one that counts now.
+    let (change, code) = (other_form, code2);
     let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
     let r = send(&mut me, &change, &wrong);
     assert_eq!(r.status, 401);
@@ -516,7 +599,7 @@ fn a_new_phone_number_takes_effect_only_with_the_code_sent_to_it() {
     assert_eq!(send(&mut me, &forged, &code).status, 400, "an altered form");
     let r = send(&mut me, &change, &code);
     assert_eq!(r.status, 303, "{}", r.body);
-    assert_eq!(phone_now(&mut me), "+49 30 7654321");
+    assert_eq!(phone_now(&mut me), "+49 30 1112223");
     assert_eq!(send(&mut me, &change, &code).status, 400, "once");
     let events = String::from_utf8(gw.cli(&["audit", "--json"], None).stdout).unwrap();
     assert!(events.contains("\"phone_changed\""));

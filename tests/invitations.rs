@@ -143,6 +143,30 @@ fn an_invitation_arrives_sets_the_password_once_and_signs_the_invitee_in() {
         !out.status.success(),
         "a dismissed user is not invited again"
     );
+    // A mistyped address corrected with user edit: the link sent there dies with it.
+    let mistyped = token_in(&invite(&gw, &["jhon@example.com", "--print-link"]));
+    let out = gw.cli(
+        &[
+            "user",
+            "edit",
+            "jhon@example.com",
+            "--email",
+            "john@example.com",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        open(&mut again, &gw, &mistyped).status,
+        410,
+        "the mistyped address's link"
+    );
+    let fixed = token_in(&invite(&gw, &["john@example.com", "--print-link"]));
+    assert_eq!(open(&mut again, &gw, &fixed).status, 200);
     // An active user is not invited.
     let out = gw.cli(
         &["user", "invite", "alice@example.com", "--print-link"],

@@ -562,6 +562,12 @@ impl ContactChange {
     }
 }
 
+/// What the store keeps of a link that is not a `RecoveryToken` (a signed e-mail change): its
+/// SHA-256, so that it works once.
+pub fn link_hash(token: &str) -> [u8; 32] {
+    sha256(&[b"portcullis link\0", token.as_bytes()])
+}
+
 impl fmt::Debug for ContactChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ContactChange")
@@ -637,10 +643,20 @@ impl SmsCode {
     /// What the store keeps: an HMAC under a key the store does not hold, for one user (the
     /// same code of two users hashes apart).
     pub fn hash(&self, key: &[u8; 32], user_id: i64) -> [u8; 32] {
+        self.hash_for(key, user_id, "")
+    }
+
+    /// The same, bound also to `what` it confirms (a new phone number): a code sent for one
+    /// number does not confirm another.
+    pub fn hash_for(&self, key: &[u8; 32], user_id: i64, what: &str) -> [u8; 32] {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes 32-byte keys");
         mac.update(b"portcullis sms code\0");
         mac.update(&user_id.to_be_bytes());
         mac.update(self.0.as_bytes());
+        if !what.is_empty() {
+            mac.update(b"\0");
+            mac.update(what.as_bytes());
+        }
         mac.finalize().into_bytes().into()
     }
 }

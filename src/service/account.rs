@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::core::addr::ClientAddr;
 use crate::core::event::{Event, EventKind};
 use crate::core::identity::{Client, NewUser, User, phone_key};
-use crate::core::secret::{ContactChange, OneTimeCode, Password};
+use crate::core::secret::{ContactChange, OneTimeCode, Password, link_hash};
 use crate::core::time::Clock;
 use crate::policy::recovery::{PasswordRefusal, check_new_password};
 use crate::policy::totp;
@@ -17,7 +17,7 @@ use crate::service::recovery::Recovery;
 use crate::service::sessions::{Ended, Issued, Sessions};
 use crate::service::signin::{LoginError, Outcome, SignIn};
 use crate::service::two_factor::{Checked, TwoFactor};
-use crate::store::{EventFilter, Store, StoreError, UserChange};
+use crate::store::{EventFilter, RecoveryKind, Store, StoreError, UserChange};
 
 /// Sign-ins and failures the page shows.
 pub const RECENT: usize = 20;
@@ -292,6 +292,13 @@ impl Account {
         if phone_key(&user.phone).as_deref() == Some(key.as_str()) {
             return invalid("This is already your phone number");
         }
+        // A number is one account's: two would leave recovery by SMS to neither.
+        let taken = self.store.list_users().await?.iter().any(|other| {
+            other.id != user.id && phone_key(&other.phone).as_deref() == Some(key.as_str())
+        });
+        if taken {
+            return invalid("This phone number belongs to another account");
+        }
         match self
             .recovery
             .queue_phone_confirmation(cfg, user, new_phone)
@@ -333,7 +340,11 @@ impl Account {
         }) else {
             return Ok(PhoneConfirmed::Invalid);
         };
-        match self.recovery.try_phone_code(user, code).await? {
+        match self
+            .recovery
+            .try_phone_code(user, &change.new_value, code)
+            .await?
+        {
             None => return Ok(PhoneConfirmed::Invalid),
             Some(false) => return Ok(PhoneConfirmed::Wrong),
             Some(true) => {}
@@ -374,6 +385,16 @@ impl Account {
         let Some(user) = user else {
             return Ok(EmailConfirmed::Invalid);
         };
+        // Once: a newer request, a new password or a reset has replaced it, or it was used.
+        let now = self.clock.now();
+        let hash = link_hash(token);
+        if !self
+            .store
+            .use_recovery(&hash, RecoveryKind::Email, now)
+            .await?
+        {
+            return Ok(EmailConfirmed::Invalid);
+        }
         let login = match user.login.eq_ignore_ascii_case(&user.email) {
             true => change.new_value.clone(),
             false => user.login.clone(),

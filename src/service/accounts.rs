@@ -381,7 +381,14 @@ fn check_text(
 }
 
 pub fn check_email(email: &str) -> Result<(), AccountError> {
-    check_text("email", email, false, &[' ', ','])?;
+    // A bare address: no display name, quotes, comments or routes that would send mail
+    // elsewhere than the address shown (`Name<a@b>`).
+    check_text(
+        "email",
+        email,
+        false,
+        &[' ', ',', '<', '>', '"', '(', ')', ';', ':', '[', ']', '\\'],
+    )?;
     match email.split_once('@') {
         Some((local, domain))
             if !local.is_empty() && domain.contains('.') && !domain.contains('@') =>

@@ -15,7 +15,7 @@ use crate::core::addr::ClientAddr;
 use crate::core::counter::Counter;
 use crate::core::event::{Event, EventKind};
 use crate::core::identity::{Client, User, phone_key};
-use crate::core::secret::{ContactChange, Password, RecoveryToken, SmsCode};
+use crate::core::secret::{ContactChange, Password, RecoveryToken, SmsCode, link_hash};
 use crate::core::time::{Clock, Millis, UnixTime};
 use crate::policy::recovery::{Channel, PasswordRefusal, check_new_password, retry_delay};
 use crate::service::audit::Audit;
@@ -511,6 +511,7 @@ impl Recovery {
     pub async fn try_phone_code(
         &self,
         user: &User,
+        number: &str,
         code: &str,
     ) -> Result<Option<bool>, StoreError> {
         let now = self.clock.now();
@@ -521,11 +522,10 @@ impl Recovery {
         else {
             return Ok(None);
         };
+        let number = phone_key(number).unwrap_or_default();
         let right = SmsCode::parse(code).is_some_and(|c| {
-            bool::from(
-                c.hash(&self.keys.sms_code, user.id)
-                    .ct_eq(&before.secret_hash),
-            )
+            let hash = c.hash_for(&self.keys.sms_code, user.id, &number);
+            bool::from(hash.ct_eq(&before.secret_hash))
         });
         if right {
             // Used: the code ends.
@@ -755,6 +755,13 @@ impl Recovery {
         if job.kind == INVITATION {
             return Ok(user.is_invited());
         }
+        // Codes to a new phone count toward the account's SMS of the day too.
+        if job.kind == CONFIRM_PHONE && job.attempts == 0 {
+            let sent = self
+                .count_daily(&format!("recovery-sms:{}", user.id))
+                .await?;
+            return Ok(sent <= SMS_PER_DAY);
+        }
         // Once per message, at its first try: a retry passed its gates already.
         if (job.kind != RESET_LINK && job.kind != SMS_CODE) || job.attempts > 0 {
             return Ok(true);
@@ -842,6 +849,18 @@ impl Recovery {
                 };
                 let base = link_base(cfg).unwrap_or_default();
                 let token = change.seal(&self.keys.email_change);
+                // Kept as a hash, so that it works once, and a newer request, a new password
+                // or a reset replaces it.
+                let record = RecoveryRecord {
+                    kind: RecoveryKind::Email,
+                    secret_hash: link_hash(&token),
+                    expires_at: change.expires_at,
+                    ..link_record(user.id, &RecoveryToken::generate(), now, 0)
+                };
+                self.store
+                    .put_recovery(&record)
+                    .await
+                    .map_err(|e| SendError::Smtp(format!("store: {e}")))?;
                 let link = format!("{base}/_portcullis/account/email?token={token}");
                 let lifetime = EMAIL_CHANGE_LIFETIME;
                 let letter = messenger::confirm_email_letter(portal, user, &link, lifetime);
@@ -853,9 +872,10 @@ impl Recovery {
                 }
                 let lifetime = cfg.recovery.sms_code_lifetime;
                 let code = SmsCode::generate();
+                let number = phone_key(&job.payload).unwrap_or_default();
                 let record = RecoveryRecord {
                     kind: RecoveryKind::Phone,
-                    secret_hash: code.hash(&self.keys.sms_code, user.id),
+                    secret_hash: code.hash_for(&self.keys.sms_code, user.id, &number),
                     tries_left: CODE_TRIES,
                     ..link_record(
                         user.id,

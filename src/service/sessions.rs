@@ -369,7 +369,7 @@ impl Sessions {
         // A password change (or a dismissal) that committed while this sign-in was checking
         // the old password must not leave it a session: one that commits later ends it with
         // the others; one that committed before shows here, and this one ends at once.
-        let now_stored = self.store.get_user(user.id).await?;
+        let now_stored = self.store.fresh_user(user.id).await?;
         if now_stored.is_none_or(|u| u.password_hash != user.password_hash || u.dismissed) {
             self.end(&live, Ended::Revoked).await?;
             return Err(StoreError::Changed);

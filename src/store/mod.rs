@@ -184,6 +184,11 @@ pub trait UserStore: Send + Sync {
     async fn find_user(&self, login_or_email: &str) -> StoreResult<Option<User>>;
 
     async fn get_user(&self, id: i64) -> StoreResult<Option<User>>;
+    /// The user as committed after any change in progress (a password change, a dismissal):
+    /// PostgreSQL waits for such a change to commit; SQLite's writes are serial already.
+    async fn fresh_user(&self, id: i64) -> StoreResult<Option<User>> {
+        self.get_user(id).await
+    }
 
     async fn list_users(&self) -> StoreResult<Vec<User>>;
 
@@ -401,6 +406,8 @@ pub enum RecoveryKind {
     Invite,
     /// A code sent to a new phone number, to confirm it (the account page).
     Phone,
+    /// A link that confirms a new e-mail address (the account page): single use.
+    Email,
 }
 
 impl RecoveryKind {
@@ -410,6 +417,7 @@ impl RecoveryKind {
             RecoveryKind::Sms => "sms",
             RecoveryKind::Invite => "invite",
             RecoveryKind::Phone => "phone",
+            RecoveryKind::Email => "email",
         }
     }
 
@@ -419,6 +427,7 @@ impl RecoveryKind {
             "sms" => Ok(RecoveryKind::Sms),
             "invite" => Ok(RecoveryKind::Invite),
             "phone" => Ok(RecoveryKind::Phone),
+            "email" => Ok(RecoveryKind::Email),
             other => Err(StoreError::Corrupt(format!("recovery kind `{other}`"))),
         }
     }

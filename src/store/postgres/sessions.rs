@@ -162,6 +162,9 @@ impl SessionStore for PostgresStore {
                 .await?;
             tx.execute("DELETE FROM remember_tokens WHERE user_id = $1", &[&user_id])
                 .await?;
+            // Pending links and codes (a reset, an invitation, a new address) end with them.
+            tx.execute("DELETE FROM recovery WHERE user_id = $1 AND used_at IS NULL", &[&user_id])
+                .await?;
             tx.execute(
                 "INSERT INTO revocations (user_id, created_at, reason, uncounted) VALUES ($1, $2, $3, $4)",
                 &[&user_id, &now, &reason, &count(n)],

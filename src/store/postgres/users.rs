@@ -87,6 +87,10 @@ impl UserStore for PostgresStore {
             .await?;
             tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL])
                 .await?;
+            // Links and codes sent to the old address or number (an invitation to a mistyped
+            // address, a reset link) end with it.
+            tx.execute("DELETE FROM recovery WHERE user_id = $1 AND used_at IS NULL", &[&user_id])
+                .await?;
             tx.commit().await?;
             user_from_row(&row)
         })
@@ -165,6 +169,20 @@ impl UserStore for PostgresStore {
             let row = c
                 .query_opt(
                     &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
+                    &[&id],
+                )
+                .await?;
+            row.as_ref().map(user_from_row).transpose()
+        })
+        .await
+    }
+    async fn fresh_user(&self, id: i64) -> StoreResult<Option<User>> {
+        self.run(move |c| async move {
+            // FOR SHARE waits for a transaction that is changing the row, then reads what it
+            // committed (plain reads would see the row as it was).
+            let row = c
+                .query_opt(
+                    &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 FOR SHARE"),
                     &[&id],
                 )
                 .await?;

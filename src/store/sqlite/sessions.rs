@@ -128,6 +128,8 @@ impl SessionStore for SqliteStore {
             };
             let n = tx.execute("DELETE FROM sessions WHERE user_id = ?1", [user_id])?;
             tx.execute("DELETE FROM remember_tokens WHERE user_id = ?1", [user_id])?;
+            // Pending links and codes (a reset, an invitation, a new address) end with them.
+            tx.execute("DELETE FROM recovery WHERE user_id = ?1 AND used_at IS NULL", [user_id])?;
             tx.execute(
                 "INSERT INTO revocations (user_id, created_at, reason, uncounted) VALUES (?1, ?2, ?3, ?4)",
                 params![user_id, now, reason, n as i64],

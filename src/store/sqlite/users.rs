@@ -76,6 +76,9 @@ impl UserStore for SqliteStore {
                 "INSERT INTO revocations (user_id, created_at, reason, uncounted) VALUES (?1, ?2, '', 0)",
                 params![user_id, now],
             )?;
+            // Links and codes sent to the old address or number (an invitation to a mistyped
+            // address, a reset link) end with it.
+            tx.execute("DELETE FROM recovery WHERE user_id = ?1 AND used_at IS NULL", [user_id])?;
             let user = tx.query_row(
                 &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"),
                 [user_id],
