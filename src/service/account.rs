@@ -203,6 +203,7 @@ impl Account {
             .check(&cfg.two_factor, user, &record, code, client)
             .await?;
         if matches!(checked, Checked::Wrong | Checked::Replay) {
+            self.signin.code_failed(cfg, user, client, addr).await?;
             return Ok(TurnOff::WrongCode);
         }
         let now = self.clock.now();

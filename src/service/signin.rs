@@ -597,6 +597,30 @@ impl SignIn {
 
     /// A wrong or used code counts against the login toward `lock_after` (not toward the
     /// CAPTCHA of the address: the second step has none).
+    /// A wrong or used second-step code typed by someone signed in (turning the factor off):
+    /// a failure of the login toward `lock_after`, as at sign-in.
+    pub async fn code_failed(
+        &self,
+        cfg: &Config,
+        user: &User,
+        client: &Client,
+        addr: ClientAddr,
+    ) -> Result<(), StoreError> {
+        let ctx = Ctx {
+            cfg,
+            now: self.clock.now_millis(),
+            login: user.login.clone(),
+            known: true,
+            user_id: user.id,
+            credential: [0; 16],
+            addr_key: throttle::addr_key(&addr),
+            addr,
+            client,
+            remember: false,
+        };
+        self.count_code_failure(&ctx).await
+    }
+
     async fn count_code_failure(&self, ctx: &Ctx<'_>) -> Result<(), StoreError> {
         let (now, policy) = (ctx.now, ctx.cfg.throttle);
         let key = throttle::login_key(&ctx.login);
