@@ -458,15 +458,30 @@ impl Recovery {
         user: &User,
         new_email: &str,
     ) -> Result<Result<(), u64>, StoreError> {
+        let lifetime = EMAIL_CHANGE_LIFETIME;
+        self.queue_confirmation(cfg, CONFIRM_EMAIL, user, new_email, lifetime)
+            .await
+    }
+
+    /// Queues a confirmation of `kind` (its payload the new value), at most one per
+    /// `resend_after` and kind for the user.
+    async fn queue_confirmation(
+        &self,
+        cfg: &Config,
+        kind: &str,
+        user: &User,
+        value: &str,
+        lifetime: Duration,
+    ) -> Result<Result<(), u64>, StoreError> {
         let now = self.clock.now();
         let job = NewJob {
-            kind: CONFIRM_EMAIL.into(),
+            kind: kind.into(),
             user_id: Some(user.id),
-            not_after: now + EMAIL_CHANGE_LIFETIME.as_secs() as i64,
-            payload: new_email.to_string(),
+            not_after: now + lifetime.as_secs() as i64,
+            payload: value.to_string(),
         };
         let gate = Gate {
-            key: format!("email-change:{}", user.id),
+            key: format!("{kind}:{}", user.id),
             gap: cfg.recovery.resend_after.as_secs() as i64,
         };
         let queued = self.store.enqueue(&job, Some(&gate), now).await?;
@@ -488,22 +503,9 @@ impl Recovery {
         user: &User,
         new_phone: &str,
     ) -> Result<Result<(), u64>, StoreError> {
-        let now = self.clock.now();
-        let job = NewJob {
-            kind: CONFIRM_PHONE.into(),
-            user_id: Some(user.id),
-            not_after: now + cfg.recovery.sms_code_lifetime.as_secs() as i64,
-            payload: new_phone.to_string(),
-        };
-        let gate = Gate {
-            key: format!("phone-change:{}", user.id),
-            gap: cfg.recovery.resend_after.as_secs() as i64,
-        };
-        let queued = self.store.enqueue(&job, Some(&gate), now).await?;
-        if queued.is_ok() {
-            self.wake.notify_one();
-        }
-        Ok(queued)
+        let lifetime = cfg.recovery.sms_code_lifetime;
+        self.queue_confirmation(cfg, CONFIRM_PHONE, user, new_phone, lifetime)
+            .await
     }
 
     /// Takes one try of the code sent to a new phone: whether it was right (`None`: no live
@@ -961,13 +963,8 @@ pub async fn new_link(
     user: &User,
     now: UnixTime,
 ) -> Result<String, StoreError> {
-    let token = RecoveryToken::generate();
-    let lifetime = cfg.recovery.link_lifetime.as_secs() as i64;
-    store
-        .put_recovery(&link_record(user.id, &token, now, lifetime))
-        .await?;
-    let base = link_base(cfg).unwrap_or_default();
-    Ok(format!("{base}/_portcullis/reset?token={}", token.expose()))
+    let lifetime = cfg.recovery.link_lifetime;
+    mint_link(store, cfg, user, RecoveryKind::Link, lifetime, now).await
 }
 
 /// A new invitation link for `user`, valid `invitations.lifetime`; an older one stops working.
@@ -977,20 +974,33 @@ pub async fn new_invite_link(
     user: &User,
     now: UnixTime,
 ) -> Result<String, StoreError> {
+    let lifetime = cfg.invitations.lifetime;
+    mint_link(store, cfg, user, RecoveryKind::Invite, lifetime, now).await
+}
+
+/// A link of `kind` (a reset or an invitation) for `user`: its token kept hashed, replacing
+/// every older link or code of the user.
+async fn mint_link(
+    store: &dyn Store,
+    cfg: &Config,
+    user: &User,
+    kind: RecoveryKind,
+    lifetime: Duration,
+    now: UnixTime,
+) -> Result<String, StoreError> {
     let token = RecoveryToken::generate();
     let record = RecoveryRecord {
-        kind: RecoveryKind::Invite,
-        ..link_record(
-            user.id,
-            &token,
-            now,
-            cfg.invitations.lifetime.as_secs() as i64,
-        )
+        kind,
+        ..link_record(user.id, &token, now, lifetime.as_secs() as i64)
     };
     store.put_recovery(&record).await?;
+    let path = match kind {
+        RecoveryKind::Invite => "invite",
+        _ => "reset",
+    };
     let base = link_base(cfg).unwrap_or_default();
     Ok(format!(
-        "{base}/_portcullis/invite?token={}",
+        "{base}/_portcullis/{path}?token={}",
         token.expose()
     ))
 }
@@ -1002,14 +1012,8 @@ pub async fn queue_invitation(
     user: &User,
     now: UnixTime,
 ) -> Result<(), StoreError> {
-    let job = NewJob {
-        kind: INVITATION.into(),
-        user_id: Some(user.id),
-        not_after: now + cfg.invitations.lifetime.as_secs() as i64,
-        payload: String::new(),
-    };
-    let _ = store.enqueue(&job, None, now).await?;
-    Ok(())
+    let lifetime = cfg.invitations.lifetime;
+    queue_ungated(store, INVITATION, user, lifetime, now).await
 }
 
 /// Queues a reset link for `user` without the per-account gate (an administrator's request).
@@ -1019,10 +1023,22 @@ pub async fn queue_link(
     user: &User,
     now: UnixTime,
 ) -> Result<(), StoreError> {
+    let lifetime = cfg.recovery.link_lifetime;
+    queue_ungated(store, ADMIN_LINK, user, lifetime, now).await
+}
+
+/// Queues `kind` for `user`, useful for `lifetime`, past every gate (an administrator's).
+async fn queue_ungated(
+    store: &dyn Store,
+    kind: &str,
+    user: &User,
+    lifetime: Duration,
+    now: UnixTime,
+) -> Result<(), StoreError> {
     let job = NewJob {
-        kind: ADMIN_LINK.into(),
+        kind: kind.into(),
         user_id: Some(user.id),
-        not_after: now + cfg.recovery.link_lifetime.as_secs() as i64,
+        not_after: now + lifetime.as_secs() as i64,
         payload: String::new(),
     };
     let _ = store.enqueue(&job, None, now).await?;
