@@ -484,6 +484,25 @@ async fn run_user(
             println!("Restored {}", u.login);
             Ok(())
         }
+        c @ (UserCommand::Invite { .. }
+        | UserCommand::Edit { .. }
+        | UserCommand::SendReset { .. }) => lifecycle(accounts, admin, c).await,
+        UserCommand::LogoutAll { login, .. } => {
+            let u = accounts.find(&login).await?;
+            let n = accounts.logout_all(&u).await?;
+            println!("Ended {n} session(s) of {}", u.login);
+            Ok(())
+        }
+    }
+}
+
+/// `user invite`, `user edit`, `user send-reset`: an account's lifecycle after `user add`.
+async fn lifecycle(
+    accounts: &Accounts<'_>,
+    admin: &two_factor::Admin<'_>,
+    command: UserCommand,
+) -> Result<(), CliError> {
+    match command {
         UserCommand::Invite {
             email,
             name,
@@ -548,12 +567,8 @@ async fn run_user(
             }
             Ok(())
         }
-        UserCommand::LogoutAll { login, .. } => {
-            let u = accounts.find(&login).await?;
-            let n = accounts.logout_all(&u).await?;
-            println!("Ended {n} session(s) of {}", u.login);
-            Ok(())
-        }
+        // `run_user` hands over only the commands above.
+        _ => Err(CliError::usage("not an account lifecycle command")),
     }
 }
 

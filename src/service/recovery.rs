@@ -797,112 +797,131 @@ impl Recovery {
         user: &User,
         now: UnixTime,
     ) -> Result<(), SendError> {
-        let portal = &cfg.mail.portal_name;
         match job.kind.as_str() {
-            RESET_LINK | ADMIN_LINK => {
-                // Nothing is made for a message that cannot leave: a link made for nobody
-                // would still void the user's older one.
-                messenger::check_mail(&cfg.mail, &user.email)?;
-                let lifetime = cfg.recovery.link_lifetime;
-                let link = new_link(self.store.as_ref(), cfg, user, now)
-                    .await
-                    .map_err(|e| SendError::Smtp(format!("store: {e}")))?;
-                let letter = messenger::reset_letter(portal, user, &link, lifetime);
-                messenger::send_mail(&cfg.mail, &user.email, &letter).await
-            }
+            RESET_LINK | ADMIN_LINK => self.send_link(cfg, user, RecoveryKind::Link, now).await,
+            INVITATION => self.send_link(cfg, user, RecoveryKind::Invite, now).await,
             SMS_CODE => {
-                if cfg.sms.webhook.is_none() {
-                    return Err(SendError::NoSms);
-                }
-                let lifetime = cfg.recovery.sms_code_lifetime;
-                let code = SmsCode::generate();
-                let record = RecoveryRecord {
-                    user_id: user.id,
-                    kind: RecoveryKind::Sms,
-                    secret_hash: code.hash(&self.keys.sms_code, user.id),
-                    created_at: now,
-                    expires_at: now + lifetime.as_secs() as i64,
-                    tries_left: CODE_TRIES,
-                    used_at: None,
-                };
-                self.store
-                    .put_recovery(&record)
-                    .await
-                    .map_err(|e| SendError::Sms(format!("store: {e}")))?;
-                let text = messenger::sms_text(portal, code.expose(), lifetime);
-                messenger::send_sms(&cfg.sms, &user.phone, &text).await
-            }
-            INVITATION => {
-                messenger::check_mail(&cfg.mail, &user.email)?;
-                let link = new_invite_link(self.store.as_ref(), cfg, user, now)
-                    .await
-                    .map_err(|e| SendError::Smtp(format!("store: {e}")))?;
-                let lifetime = cfg.invitations.lifetime;
-                let letter = messenger::invitation_letter(portal, user, &link, lifetime);
-                messenger::send_mail(&cfg.mail, &user.email, &letter).await
-            }
-            CONFIRM_EMAIL => {
-                messenger::check_mail(&cfg.mail, &job.payload)?;
-                let change = ContactChange {
-                    user_id: user.id,
-                    expires_at: job.created_at + EMAIL_CHANGE_LIFETIME.as_secs() as i64,
-                    old: ContactChange::address_digest(&user.email),
-                    new_value: job.payload.clone(),
-                };
-                let base = link_base(cfg).unwrap_or_default();
-                let token = change.seal(&self.keys.email_change);
-                // Kept as a hash, so that it works once, and a newer request, a new password
-                // or a reset replaces it.
-                let record = RecoveryRecord {
-                    kind: RecoveryKind::Email,
-                    secret_hash: link_hash(&token),
-                    expires_at: change.expires_at,
-                    ..link_record(user.id, &RecoveryToken::generate(), now, 0)
-                };
-                self.store
-                    .put_recovery(&record)
-                    .await
-                    .map_err(|e| SendError::Smtp(format!("store: {e}")))?;
-                let link = format!("{base}/_portcullis/account/email?token={token}");
-                let lifetime = EMAIL_CHANGE_LIFETIME;
-                let letter = messenger::confirm_email_letter(portal, user, &link, lifetime);
-                messenger::send_mail(&cfg.mail, &job.payload, &letter).await
+                let to = user.phone.clone();
+                self.send_code(cfg, user, RecoveryKind::Sms, &to, now).await
             }
             CONFIRM_PHONE => {
-                if cfg.sms.webhook.is_none() {
-                    return Err(SendError::NoSms);
-                }
-                let lifetime = cfg.recovery.sms_code_lifetime;
-                let code = SmsCode::generate();
-                let number = phone_key(&job.payload).unwrap_or_default();
-                let record = RecoveryRecord {
-                    kind: RecoveryKind::Phone,
-                    secret_hash: code.hash_for(&self.keys.sms_code, user.id, &number),
-                    tries_left: CODE_TRIES,
-                    ..link_record(
-                        user.id,
-                        &RecoveryToken::generate(),
-                        now,
-                        lifetime.as_secs() as i64,
-                    )
-                };
-                self.store
-                    .put_recovery(&record)
+                let to = &job.payload;
+                self.send_code(cfg, user, RecoveryKind::Phone, to, now)
                     .await
-                    .map_err(|e| SendError::Sms(format!("store: {e}")))?;
-                let text = format!(
-                    "{portal}: your code to confirm this phone number is {}. It is valid for {}.",
-                    code.expose(),
-                    messenger::spoken(lifetime)
-                );
-                messenger::send_sms(&cfg.sms, &job.payload, &text).await
             }
+            CONFIRM_EMAIL => self.send_email_confirmation(cfg, job, user, now).await,
             PASSWORD_CHANGED => {
+                let portal = &cfg.mail.portal_name;
                 let letter = messenger::changed_letter(portal, user, job.created_at);
                 messenger::send_mail(&cfg.mail, &user.email, &letter).await
             }
             other => Err(SendError::Smtp(format!("unknown message kind `{other}`"))),
         }
+    }
+
+    /// A reset link or an invitation, made now. Nothing is made for a message that cannot
+    /// leave: a link made for nobody would still void the user's older one.
+    async fn send_link(
+        &self,
+        cfg: &Config,
+        user: &User,
+        kind: RecoveryKind,
+        now: UnixTime,
+    ) -> Result<(), SendError> {
+        messenger::check_mail(&cfg.mail, &user.email)?;
+        let lifetime = match kind {
+            RecoveryKind::Invite => cfg.invitations.lifetime,
+            _ => cfg.recovery.link_lifetime,
+        };
+        let link = mint_link(self.store.as_ref(), cfg, user, kind, lifetime, now)
+            .await
+            .map_err(|e| SendError::Smtp(format!("store: {e}")))?;
+        let portal = &cfg.mail.portal_name;
+        let letter = match kind {
+            RecoveryKind::Invite => messenger::invitation_letter(portal, user, &link, lifetime),
+            _ => messenger::reset_letter(portal, user, &link, lifetime),
+        };
+        messenger::send_mail(&cfg.mail, &user.email, &letter).await
+    }
+
+    /// A 6-digit code by SMS to `to`: a recovery code (`Sms`) or the confirmation of a new
+    /// number (`Phone`, its hash bound to that number), kept as a keyed hash with 3 tries.
+    async fn send_code(
+        &self,
+        cfg: &Config,
+        user: &User,
+        kind: RecoveryKind,
+        to: &str,
+        now: UnixTime,
+    ) -> Result<(), SendError> {
+        if cfg.sms.webhook.is_none() {
+            return Err(SendError::NoSms);
+        }
+        let lifetime = cfg.recovery.sms_code_lifetime;
+        let code = SmsCode::generate();
+        let bound = match kind {
+            RecoveryKind::Phone => phone_key(to).unwrap_or_default(),
+            _ => String::new(),
+        };
+        let record = RecoveryRecord {
+            kind,
+            secret_hash: code.hash_for(&self.keys.sms_code, user.id, &bound),
+            tries_left: CODE_TRIES,
+            ..link_record(
+                user.id,
+                &RecoveryToken::generate(),
+                now,
+                lifetime.as_secs() as i64,
+            )
+        };
+        self.store
+            .put_recovery(&record)
+            .await
+            .map_err(|e| SendError::Sms(format!("store: {e}")))?;
+        let portal = &cfg.mail.portal_name;
+        let text = match kind {
+            RecoveryKind::Phone => format!(
+                "{portal}: your code to confirm this phone number is {}. It is valid for {}.",
+                code.expose(),
+                messenger::spoken(lifetime)
+            ),
+            _ => messenger::sms_text(portal, code.expose(), lifetime),
+        };
+        messenger::send_sms(&cfg.sms, to, &text).await
+    }
+
+    /// The link that confirms a new e-mail address (the job's payload), sent to it; kept as a
+    /// hash, so that it works once and a newer request, a new password or a reset replaces it.
+    async fn send_email_confirmation(
+        &self,
+        cfg: &Config,
+        job: &OutboxJob,
+        user: &User,
+        now: UnixTime,
+    ) -> Result<(), SendError> {
+        messenger::check_mail(&cfg.mail, &job.payload)?;
+        let change = ContactChange {
+            user_id: user.id,
+            expires_at: job.created_at + EMAIL_CHANGE_LIFETIME.as_secs() as i64,
+            old: ContactChange::address_digest(&user.email),
+            new_value: job.payload.clone(),
+        };
+        let token = change.seal(&self.keys.email_change);
+        let record = RecoveryRecord {
+            kind: RecoveryKind::Email,
+            secret_hash: link_hash(&token),
+            expires_at: change.expires_at,
+            ..link_record(user.id, &RecoveryToken::generate(), now, 0)
+        };
+        self.store
+            .put_recovery(&record)
+            .await
+            .map_err(|e| SendError::Smtp(format!("store: {e}")))?;
+        let base = link_base(cfg).unwrap_or_default();
+        let link = format!("{base}/_portcullis/account/email?token={token}");
+        let portal = &cfg.mail.portal_name;
+        let letter = messenger::confirm_email_letter(portal, user, &link, EMAIL_CHANGE_LIFETIME);
+        messenger::send_mail(&cfg.mail, &job.payload, &letter).await
     }
 }
 

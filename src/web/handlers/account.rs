@@ -147,8 +147,8 @@ pub async fn page(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
     render(site, cfg, &me, 200, notice, None).await
 }
 
-/// `POST account`: `action` = `end` (with `session`, a handle), `logout_all`, or `password`
-/// (`current`, `password`, `password2`).
+/// `POST account`: `action` = `end` (with `session`, a handle), `logout_all`, `password`,
+/// `email`, `phone`, `phone_code` or `two_factor_off` (docs/reference.md, Endpoints).
 pub async fn form(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
     let Some(me) = me(site, cfg, req).await? else {
         return Ok(to_login(303));
@@ -174,61 +174,8 @@ pub async fn form(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
             Ok(Reply::redirect(303, &format!("{LOGIN_PATH}?signed_out=1"))
                 .cookies([names.clear(&names.session), names.clear(&names.remember)]))
         }
-        "password" => {
-            let form = NewPassword {
-                current: Password::new(req.field("current")),
-                new: Password::new(req.field("password")),
-                again: Password::new(req.field("password2")),
-            };
-            let change = site
-                .account
-                .change_password(cfg, &me.user, form, client, req.facts.addr);
-            match change.await? {
-                PasswordChange::Done(issued) => {
-                    Ok(Reply::redirect(303, &format!("{ACCOUNT_PATH}?changed=1"))
-                        .cookies(session_cookies(cfg, &issued)))
-                }
-                PasswordChange::Refused(outcome) => {
-                    let (status, message) = refusal(&outcome);
-                    render(site, cfg, &me, status, None, Some(message)).await
-                }
-                PasswordChange::Invalid(refusal) => {
-                    let message = refusal.message();
-                    render(site, cfg, &me, 400, None, Some(&message)).await
-                }
-            }
-        }
-        "email" => {
-            let (new_email, current) =
-                (req.field("new_email"), Password::new(req.field("current")));
-            let change = site.account.request_email_change(
-                cfg,
-                &me.user,
-                &new_email,
-                &current,
-                client,
-                req.facts.addr,
-            );
-            match change.await? {
-                EmailChangeRequest::Queued => Ok(Reply::redirect(
-                    303,
-                    &format!("{ACCOUNT_PATH}?email_sent=1"),
-                )),
-                EmailChangeRequest::Wait(seconds) => {
-                    let wait = messages::wait(seconds);
-                    Ok(render(site, cfg, &me, 429, None, Some(&wait))
-                        .await?
-                        .header("Retry-After", seconds.to_string()))
-                }
-                EmailChangeRequest::Refused(outcome) => {
-                    let (status, message) = refusal(&outcome);
-                    render(site, cfg, &me, status, None, Some(message)).await
-                }
-                EmailChangeRequest::Invalid(message) => {
-                    render(site, cfg, &me, 400, None, Some(&message)).await
-                }
-            }
-        }
+        "password" => new_password(site, cfg, req, &me).await,
+        "email" => email_change(site, cfg, req, &me).await,
         "phone" => phone_change(site, cfg, req, &me).await,
         "phone_code" => phone_code(site, cfg, req, &me).await,
         "two_factor_off" => two_factor_off(site, cfg, req, &me).await,
@@ -237,6 +184,61 @@ pub async fn form(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
             "Bad request",
             "The form could not be read.",
         )),
+    }
+}
+
+/// `action=password`: the current password and the new one twice.
+async fn new_password(site: &Site, cfg: &Config, req: &Request<'_>, me: &Me) -> Handled {
+    let form = NewPassword {
+        current: Password::new(req.field("current")),
+        new: Password::new(req.field("password")),
+        again: Password::new(req.field("password2")),
+    };
+    let (client, addr) = (&req.facts.client, req.facts.addr);
+    let change = site
+        .account
+        .change_password(cfg, &me.user, form, client, addr);
+    match change.await? {
+        PasswordChange::Done(issued) => {
+            Ok(Reply::redirect(303, &format!("{ACCOUNT_PATH}?changed=1"))
+                .cookies(session_cookies(cfg, &issued)))
+        }
+        PasswordChange::Refused(outcome) => {
+            let (status, message) = refusal(&outcome);
+            render(site, cfg, me, status, None, Some(message)).await
+        }
+        PasswordChange::Invalid(refusal) => {
+            let message = refusal.message();
+            render(site, cfg, me, 400, None, Some(&message)).await
+        }
+    }
+}
+
+/// `action=email`: the new address and the current password; the link goes to the address.
+async fn email_change(site: &Site, cfg: &Config, req: &Request<'_>, me: &Me) -> Handled {
+    let (new_email, current) = (req.field("new_email"), Password::new(req.field("current")));
+    let (client, addr) = (&req.facts.client, req.facts.addr);
+    let change = site
+        .account
+        .request_email_change(cfg, &me.user, &new_email, &current, client, addr);
+    match change.await? {
+        EmailChangeRequest::Queued => Ok(Reply::redirect(
+            303,
+            &format!("{ACCOUNT_PATH}?email_sent=1"),
+        )),
+        EmailChangeRequest::Wait(seconds) => {
+            let wait = messages::wait(seconds);
+            Ok(render(site, cfg, me, 429, None, Some(&wait))
+                .await?
+                .header("Retry-After", seconds.to_string()))
+        }
+        EmailChangeRequest::Refused(outcome) => {
+            let (status, message) = refusal(&outcome);
+            render(site, cfg, me, status, None, Some(message)).await
+        }
+        EmailChangeRequest::Invalid(message) => {
+            render(site, cfg, me, 400, None, Some(&message)).await
+        }
     }
 }
 
