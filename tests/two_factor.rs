@@ -1062,4 +1062,12 @@ fn the_account_page_turns_it_off_with_the_password_and_a_code_unless_required() 
     ];
     let r = admin.post_form(&gw.url("/_portcullis/account"), &fields);
     assert_eq!(r.status, 403);
+    // An administrator's timed turn-off shows on the page.
+    cli_ok(&gw, &["user", "2fa", ALICE, "disable", "--for", "1h"]);
+    let page = admin.get(&gw.url("/_portcullis/account"));
+    assert!(
+        page.body.contains("Turned off by an administrator until"),
+        "{}",
+        page.body
+    );
 }

@@ -311,6 +311,18 @@ impl TwoFactor {
             .map(|r| r.backup_codes_left))
     }
 
+    /// Until when an administrator turned the user's factor off (`user 2fa disable --for`), if
+    /// that time is still ahead.
+    pub async fn turned_off_until(&self, user: &User) -> StoreResult<Option<UnixTime>> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .second_factor(user.id)
+            .await?
+            .map(|r| r.disabled_until)
+            .filter(|until| *until > now))
+    }
+
     /// Confirms an enrolment with a first code from the app (which is used up): the factor
     /// replaces any other, and a new set of backup codes is returned, to be shown once.
     /// `None`: the code is wrong, or the form is not one made for this user, or too old.

@@ -453,6 +453,8 @@ pub struct AccountView<'a> {
     pub sms: bool,
     /// Two-step verification cannot be turned off (`two_factor.required_groups`).
     pub two_step_required: bool,
+    /// An administrator turned it off until then (shown as a time).
+    pub turned_off_until: Option<String>,
     /// A new phone number waiting for its code: the signed change the code form carries.
     pub phone_change: Option<&'a str>,
 }
@@ -475,6 +477,7 @@ struct AccountPage<'a> {
     sms: bool,
     phone_change: Option<&'a str>,
     two_step_required: bool,
+    turned_off_until: Option<&'a str>,
 }
 
 pub fn account_page(view: &AccountView) -> String {
@@ -493,6 +496,7 @@ pub fn account_page(view: &AccountView) -> String {
         sms: view.sms,
         phone_change: view.phone_change,
         two_step_required: view.two_step_required,
+        turned_off_until: view.turned_off_until.as_deref(),
         login_is_email: view.user.login.eq_ignore_ascii_case(&view.user.email),
     })
 }

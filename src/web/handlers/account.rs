@@ -120,6 +120,11 @@ async fn render_with(
         sms: cfg.sms.webhook.is_some(),
         phone_change,
         two_step_required: totp::required(&cfg.two_factor, &me.user.groups),
+        turned_off_until: site
+            .two_factor
+            .turned_off_until(&me.user)
+            .await?
+            .map(shown_time),
     });
     Ok(Reply::html(status, html))
 }
