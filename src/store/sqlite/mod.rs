@@ -83,14 +83,24 @@ impl SqliteStore {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
             }
-            let mut conn = Connection::open(&path)
-                .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
-            conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
-            conn.pragma_update(None, "foreign_keys", "ON")?;
-            migrate(&mut conn)?;
-            Ok(conn)
+            // Two processes opening a new file at once can meet where SQLite answers "busy"
+            // without waiting (switching to WAL, or migrating): the later one tries again.
+            let mut tries = 0;
+            loop {
+                let mut conn = Connection::open(&path)
+                    .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
+                match prepare(&mut conn) {
+                    Ok(()) => return Ok(conn),
+                    Err(StoreError::Unavailable(m))
+                        if m.contains("locked") && tries < OPEN_TRIES =>
+                    {
+                        tries += 1;
+                        drop(conn);
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         })
         .await
         .map_err(unavailable)??;
@@ -113,6 +123,18 @@ impl SqliteStore {
         .await
         .map_err(unavailable)?
     }
+}
+
+/// Tries of opening a file another process is setting up at the same moment.
+const OPEN_TRIES: u32 = 100;
+
+/// A new connection's settings, and the schema brought up to date.
+fn prepare(conn: &mut Connection) -> StoreResult<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(conn)
 }
 
 /// Brings every aggregate's schema up to date in one transaction (`store::migrations`).
