@@ -4,7 +4,7 @@
 //! form carries the login CSRF token; each look at a link spends from the address's budget.
 
 use super::login::{csrf_cookie, csrf_ok, end_previous, session_cookies};
-use super::{Handled, Site};
+use super::{Handled, Site, budget_spent};
 use crate::config::Config;
 use crate::core::event::{Event, EventKind};
 use crate::core::identity::{Identity, User};
@@ -44,22 +44,6 @@ fn dead(expired: bool) -> Reply {
         false => messages::INVITATION_INVALID,
     };
     Reply::page(410, "Invitation", message)
-}
-
-async fn budget_spent(
-    site: &Site,
-    cfg: &Config,
-    req: &Request<'_>,
-) -> Result<Option<Reply>, super::Failure> {
-    Ok(
-        match site.signin.spend_address(cfg, &req.facts.addr).await? {
-            Ok(()) => None,
-            Err(seconds) => Some(
-                Reply::page(429, "Too many requests", messages::TOO_MANY)
-                    .header("Retry-After", seconds.to_string()),
-            ),
-        },
-    )
 }
 
 /// `GET invite?token=…`.

@@ -24,6 +24,7 @@ use crate::service::sessions::LiveSession;
 use crate::service::signin::LoginError;
 use crate::store::StoreError;
 use crate::web::gate;
+use crate::web::pages::messages;
 use crate::web::reply::Reply;
 use crate::web::request::{Facts, Request};
 pub use crate::web::site::Site;
@@ -148,6 +149,25 @@ pub enum Failure {
 }
 
 type Handled = Result<Reply, Failure>;
+
+/// Spends one attempt of the address's budget for a look at a link (a reset, an invitation),
+/// like a sign-in attempt: tokens cannot be tried in bulk, nor the event log flooded with dead
+/// ones. `Some`: the `429` page, the budget being spent.
+async fn budget_spent(
+    site: &Site,
+    cfg: &Config,
+    req: &Request<'_>,
+) -> Result<Option<Reply>, Failure> {
+    Ok(
+        match site.signin.spend_address(cfg, &req.facts.addr).await? {
+            Ok(()) => None,
+            Err(seconds) => Some(
+                Reply::page(429, "Too many requests", messages::TOO_MANY)
+                    .header("Retry-After", seconds.to_string()),
+            ),
+        },
+    )
+}
 
 /// The session a request to the gateway carries, without extending it. A session used from
 /// outside its user's IP restrictions counts as none here; the gate ends it on its next

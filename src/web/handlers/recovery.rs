@@ -4,7 +4,7 @@
 //! token. The answers never tell whether an account exists.
 
 use super::login::{csrf_cookie, csrf_ok};
-use super::{Failure, Handled, Site};
+use super::{Handled, Site, budget_spent};
 use crate::config::Config;
 use crate::core::secret::{Password, RecoveryToken};
 use crate::policy::recovery::Channel;
@@ -153,20 +153,6 @@ fn password_form(
     Reply::html(status, html).cookies(set)
 }
 
-/// Each look at a link spends from the address's budget, like a sign-in attempt: the event
-/// log cannot be flooded with dead links, nor tokens tried in bulk.
-async fn spent(site: &Site, cfg: &Config, req: &Request<'_>) -> Result<Option<Reply>, Failure> {
-    Ok(
-        match site.signin.spend_address(cfg, &req.facts.addr).await? {
-            Ok(()) => None,
-            Err(seconds) => Some(
-                Reply::page(429, "Too many requests", messages::TOO_MANY)
-                    .header("Retry-After", seconds.to_string()),
-            ),
-        },
-    )
-}
-
 /// A link that does not work (any more): the forgot form, to ask for a new one, or a page
 /// saying so where nobody can ask.
 fn invalid(site: &Site, cfg: &Config, req: &Request<'_>) -> Reply {
@@ -184,7 +170,7 @@ fn invalid(site: &Site, cfg: &Config, req: &Request<'_>) -> Reply {
 
 /// `GET reset?token=…`: the new password's form for a live link.
 pub async fn reset_page(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled {
-    if let Some(refused) = spent(site, cfg, req).await? {
+    if let Some(refused) = budget_spent(site, cfg, req).await? {
         return Ok(refused);
     }
     let token = req.query("token").and_then(|t| RecoveryToken::parse(&t));
@@ -230,7 +216,7 @@ pub async fn reset_form(site: &Site, cfg: &Config, req: &Request<'_>) -> Handled
             None => invalid(site, cfg, req),
         });
     }
-    if let Some(refused) = spent(site, cfg, req).await? {
+    if let Some(refused) = budget_spent(site, cfg, req).await? {
         return Ok(refused);
     }
     let password = Password::new(req.field("password"));
