@@ -50,25 +50,13 @@ pub enum TurnOff {
     NotAllowed,
 }
 
-/// What a request to change the e-mail address led to.
-pub enum EmailChangeRequest {
-    /// The confirmation link is queued for the new address.
-    Queued,
+/// Why a new e-mail address or phone number was not queued for confirmation.
+pub enum NotQueued {
     /// Another request came less than `resend_after` ago.
     Wait(u64),
     /// The current password was not right (or the attempt was throttled or locked).
     Refused(Outcome),
-    /// Not an address, the same one, or taken: the message says which.
-    Invalid(String),
-}
-
-/// What a request to change the phone number led to.
-pub enum PhoneChangeRequest {
-    /// The code is queued for the new number; the form that takes it carries this (signed)
-    /// change.
-    Queued(String),
-    Wait(u64),
-    Refused(Outcome),
+    /// Not an address or number, the same one, or taken: the message says which.
     Invalid(String),
 }
 
@@ -231,16 +219,16 @@ impl Account {
         current: &Password,
         client: &Client,
         addr: ClientAddr,
-    ) -> Result<EmailChangeRequest, LoginError> {
+    ) -> Result<Result<(), NotQueued>, LoginError> {
         if let Some(refusal) = self
             .signin
             .reconfirm(cfg, user, current, client, addr)
             .await?
         {
-            return Ok(EmailChangeRequest::Refused(refusal));
+            return Ok(Err(NotQueued::Refused(refusal)));
         }
         let new_email = new_email.trim();
-        let invalid = |m: &str| Ok(EmailChangeRequest::Invalid(m.to_string()));
+        let invalid = |m: &str| Ok(Err(NotQueued::Invalid(m.to_string())));
         if crate::service::accounts::check_email(new_email).is_err() {
             return invalid("Enter a valid e-mail address");
         }
@@ -255,20 +243,16 @@ impl Account {
         {
             return invalid("A user with this email already exists");
         }
-        Ok(
-            match self
-                .recovery
-                .queue_email_confirmation(cfg, user, new_email)
-                .await?
-            {
-                Ok(()) => EmailChangeRequest::Queued,
-                Err(wait) => EmailChangeRequest::Wait(wait),
-            },
-        )
+        let queued = self
+            .recovery
+            .queue_email_confirmation(cfg, user, new_email)
+            .await?;
+        Ok(queued.map_err(NotQueued::Wait))
     }
 
     /// A new phone number, with the current password: a code goes to the new number, and
-    /// nothing changes until it is typed back (`confirm_phone`).
+    /// nothing changes until it is typed back (`confirm_phone`). Queued: the change, signed,
+    /// for the form that takes the code.
     pub async fn request_phone_change(
         &self,
         cfg: &Config,
@@ -277,16 +261,16 @@ impl Account {
         current: &Password,
         client: &Client,
         addr: ClientAddr,
-    ) -> Result<PhoneChangeRequest, LoginError> {
+    ) -> Result<Result<String, NotQueued>, LoginError> {
         if let Some(refusal) = self
             .signin
             .reconfirm(cfg, user, current, client, addr)
             .await?
         {
-            return Ok(PhoneChangeRequest::Refused(refusal));
+            return Ok(Err(NotQueued::Refused(refusal)));
         }
         let new_phone = new_phone.trim();
-        let invalid = |m: &str| Ok(PhoneChangeRequest::Invalid(m.to_string()));
+        let invalid = |m: &str| Ok(Err(NotQueued::Invalid(m.to_string())));
         let Some(key) = phone_key(new_phone).filter(|_| new_phone.chars().count() <= 32) else {
             return invalid("Enter a phone number, e.g. +49 30 1234567");
         };
@@ -300,25 +284,21 @@ impl Account {
         if taken {
             return invalid("This phone number belongs to another account");
         }
-        match self
+        if let Err(wait) = self
             .recovery
             .queue_phone_confirmation(cfg, user, new_phone)
             .await?
         {
-            Err(wait) => Ok(PhoneChangeRequest::Wait(wait)),
-            Ok(()) => {
-                let lifetime = cfg.recovery.sms_code_lifetime.as_secs() as i64;
-                let change = ContactChange {
-                    user_id: user.id,
-                    expires_at: self.clock.now() + lifetime,
-                    old: ContactChange::address_digest(&user.phone),
-                    new_value: new_phone.to_string(),
-                };
-                Ok(PhoneChangeRequest::Queued(
-                    change.seal(self.recovery.phone_change_key()),
-                ))
-            }
+            return Ok(Err(NotQueued::Wait(wait)));
         }
+        let lifetime = cfg.recovery.sms_code_lifetime.as_secs() as i64;
+        let change = ContactChange {
+            user_id: user.id,
+            expires_at: self.clock.now() + lifetime,
+            old: ContactChange::address_digest(&user.phone),
+            new_value: new_phone.to_string(),
+        };
+        Ok(Ok(change.seal(self.recovery.phone_change_key())))
     }
 
     /// The code sent to the new phone, typed back with the form's signed change: the number

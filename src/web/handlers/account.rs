@@ -19,8 +19,7 @@ use crate::policy::origin::Origin;
 use crate::policy::route::LOGIN_PATH;
 use crate::policy::totp;
 use crate::service::account::{
-    EmailChangeRequest, EmailConfirmed, NewPassword, PasswordChange, PhoneChangeRequest,
-    PhoneConfirmed, TurnOff,
+    EmailConfirmed, NewPassword, NotQueued, PasswordChange, PhoneConfirmed, TurnOff,
 };
 use crate::service::sessions::{LiveSession, SessionView};
 use crate::service::signin::Outcome;
@@ -227,23 +226,28 @@ async fn email_change(site: &Site, cfg: &Config, req: &Request<'_>, me: &Me) -> 
         .account
         .request_email_change(cfg, &me.user, &new_email, &current, client, addr);
     match change.await? {
-        EmailChangeRequest::Queued => Ok(Reply::redirect(
+        Ok(()) => Ok(Reply::redirect(
             303,
             &format!("{ACCOUNT_PATH}?email_sent=1"),
         )),
-        EmailChangeRequest::Wait(seconds) => {
+        Err(why) => not_queued(site, cfg, me, why).await,
+    }
+}
+
+/// A new e-mail address or phone number that was not queued: the page, saying why.
+async fn not_queued(site: &Site, cfg: &Config, me: &Me, why: NotQueued) -> Handled {
+    match why {
+        NotQueued::Wait(seconds) => {
             let wait = messages::wait(seconds);
             Ok(render(site, cfg, me, 429, None, Some(&wait))
                 .await?
                 .header("Retry-After", seconds.to_string()))
         }
-        EmailChangeRequest::Refused(outcome) => {
+        NotQueued::Refused(outcome) => {
             let (status, message) = refusal(&outcome);
             render(site, cfg, me, status, None, Some(message)).await
         }
-        EmailChangeRequest::Invalid(message) => {
-            render(site, cfg, me, 400, None, Some(&message)).await
-        }
+        NotQueued::Invalid(message) => render(site, cfg, me, 400, None, Some(&message)).await,
     }
 }
 
@@ -285,23 +289,11 @@ async fn phone_change(site: &Site, cfg: &Config, req: &Request<'_>, me: &Me) -> 
         .account
         .request_phone_change(cfg, &me.user, &new_phone, &current, client, addr);
     match change.await? {
-        PhoneChangeRequest::Queued(sealed) => {
+        Ok(sealed) => {
             let notice = Some(messages::PHONE_CODE_SENT);
             render_with(site, cfg, me, 200, notice, None, Some(&sealed)).await
         }
-        PhoneChangeRequest::Wait(seconds) => {
-            let wait = messages::wait(seconds);
-            Ok(render(site, cfg, me, 429, None, Some(&wait))
-                .await?
-                .header("Retry-After", seconds.to_string()))
-        }
-        PhoneChangeRequest::Refused(outcome) => {
-            let (status, message) = refusal(&outcome);
-            render(site, cfg, me, status, None, Some(message)).await
-        }
-        PhoneChangeRequest::Invalid(message) => {
-            render(site, cfg, me, 400, None, Some(&message)).await
-        }
+        Err(why) => not_queued(site, cfg, me, why).await,
     }
 }
 
