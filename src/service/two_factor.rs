@@ -311,16 +311,10 @@ impl TwoFactor {
             .map(|r| r.backup_codes_left))
     }
 
-    /// Until when an administrator turned the user's factor off (`user 2fa disable --for`), if
-    /// that time is still ahead.
-    pub async fn turned_off_until(&self, user: &User) -> StoreResult<Option<UnixTime>> {
-        let now = self.clock.now();
-        Ok(self
-            .store
-            .second_factor(user.id)
-            .await?
-            .map(|r| r.disabled_until)
-            .filter(|until| *until > now))
+    /// The user's two-step verification now: enrolled, backup codes left, and until when an
+    /// administrator turned it off (`user 2fa disable --for`), if that is still ahead.
+    pub async fn status(&self, user: &User) -> StoreResult<Status> {
+        status_at(self.store.as_ref(), user, self.clock.now()).await
     }
 
     /// Confirms an enrolment with a first code from the app (which is used up): the factor
@@ -413,16 +407,21 @@ pub struct Status {
     pub disabled_until: Option<UnixTime>,
 }
 
+/// A user's two-step verification at `now`, from one read of the store.
+async fn status_at(store: &dyn Store, user: &User, now: UnixTime) -> StoreResult<Status> {
+    let record = store.second_factor(user.id).await?;
+    Ok(Status {
+        enrolled: record.is_some(),
+        codes_left: record.as_ref().map_or(0, |r| r.backup_codes_left),
+        disabled_until: record
+            .map(|r| r.disabled_until)
+            .filter(|until| *until > now),
+    })
+}
+
 impl Admin<'_> {
     pub async fn status(&self, user: &User, now: UnixTime) -> StoreResult<Status> {
-        let record = self.store.second_factor(user.id).await?;
-        Ok(Status {
-            enrolled: record.is_some(),
-            codes_left: record.as_ref().map_or(0, |r| r.backup_codes_left),
-            disabled_until: record
-                .map(|r| r.disabled_until)
-                .filter(|until| *until > now),
-        })
+        status_at(self.store, user, now).await
     }
 
     /// Removes the factor and the codes and ends every session and remember-me token of the

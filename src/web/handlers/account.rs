@@ -105,13 +105,14 @@ async fn render_with(
             ip: e.ip,
         })
         .collect();
+    let two_step = site.two_factor.status(&me.user).await?;
     let csrf = me.token.csrf();
     let html = pages::account_page(&AccountView {
         notice,
         error,
         csrf: csrf.expose(),
         user: &me.user,
-        codes_left: site.two_factor.codes_left(&me.user).await?,
+        codes_left: two_step.enrolled.then_some(two_step.codes_left),
         sessions,
         activity,
         min_length: cfg.passwords.min_length,
@@ -119,11 +120,7 @@ async fn render_with(
         sms: cfg.sms.webhook.is_some(),
         phone_change,
         two_step_required: totp::required(&cfg.two_factor, &me.user.groups),
-        turned_off_until: site
-            .two_factor
-            .turned_off_until(&me.user)
-            .await?
-            .map(shown_time),
+        turned_off_until: two_step.disabled_until.map(shown_time),
     });
     Ok(Reply::html(status, html))
 }
