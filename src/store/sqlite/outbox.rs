@@ -106,6 +106,16 @@ impl OutboxStore for SqliteStore {
         // The kinds as a JSON array, read by `json_each`: one statement for any number.
         let kinds = serde_json::to_string(kinds).unwrap_or_else(|_| "[]".into());
         self.with(move |c| {
+            // Every gateway asks every second: an empty queue costs a read, not the write lock
+            // that a claim takes.
+            let due: bool = c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM outbox WHERE next_at <= ?1 AND claimed_until <= ?1)",
+                [now],
+                |r| r.get(0),
+            )?;
+            if !due {
+                return Ok(Vec::new());
+            }
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let jobs = {
                 let mut q = tx.prepare(
