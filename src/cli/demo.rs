@@ -199,5 +199,10 @@ pub fn run(port: u16) -> Result<(), CliError> {
         }),
     );
     service.add_tcp(&portal.to_string());
-    crate::gateway::serve(config, vec![Box::new(service)]).map_err(CliError::runtime)
+    crate::gateway::serve(
+        config,
+        vec![Box::new(service)],
+        crate::gateway::Listeners::Bind,
+    )
+    .map_err(CliError::runtime)
 }

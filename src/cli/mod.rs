@@ -15,6 +15,7 @@ use crate::core::identity::User;
 use crate::core::secret::Password;
 use crate::core::time::rfc3339;
 use crate::core::time::{Clock, SystemClock};
+use crate::gateway::Listeners;
 use crate::service::accounts::{self, AccountError, Accounts, Edit, Profile};
 use crate::service::audit::{Filters, Query};
 use crate::service::hasher;
@@ -41,6 +42,10 @@ enum Command {
         /// How the gateway's own log lines (on stderr) are written.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Take the listening sockets over from the running gateway instead of binding them
+        /// (what `SIGUSR2` starts; docs: upgrades).
+        #[arg(long)]
+        upgrade: bool,
     },
     /// A one-command tour: the gateway in front of a built-in demo portal.
     Demo {
@@ -266,17 +271,26 @@ pub fn run() -> i32 {
 
 fn dispatch(command: Command) -> Result<(), CliError> {
     match command {
-        Command::Serve { config, log_format } => {
+        Command::Serve {
+            config,
+            log_format,
+            upgrade,
+        } => {
             let config = load(&config)?;
+            check_tls(&config)?;
             init_logging(log_format);
-            crate::gateway::serve(config, Vec::new()).map_err(CliError::runtime)
+            let listeners = match upgrade {
+                true => Listeners::Upgrade,
+                false => Listeners::Bind,
+            };
+            crate::gateway::serve(config, Vec::new(), listeners).map_err(CliError::runtime)
         }
         Command::Demo { port } => {
             init_logging(LogFormat::Text);
             crate::cli::demo::run(port)
         }
         Command::CheckConfig { config } => {
-            load(&config)?;
+            check_tls(&load(&config)?)?;
             println!("ok");
             Ok(())
         }
@@ -378,6 +392,13 @@ fn read_password() -> Result<Password, CliError> {
 
 fn hash(pw: &Password, params: Argon2Params) -> Result<String, CliError> {
     hasher::hash_now(pw, params).map_err(CliError::runtime)
+}
+
+/// A certificate, key or CA file the config names that cannot be used is a config error.
+fn check_tls(config: &Config) -> Result<(), CliError> {
+    crate::gateway::tls::check(config)
+        .map(drop)
+        .map_err(|e| CliError::usage(e.to_string()))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {

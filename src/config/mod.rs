@@ -6,6 +6,7 @@ mod cookies;
 mod locate;
 mod raw;
 mod recovery;
+mod tls;
 mod two_factor;
 
 use std::fmt;
@@ -23,6 +24,7 @@ pub use recovery::{
     InvitationsConfig, MailConfig, MailTransport, RecoveryConfig, SmsConfig, SmtpConfig,
     SmtpSecurity, parse_headers, parse_mailbox,
 };
+pub use tls::TlsConfig;
 pub use two_factor::{TotpParams, TwoFactorConfig};
 
 use locate::Locator;
@@ -77,6 +79,10 @@ pub struct Config {
     pub sms: SmsConfig,
     pub recovery: RecoveryConfig,
     pub invitations: InvitationsConfig,
+    /// When set, every `listen` address serves HTTPS.
+    pub tls: Option<TlsConfig>,
+    /// A plain listener that only redirects to `public_url`.
+    pub redirect_http: Option<SocketAddr>,
     pub watch: bool,
     /// The file this was read from, for reloads and messages.
     pub source: Option<PathBuf>,
@@ -95,6 +101,9 @@ pub struct Upstream {
     pub tls: bool,
     /// Host name for TLS SNI and certificate checks.
     pub sni: String,
+    /// The CA file the portal's certificate must chain to (`upstream_ca`); the system's roots
+    /// when `None`.
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -308,8 +317,8 @@ impl Config {
         }
     }
 
-    /// Whether cookies must carry `Secure` and the `__Host-` prefix (an https `public_url`,
-    /// decided once, where the cookie names are derived).
+    /// Whether cookies must carry `Secure` and the `__Host-` prefix (an https `public_url` or
+    /// `tls`, decided once, where the cookie names are derived).
     pub fn secure_cookies(&self) -> bool {
         self.cookies.secure
     }
@@ -369,7 +378,15 @@ impl Validator<'_> {
         let upstream = self.upstream(raw.upstream.as_deref());
         let network = self.network(raw.network);
         let session = self.session(raw.session);
-        let secure = public_url.as_ref().is_some_and(|u| u.https);
+        let tls = self.tls(raw.tls, base);
+        self.tls_agrees(tls.as_ref(), public_url.as_ref());
+        let mut taken = listen.clone();
+        taken.push(admin_listen);
+        let redirect_http = self.redirect_http(raw.redirect_http, public_url.as_ref(), &taken);
+        let mut upstream = upstream;
+        upstream.ca = self.upstream_ca(raw.upstream_ca, upstream.tls, base);
+        // Cookies are Secure (and `__Host-`) whenever browsers reach the gateway over HTTPS.
+        let secure = public_url.as_ref().is_some_and(|u| u.https) || tls.is_some();
         let has_public_url = public_url.is_some();
         let cookies = CookieNames::new(&session.cookie_name, secure);
         Config {
@@ -392,6 +409,8 @@ impl Validator<'_> {
             sms: self.sms(raw.sms, base),
             recovery: self.recovery(raw.recovery),
             invitations: self.invitations(raw.invitations),
+            tls,
+            redirect_http,
             watch: raw.watch.unwrap_or(false),
             source: None,
         }
@@ -443,6 +462,7 @@ impl Validator<'_> {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: false,
             sni: String::new(),
+            ca: None,
         };
         let Some(text) = text else {
             self.error(
@@ -476,6 +496,7 @@ impl Validator<'_> {
                 addr,
                 tls,
                 sni: host.to_string(),
+                ca: None,
             },
             _ => {
                 self.error("upstream", format!("cannot resolve `{authority}`"));

@@ -62,7 +62,17 @@ pub struct RawConfig {
     pub recovery: RawRecovery,
     #[serde(default)]
     pub invitations: RawInvitations,
+    pub tls: Option<RawTls>,
+    pub redirect_http: Option<String>,
+    pub upstream_ca: Option<String>,
     pub watch: Option<bool>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default)]

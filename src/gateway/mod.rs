@@ -5,8 +5,11 @@
 mod admin;
 mod connection;
 mod proxy;
+mod redirect;
 mod reload;
 mod tasks;
+pub mod tls;
+mod upgrade;
 mod write;
 
 use std::sync::Arc;
@@ -42,6 +45,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     pub site: Site,
+    /// What the TLS listeners serve, when `tls` is set; replaced on reload.
+    pub certificate: Option<Arc<tls::Certificate>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +59,8 @@ pub enum StartError {
     Key(#[from] KeyError),
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: String, error: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot start: {0}")]
     Runtime(String),
 }
@@ -74,8 +81,12 @@ impl App {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<(App, EventWriter), StartError> {
+        let pair = tls::check(&config)?;
         let store = store::open(&config.store).await?;
         let metrics = Arc::new(Metrics::new());
+        if let Some(pair) = &pair {
+            metrics.certificate_expiry(pair.not_after);
+        }
         let (audit, events) =
             Audit::start(store.clone(), config.audit.file.as_ref(), metrics.clone())
                 .map_err(|e| StartError::Runtime(e.to_string()))?;
@@ -156,19 +167,41 @@ impl App {
             metrics,
             clock,
             site,
+            certificate: pair.map(tls::Certificate::new),
         };
         Ok((app, events))
     }
 }
 
+/// How `serve` takes its listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listeners {
+    /// Binds them.
+    Bind,
+    /// Takes them over from the running gateway (`serve --upgrade`, docs: upgrades).
+    Upgrade,
+}
+
 /// Runs the gateway (plus any `extra` services, e.g. the demo portal) until it is told to
 /// stop. Never returns on success.
-pub fn serve(config: Config, extra: Vec<Box<dyn ServiceWithDependents>>) -> Result<(), StartError> {
-    for addr in config.listen.iter().chain([&config.admin_listen]) {
-        std::net::TcpListener::bind(addr).map_err(|error| StartError::Listen {
-            addr: addr.to_string(),
-            error,
-        })?;
+pub fn serve(
+    config: Config,
+    extra: Vec<Box<dyn ServiceWithDependents>>,
+    listeners: Listeners,
+) -> Result<(), StartError> {
+    if listeners == Listeners::Bind {
+        let plain = config.redirect_http.iter();
+        for addr in config
+            .listen
+            .iter()
+            .chain([&config.admin_listen])
+            .chain(plain)
+        {
+            std::net::TcpListener::bind(addr).map_err(|error| StartError::Listen {
+                addr: addr.to_string(),
+                error,
+            })?;
+        }
     }
     let setup = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -178,23 +211,60 @@ pub fn serve(config: Config, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resu
     let (app, events) = setup.block_on(App::new(config.clone(), Arc::new(SystemClock)))?;
     let app = Arc::new(app);
     setup
-        .block_on(async { reload::claim_sighup() })
-        .map_err(|e| StartError::Runtime(format!("cannot handle SIGHUP: {e}")))?;
+        .block_on(async { reload::claim_sighup().and_then(|()| upgrade::claim_sigusr2()) })
+        .map_err(|e| StartError::Runtime(format!("cannot handle SIGHUP or SIGUSR2: {e}")))?;
     drop(setup);
 
-    let mut conf = ServerConf {
+    let upgrade_socket = upgrade::socket_path(store_dir(&config).as_deref());
+    let conf = ServerConf {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(5),
+        upgrade_sock: upgrade_socket.display().to_string(),
+        // Read once, here: a change of `upstream_ca` takes a restart (docs: TLS).
+        ca_file: config.upstream.ca.as_ref().map(|p| p.display().to_string()),
         ..ServerConf::default()
     };
-    if let Some(dir) = store_dir(&config) {
-        conf.pid_file = dir.join("portcullis.pid").display().to_string();
-        conf.upgrade_sock = dir.join("portcullis_upgrade.sock").display().to_string();
-    }
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade: listeners == Listeners::Upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
+    server.add_service(public_service(&server, &app, &config)?);
+    let mut admin = Service::new(
+        "portcullis admin".to_string(),
+        HttpServer::new_app(admin::Admin::new(app.clone())),
+    );
+    admin.add_tcp(&config.admin_listen.to_string());
+    server.add_service(admin);
+    if let Some(addr) = config.redirect_http {
+        let mut plain = Service::new(
+            "portcullis redirect".to_string(),
+            HttpServer::new_app(redirect::Redirect::new(app.clone())),
+        );
+        plain.add_tcp(&addr.to_string());
+        server.add_service(plain);
+    }
+    add_tasks(&mut server, &app, &config, events, upgrade_socket);
+    server.add_services(extra);
+    tracing::info!(
+        listen = ?config.listen,
+        tls = config.tls.is_some(),
+        admin = %config.admin_listen,
+        upstream = %config.upstream.addr,
+        "portcullis is running"
+    );
+    server.run_forever();
+}
+
+/// The public listeners: the proxy behind the connection guard, over TLS when `tls` is set.
+fn public_service(
+    server: &Server,
+    app: &Arc<App>,
+    config: &Config,
+) -> Result<Service<connection::Guarded>, StartError> {
     let gateway =
         pingora::proxy::http_proxy(&server.configuration, proxy::Gateway::new(app.clone()));
     let mut proxy = Service::new(
@@ -202,16 +272,26 @@ pub fn serve(config: Config, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resu
         connection::Guarded::new(gateway, app.clone()),
     );
     for addr in &config.listen {
-        proxy.add_tcp(&addr.to_string());
+        match &app.certificate {
+            Some(certificate) => {
+                let settings = certificate
+                    .settings()
+                    .map_err(|e| StartError::Runtime(e.to_string()))?;
+                proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+            }
+            None => proxy.add_tcp(&addr.to_string()),
+        }
     }
-    let mut admin = Service::new(
-        "portcullis admin".to_string(),
-        HttpServer::new_app(admin::Admin::new(app.clone())),
-    );
-    admin.add_tcp(&config.admin_listen.to_string());
+    Ok(proxy)
+}
 
-    server.add_service(proxy);
-    server.add_service(admin);
+fn add_tasks(
+    server: &mut Server,
+    app: &Arc<App>,
+    config: &Config,
+    events: EventWriter,
+    upgrade_socket: std::path::PathBuf,
+) {
     if let Some(path) = config.source.clone() {
         let reloader = reload::Reloader {
             app: app.clone(),
@@ -229,20 +309,18 @@ pub fn serve(config: Config, extra: Vec<Box<dyn ServiceWithDependents>>) -> Resu
     ));
     server.add_service(background_service(
         "portcullis upkeep",
-        tasks::Upkeep { app },
+        tasks::Upkeep { app: app.clone() },
     ));
     server.add_service(background_service(
         "portcullis events",
         tasks::Events(std::sync::Mutex::new(Some(events))),
     ));
-    server.add_services(extra);
-    tracing::info!(
-        listen = ?config.listen,
-        admin = %config.admin_listen,
-        upstream = %config.upstream.addr,
-        "portcullis is running"
-    );
-    server.run_forever();
+    server.add_service(background_service(
+        "portcullis upgrade",
+        upgrade::Upgrader {
+            socket: upgrade_socket,
+        },
+    ));
 }
 
 fn store_dir(config: &Config) -> Option<std::path::PathBuf> {

@@ -21,7 +21,7 @@ use crate::policy::headers;
 use crate::web::cookies;
 use crate::web::gate::{self, Verdict};
 use crate::web::handlers::{self, takes_body};
-use crate::web::reply::Reply;
+use crate::web::reply::{HSTS, Reply};
 use crate::web::request::{Facts, Request, header_str};
 
 pub struct Gateway {
@@ -140,12 +140,15 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(sent) = ctx.sent_upstream.take() {
             self.app.metrics.upstream(sent.elapsed());
+        }
+        if write::over_tls(session) {
+            response.insert_header(HSTS.0, HSTS.1)?;
         }
         for c in ctx.set_cookies.drain(..) {
             response.append_header("Set-Cookie", c)?;

@@ -1,6 +1,7 @@
 //! Configuration reloads on SIGHUP, and on a change of the file when `watch: true`: a valid
-//! file replaces the whole config atomically; an invalid one is refused, logged and counted, and
-//! the running config stays. Listeners and the store are read only at start.
+//! file, with a valid certificate pair when `tls` is set, replaces the whole config and the
+//! served certificate atomically; anything invalid is refused, logged and counted, and the
+//! running config and certificate stay. Listeners and the store are read only at start.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::App;
+use super::tls::Pair;
 use crate::config::Config;
 use crate::core::event::{Event, EventKind};
 
@@ -36,36 +38,54 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.audit.file != new.audit.file {
         keys.push("audit.file");
     }
+    if old.tls.is_some() != new.tls.is_some() {
+        keys.push("tls");
+    }
+    if old.redirect_http != new.redirect_http {
+        keys.push("redirect_http");
+    }
     keys
+}
+
+/// The config at `path` and, for TLS listeners, the certificate pair it names: both valid, or
+/// every problem as text.
+fn read(app: &App, path: &Path) -> Result<(Config, Option<Pair>), Vec<String>> {
+    let new =
+        Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let pair = match (&app.certificate, &new.tls) {
+        (Some(_), Some(tls)) => Some(Pair::load(tls).map_err(|e| vec![e.to_string()])?),
+        _ => None,
+    };
+    Ok((new, pair))
 }
 
 /// Reads `path` and swaps it in if valid. Returns whether it was.
 pub fn reload(app: &App, path: &Path, why: &str) -> bool {
     let now = app.sessions.now();
-    match Config::load(path) {
-        Ok(new) => {
+    match read(app, path) {
+        Ok((new, pair)) => {
             let old = app.config.load();
             let fixed = needs_restart(&old, &new);
             if !fixed.is_empty() {
                 tracing::warn!(keys = ?fixed, "these settings changed but take effect only after a restart");
             }
             app.config.store(Arc::new(new));
+            if let (Some(certificate), Some(pair)) = (&app.certificate, pair) {
+                app.metrics.certificate_expiry(pair.not_after);
+                certificate.replace(pair);
+            }
             app.metrics.config_reload(true);
             tracing::info!(file = %path.display(), trigger = why, "configuration reloaded");
             app.audit
                 .record(Event::new(EventKind::ConfigReloaded, now).detail(why));
             true
         }
-        Err(errors) => {
-            for e in &errors.0 {
-                tracing::error!(problem = %e, "configuration refused; the running one stays");
+        Err(problems) => {
+            for problem in &problems {
+                tracing::error!(%problem, "configuration refused; the running one stays");
             }
             app.metrics.config_reload(false);
-            let first = errors
-                .0
-                .first()
-                .map(ToString::to_string)
-                .unwrap_or_default();
+            let first = problems.first().cloned().unwrap_or_default();
             app.audit
                 .record(Event::new(EventKind::ConfigRejected, now).detail(&first));
             false

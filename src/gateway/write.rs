@@ -9,7 +9,7 @@ use pingora::proxy::Session;
 
 use crate::config::Timeouts;
 use crate::web::handlers::{BodyError, MAX_BODY};
-use crate::web::reply::{PAGE_HEADERS, Reply};
+use crate::web::reply::{HSTS, PAGE_HEADERS, Reply};
 
 pub async fn write(session: &mut Session, reply: Reply) -> Result<()> {
     let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 8))?;
@@ -17,6 +17,9 @@ pub async fn write(session: &mut Session, reply: Reply) -> Result<()> {
     resp.insert_header("Content-Length", reply.body.len().to_string())?;
     for (name, value) in PAGE_HEADERS {
         resp.insert_header(name, value)?;
+    }
+    if over_tls(session) {
+        resp.insert_header(HSTS.0, HSTS.1)?;
     }
     for (name, value) in reply.headers {
         resp.append_header(name, value)?;
@@ -29,6 +32,11 @@ pub async fn write(session: &mut Session, reply: Reply) -> Result<()> {
         session.write_response_body(Some(reply.body), true).await?;
     }
     Ok(())
+}
+
+/// Whether the client's connection is TLS (it is on every listener when `tls` is set).
+pub fn over_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
 /// The whole body of a request to the gateway. When it cannot be read, what is left of it

@@ -72,6 +72,10 @@ pub struct Metrics {
     mail: Counters,
     sms: Counters,
     recovery: IntCounterVec,
+    /// Registered when the first certificate is loaded: without TLS there is no series, so an
+    /// expiry alert never fires on a 0.
+    certificate_expiry: IntGauge,
+    certificate_registered: std::sync::Once,
 }
 
 /// Building fixed, valid metric definitions cannot fail; if it did, it would fail on every start.
@@ -211,7 +215,23 @@ impl Metrics {
             mail,
             sms,
             recovery,
+            certificate_expiry: fixed(IntGauge::new(
+                "portcullis_tls_certificate_expiry_timestamp_seconds",
+                "When the served TLS certificate expires (its notAfter), seconds since the epoch.",
+            )),
+            certificate_registered: std::sync::Once::new(),
         }
+    }
+
+    /// The served certificate's `notAfter`, seconds since the epoch.
+    pub fn certificate_expiry(&self, not_after: i64) {
+        self.certificate_expiry.set(not_after);
+        self.certificate_registered.call_once(|| {
+            fixed(
+                self.registry
+                    .register(Box::new(self.certificate_expiry.clone())),
+            );
+        });
     }
 
     /// One e-mail, by a `MAIL_RESULTS` value.

@@ -8,17 +8,21 @@ use serde_json::json;
 use crate::web::pages;
 
 /// Headers of every reply of the gateway's own: its pages are never framed, cached, sniffed or
-/// leaked through a referrer, and run no script.
+/// leaked through a referrer (a reset or invitation link carries its token), and run no script.
 pub const PAGE_HEADERS: [(&str, &str); 5] = [
     ("Cache-Control", "no-store"),
     ("X-Frame-Options", "DENY"),
     ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "same-origin"),
+    ("Referrer-Policy", "no-referrer"),
     (
         "Content-Security-Policy",
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     ),
 ];
+
+/// On every response over TLS, the gateway's and the portal's: browsers come back over HTTPS
+/// only, for a year.
+pub const HSTS: (&str, &str) = ("Strict-Transport-Security", "max-age=31536000");
 
 #[derive(Clone, PartialEq)]
 pub struct Reply {

@@ -125,7 +125,11 @@ impl Request<'_> {
     /// Where the browser says the request comes from (`policy::origin`).
     pub fn origin(&self, cfg: &Config) -> Origin {
         let authority = cfg.public_url.as_ref().map(|u| u.authority.as_str());
-        let own = origin::own(cfg.secure_cookies(), authority, self.header(header::HOST));
+        // HTTP/2 names the host in `:authority`, which Pingora keeps in the URI.
+        let host = self
+            .header(header::HOST)
+            .or_else(|| self.head.uri.authority().map(|a| a.as_str()));
+        let own = origin::own(cfg.secure_cookies(), authority, host);
         origin::judge(
             self.header("sec-fetch-site"),
             self.header(header::ORIGIN),

@@ -5,6 +5,7 @@
 
 pub mod pg;
 pub mod smtp;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

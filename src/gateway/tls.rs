@@ -1,0 +1,142 @@
+//! The listeners' certificate (docs: TLS): read from `tls.cert` and `tls.key`, checked as a
+//! pair before it is served, and swapped whole on reload so a renewal needs no restart and a
+//! bad pair never replaces a good one. Handshakes only read the current pair.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::listeners::tls::TlsSettings;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::config::{Config, TlsConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("tls.cert {path}: {reason}")]
+    Cert { path: String, reason: String },
+    #[error("tls.key {path}: {reason}")]
+    Key { path: String, reason: String },
+    #[error("upstream_ca {path}: {reason}")]
+    Ca { path: String, reason: String },
+}
+
+/// Everything TLS a config names, read as the gateway would: the listeners' pair (returned)
+/// and the upstream's CA file. For start-up and `check-config`: a bad file is refused there,
+/// never found by a handshake.
+pub fn check(config: &Config) -> Result<Option<Pair>, TlsError> {
+    if let Some(ca) = &config.upstream.ca {
+        let chain = read_chain(ca).map_err(|reason| TlsError::Ca {
+            path: ca.display().to_string(),
+            reason,
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        let (_, refused) = roots.add_parsable_certificates(chain);
+        if refused > 0 {
+            return Err(TlsError::Ca {
+                path: ca.display().to_string(),
+                reason: format!("{refused} certificate(s) in it cannot be read"),
+            });
+        }
+    }
+    config.tls.as_ref().map(Pair::load).transpose()
+}
+
+/// A certificate chain with its key, checked to belong together, and when the leaf expires.
+pub struct Pair {
+    key: Arc<CertifiedKey>,
+    /// The leaf's `notAfter`, seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl Pair {
+    /// Reads and checks both files: PEM, a chain whose first certificate is readable X.509,
+    /// a key rustls can sign with, and the leaf's public key matching it.
+    pub fn load(tls: &TlsConfig) -> Result<Pair, TlsError> {
+        let cert_error = |reason: String| TlsError::Cert {
+            path: tls.cert.display().to_string(),
+            reason,
+        };
+        let key_error = |reason: String| TlsError::Key {
+            path: tls.key.display().to_string(),
+            reason,
+        };
+        let chain = read_chain(&tls.cert).map_err(cert_error)?;
+        let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| key_error(pem_reason(e)))?;
+        let not_after = not_after(&chain[0]).map_err(cert_error)?;
+        let provider = rustls::crypto::ring::default_provider();
+        let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => {
+                key_error("is not the key of the certificate in tls.cert".into())
+            }
+            other => key_error(format!("cannot be used: {other}")),
+        })?;
+        Ok(Pair {
+            key: Arc::new(certified),
+            not_after,
+        })
+    }
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let chain = CertificateDer::pem_file_iter(path)
+        .map_err(pem_reason)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_reason)?;
+    if chain.is_empty() {
+        return Err("holds no certificate (PEM `BEGIN CERTIFICATE`)".into());
+    }
+    Ok(chain)
+}
+
+fn pem_reason(e: rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::Io(io) => format!("cannot be read: {io}"),
+        Error::NoItemsFound => "holds no private key (PEM `BEGIN PRIVATE KEY`)".into(),
+        other => format!("is not valid PEM: {other}"),
+    }
+}
+
+fn not_after(leaf: &CertificateDer<'_>) -> Result<i64, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("the first certificate cannot be read: {e}"))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// What every handshake is answered with: the pair in force, replaced whole by `replace`.
+#[derive(Debug)]
+pub struct Certificate {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl Certificate {
+    pub fn new(pair: Pair) -> Arc<Certificate> {
+        Arc::new(Certificate {
+            current: ArcSwap::new(pair.key),
+        })
+    }
+
+    pub fn replace(&self, pair: Pair) {
+        self.current.store(pair.key);
+    }
+
+    /// Listener settings that serve this certificate: TLS 1.2 and 1.3 with rustls' default
+    /// suites, HTTP/2 preferred over HTTP/1.1 by ALPN.
+    pub fn settings(self: &Arc<Self>) -> pingora::Result<TlsSettings> {
+        // The paths are not read: a resolver replaces them.
+        let mut settings = TlsSettings::intermediate("", "")?;
+        settings.set_cert_resolver(self.clone());
+        settings.enable_h2();
+        Ok(settings)
+    }
+}
+
+impl ResolvesServerCert for Certificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}

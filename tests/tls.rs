@@ -1,0 +1,412 @@
+//! TLS termination (docs: TLS): HTTPS over HTTP/1.1 and HTTP/2 with a full sign-in, Secure
+//! `__Host-` cookies and HSTS; certificate renewal by SIGHUP under an open connection; bad pairs
+//! at start and on reload; an HTTPS portal checked against `upstream_ca`; the redirect listener.
+//! Certificates come from a CA each test makes with `openssl`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use common::tls::{Ca, Curl, HttpsPortal, KeptConnection};
+use common::*;
+
+const RELOADS_OK: &str = "portcullis_config_reloads_total{result=\"ok\"}";
+const RELOADS_FAILED: &str = "portcullis_config_reloads_total{result=\"error\"}";
+const EXPIRY: &str = "portcullis_tls_certificate_expiry_timestamp_seconds";
+
+fn https(gw: &Gateway, path: &str) -> String {
+    format!("https://{}{path}", gw.addr)
+}
+
+/// The security headers of SPEC §16 on one of the gateway's own pages.
+fn assert_page_headers(r: &common::tls::CurlResp) {
+    let csp = r.header("content-security-policy").expect("a CSP");
+    for part in [
+        "frame-ancestors 'none'",
+        "form-action 'self'",
+        "default-src 'none'",
+    ] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert!(!csp.contains("script-src"), "no script may run: {csp}");
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+}
+
+#[test]
+fn sign_in_over_https_with_http2_and_http1() {
+    let ca = Ca::new();
+    let up = Upstream::start();
+    let gw = Gateway::start(up.addr, &ca.leaf(20).yaml());
+    for version in ["--http2", "--http1.1"] {
+        let want = if version == "--http2" { "2" } else { "1.1" };
+        let curl = Curl::new(&ca.pem());
+        let page = curl.run(&[version, &https(&gw, "/_portcullis/login?rd=/app")]);
+        assert_eq!(
+            (page.status, page.version.as_str()),
+            (200, want),
+            "{page:?}"
+        );
+        assert_page_headers(&page);
+        assert_eq!(
+            page.header("strict-transport-security"),
+            Some("max-age=31536000")
+        );
+        let csrf_line = page
+            .all("set-cookie")
+            .into_iter()
+            .find(|c| c.starts_with("__Host-portcullis_session_csrf="))
+            .expect("a __Host- CSRF cookie");
+        assert!(csrf_line.contains("; Secure") && csrf_line.contains("Path=/"));
+        let csrf = curl.cookie("__Host-portcullis_session_csrf").unwrap();
+
+        let signed = curl.run(&[
+            version,
+            "-H",
+            "Sec-Fetch-Site: same-origin",
+            "--data-urlencode",
+            "login=alice@example.com",
+            "--data-urlencode",
+            &format!("password={PASSWORD}"),
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "--data-urlencode",
+            "rd=/app",
+            &https(&gw, "/_portcullis/login"),
+        ]);
+        assert_eq!(signed.status, 303, "{signed:?}");
+        assert_eq!(signed.header("location"), Some("/app"));
+        let session = signed
+            .all("set-cookie")
+            .into_iter()
+            .find(|c| c.starts_with("__Host-portcullis_session="))
+            .expect("a __Host- session cookie");
+        assert!(session.contains("; Secure") && session.contains("HttpOnly"));
+
+        // Through to the portal: identity set by the gateway, forged copies and the gateway's
+        // cookies (sent in a second Cookie field, as HTTP/2 clients may) removed.
+        let portal = curl.run(&[
+            version,
+            "-H",
+            "X-Remote-User: mallory",
+            "-H",
+            "Cookie: theme=dark",
+            &https(&gw, "/app?x=1"),
+        ]);
+        assert_eq!((portal.status, portal.version.as_str()), (200, want));
+        assert_eq!(
+            portal.header("strict-transport-security"),
+            Some("max-age=31536000"),
+            "HSTS on the portal's responses too"
+        );
+        let seen = up.last();
+        assert_eq!(seen.path, "/app?x=1");
+        assert_eq!(seen.headers_named("x-remote-user"), ["alice@example.com"]);
+        assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+        let cookies = seen.headers_named("cookie").join("; ");
+        assert!(cookies.contains("theme=dark"), "{cookies}");
+        assert!(!cookies.contains("portcullis"), "{cookies}");
+
+        // The API over the same protocol, and sign-out.
+        let me = curl.run(&[version, &https(&gw, "/_portcullis/api/session")]);
+        assert_eq!(me.status, 200, "{me:?}");
+        assert!(me.body.contains("alice@example.com"));
+        let out = curl.run(&[
+            version,
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Sec-Fetch-Site: same-origin",
+            "-d",
+            "{}",
+            &https(&gw, "/_portcullis/api/logout"),
+        ]);
+        assert_eq!(out.status, 200, "{out:?}");
+        let after = curl.run(&[version, "-H", "Accept: text/html", &https(&gw, "/app")]);
+        assert_eq!(after.status, 302, "signed out: back to the login page");
+    }
+    // Plain HTTP on a TLS listener is not served.
+    let plain = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(gw.url("/_portcullis/login"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&plain.stdout), "000");
+}
+
+#[test]
+fn sighup_renews_the_certificate_without_dropping_an_open_connection() {
+    let ca = Ca::new();
+    let (first, second) = (ca.leaf(20), ca.leaf(90));
+    let served = ca.leaf(20);
+    std::fs::copy(&first.cert, &served.cert).unwrap();
+    std::fs::copy(&first.key, &served.key).unwrap();
+    let up = Upstream::start();
+    let gw = Gateway::start(up.addr, &served.yaml());
+    let expiry_before = gw.metric(EXPIRY);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (expiry_before - now - 20.0 * 86400.0).abs() < 3600.0,
+        "{expiry_before}"
+    );
+
+    let mut kept = KeptConnection::open(gw.addr, &ca.pem());
+    assert_eq!(kept.server_cert(), first.der());
+    assert_eq!(kept.get("/_portcullis/login").0, 200);
+
+    // The renewal: new files in place, SIGHUP.
+    std::fs::copy(&second.cert, &served.cert).unwrap();
+    std::fs::copy(&second.key, &served.key).unwrap();
+    let ok_before = gw.metric(RELOADS_OK);
+    gw.sighup();
+    let reloaded = within(Duration::from_secs(10), || {
+        gw.metric(RELOADS_OK) > ok_before
+    });
+    assert!(reloaded.is_some(), "no reload:\n{}", gw.logs());
+    assert_eq!(
+        KeptConnection::open(gw.addr, &ca.pem()).server_cert(),
+        second.der()
+    );
+    let expiry_after = gw.metric(EXPIRY);
+    assert!((expiry_after - expiry_before - 70.0 * 86400.0).abs() < 3600.0);
+    // The connection opened before the renewal still serves its next request.
+    assert_eq!(kept.get("/_portcullis/login").0, 200);
+
+    // Bad pairs on reload: each refused, counted, recorded; the renewed one stays.
+    let other = ca.leaf(20);
+    let bad_pairs: [(&str, Box<dyn Fn()>); 3] = [
+        (
+            "a key of another certificate",
+            Box::new(|| {
+                std::fs::copy(&other.key, &served.key).unwrap();
+            }),
+        ),
+        (
+            "a truncated certificate",
+            Box::new(|| {
+                std::fs::copy(&second.key, &served.key).unwrap();
+                let pem = std::fs::read_to_string(&second.cert).unwrap();
+                std::fs::write(&served.cert, &pem[..pem.len() / 2]).unwrap();
+            }),
+        ),
+        (
+            "a missing key file",
+            Box::new(|| {
+                std::fs::copy(&second.cert, &served.cert).unwrap();
+                std::fs::remove_file(&served.key).unwrap();
+            }),
+        ),
+    ];
+    for (what, break_it) in bad_pairs {
+        break_it();
+        let failed_before = gw.metric(RELOADS_FAILED);
+        gw.sighup();
+        let refused = within(Duration::from_secs(10), || {
+            gw.metric(RELOADS_FAILED) > failed_before
+        });
+        assert!(refused.is_some(), "{what}: not refused:\n{}", gw.logs());
+        assert_eq!(
+            KeptConnection::open(gw.addr, &ca.pem()).server_cert(),
+            second.der(),
+            "{what}: the good pair must stay"
+        );
+        assert_eq!(kept.get("/_portcullis/login").0, 200, "{what}");
+        assert_eq!(gw.metric(EXPIRY), expiry_after, "{what}");
+    }
+    gw.assert_stored(&["config_rejected"]);
+    assert!(gw.logs().contains("is not the key of the certificate"));
+}
+
+#[test]
+fn a_bad_pair_at_start_exits_2_naming_the_file_and_the_reason() {
+    let ca = Ca::new();
+    let (good, other) = (ca.leaf(20), ca.leaf(20));
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    let cases = [
+        (
+            &good.cert,
+            &other.key,
+            "is not the key of the certificate in tls.cert",
+        ),
+        (&missing, &good.key, "cannot be read"),
+        (&good.cert, &missing, "cannot be read"),
+        (&garbage, &good.key, "tls.cert"),
+        (&good.key, &good.key, "holds no certificate"),
+        (&good.cert, &good.cert, "holds no private key"),
+    ];
+    for (cert, key, reason) in cases {
+        let config = dir.path().join("portcullis.yaml");
+        let port = free_port();
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\nadmin_listen: 127.0.0.1:{}\nupstream: http://127.0.0.1:1\n\
+                 store:\n  path: data/p.db\ntls:\n  cert: {}\n  key: {}\n",
+                free_port(),
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        for command in ["check-config", "serve"] {
+            let out = Command::new(BIN)
+                .args([command, "-c"])
+                .arg(&config)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{command} {cert:?} {key:?}: {err}"
+            );
+            let named = if reason.contains("certificate in")
+                || key == &missing
+                || reason.contains("private key")
+            {
+                key
+            } else {
+                cert
+            };
+            assert!(
+                err.contains(&named.display().to_string()),
+                "{command}: {err}"
+            );
+            assert!(err.contains(reason), "{command}: want `{reason}` in {err}");
+            assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+        }
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "nothing may listen after a refused start"
+        );
+    }
+}
+
+#[test]
+fn an_https_portal_is_checked_against_upstream_ca() {
+    let portal_ca = Ca::new();
+    let portal = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let _server = HttpsPortal::start(portal, &portal_ca.leaf(20));
+    let elsewhere = SocketAddr::from(([127, 0, 0, 2], free_port()));
+    let _misnamed = HttpsPortal::start(elsewhere, &portal_ca.leaf(20));
+    let stranger_ca = Ca::new();
+    let cases = [
+        (portal, Some(portal_ca.pem()), 200, "the portal's own CA"),
+        (portal, None, 502, "system roots do not know a private CA"),
+        (portal, Some(stranger_ca.pem()), 502, "another CA"),
+        (
+            elsewhere,
+            Some(portal_ca.pem()),
+            502,
+            "a certificate for another name",
+        ),
+    ];
+    for (addr, ca, want, what) in cases {
+        let up = Upstream::start();
+        let mut gw = Gateway::start(up.addr, "");
+        let ca_line = ca.map_or(String::new(), |p| format!("upstream_ca: {}\n", p.display()));
+        // Past the base config's `upstream`: the later key would be a duplicate.
+        let text = std::fs::read_to_string(&gw.config).unwrap().replace(
+            &format!("upstream: http://{}", up.addr),
+            &format!("upstream: https://{addr}\n{ca_line}"),
+        );
+        gw.rewrite_raw(&text);
+        gw.restart();
+        let mut b = Browser::new();
+        b.sign_in(&gw, false);
+        let r = b.get(&gw.url("/"));
+        assert_eq!(r.status, want, "{what}: {}", r.body);
+        if want == 200 {
+            assert!(
+                r.body.contains("<HTML>") || r.body.contains("s_server"),
+                "{}",
+                r.body
+            );
+        } else {
+            assert!(r.body.contains("The portal is not responding"), "{what}");
+        }
+        assert_eq!(up.count(), 0, "{what}: the plain upstream is not used");
+    }
+}
+
+#[test]
+fn the_redirect_listener_only_redirects() {
+    let ca = Ca::new();
+    let up = Upstream::start();
+    let plain = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let extra = format!(
+        "{}public_url: https://portal.example:8443\nredirect_http: {plain}\n",
+        ca.leaf(20).yaml()
+    );
+    let gw = Gateway::start(up.addr, &extra);
+    let cases: [(&[&str], &str, u16, &str); 5] = [
+        (&[], "/", 301, "https://portal.example:8443/"),
+        (
+            &[],
+            "/app/page?x=1&y=%2F",
+            301,
+            "https://portal.example:8443/app/page?x=1&y=%2F",
+        ),
+        (&["-I"], "/app", 301, "https://portal.example:8443/app"),
+        (
+            &["-d", "login=a&password=b"],
+            "/_portcullis/login",
+            308,
+            "https://portal.example:8443/_portcullis/login",
+        ),
+        (
+            &[
+                "-H",
+                "Host: evil.example",
+                "-H",
+                "Cookie: portcullis_session=x",
+            ],
+            "//evil.example/x",
+            301,
+            "https://portal.example:8443//evil.example/x",
+        ),
+    ];
+    for (args, path, status, location) in cases {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "-D", "-", "-o", "/dev/null"])
+            .args(args)
+            .arg(format!("http://{plain}{path}"))
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(
+            head.starts_with(&format!("http/1.1 {status}")),
+            "{path}: {head}"
+        );
+        assert!(
+            head.contains(&format!("location: {}\r\n", location.to_ascii_lowercase())),
+            "{head}"
+        );
+        assert!(!head.contains("set-cookie"), "{head}");
+    }
+    assert_eq!(
+        up.count(),
+        0,
+        "nothing reaches the portal through the plain listener"
+    );
+    // The gateway itself still serves HTTPS only.
+    let r = Curl::new(&ca.pem()).run(&[&https(&gw, "/_portcullis/login")]);
+    assert_eq!(r.status, 200);
+}
