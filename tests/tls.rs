@@ -239,19 +239,21 @@ fn a_bad_pair_at_start_exits_2_naming_the_file_and_the_reason() {
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
     let missing = dir.path().join("missing.pem");
+    // The pair, the file the message must name, and the reason it must give.
     let cases = [
         (
             &good.cert,
             &other.key,
-            "is not the key of the certificate in tls.cert",
+            &other.key,
+            "is not the key of the certificate",
         ),
-        (&missing, &good.key, "cannot be read"),
-        (&good.cert, &missing, "cannot be read"),
-        (&garbage, &good.key, "tls.cert"),
-        (&good.key, &good.key, "holds no certificate"),
-        (&good.cert, &good.cert, "holds no private key"),
+        (&missing, &good.key, &missing, "cannot be read"),
+        (&good.cert, &missing, &missing, "cannot be read"),
+        (&garbage, &good.key, &garbage, "is not valid PEM"),
+        (&good.key, &good.key, &good.key, "holds no certificate"),
+        (&good.cert, &good.cert, &good.cert, "holds no private key"),
     ];
-    for (cert, key, reason) in cases {
+    for (cert, key, named, reason) in cases {
         let config = dir.path().join("portcullis.yaml");
         let port = free_port();
         std::fs::write(
@@ -277,14 +279,6 @@ fn a_bad_pair_at_start_exits_2_naming_the_file_and_the_reason() {
                 Some(2),
                 "{command} {cert:?} {key:?}: {err}"
             );
-            let named = if reason.contains("certificate in")
-                || key == &missing
-                || reason.contains("private key")
-            {
-                key
-            } else {
-                cert
-            };
             assert!(
                 err.contains(&named.display().to_string()),
                 "{command}: {err}"
