@@ -111,6 +111,11 @@ impl ServerApp for Guarded {
     }
 }
 
+/// How long a kept-alive connection may still bring a request once the server stops (it is
+/// answered with `Connection: close`): a client that sent one just as the stop began, an
+/// upgrade's above all, gets its answer instead of a closed connection.
+const LAST_CALL: Duration = Duration::from_secs(1);
+
 /// Reads until `buf` holds a whole request head: the first byte within `idle`, the whole head
 /// within `request_header` of the first byte, or of the accept for a `fresh` connection.
 async fn read_head(
@@ -124,12 +129,13 @@ async fn read_head(
     let whole = limits.request_header;
     let mut stopping = shutdown.clone();
     let mut deadline = fresh.then(|| Instant::now() + whole);
-    let idle_until = Instant::now() + idle;
+    let mut idle_until = Instant::now() + idle;
+    let mut last_call = *shutdown.borrow();
+    if last_call {
+        idle_until = idle_until.min(Instant::now() + LAST_CALL);
+    }
     let mut scanned = 0;
     loop {
-        if buf.is_empty() && *shutdown.borrow() {
-            return Head::Gone;
-        }
         match head_end(buf, &mut scanned) {
             Some(end) if end <= MAX_HEAD => return Head::Ready,
             Some(_) => return Head::TooLarge,
@@ -148,8 +154,11 @@ async fn read_head(
             () = tokio::time::sleep_until(until) => {
                 return if waiting { Head::Gone } else { Head::TooSlow };
             }
-            // Between requests, a stopping server closes the connection at once.
-            _ = stopping.changed(), if waiting => return Head::Gone,
+            // Between requests, a stopping server waits `LAST_CALL` at most.
+            _ = stopping.changed(), if waiting && !last_call => {
+                last_call = true;
+                idle_until = idle_until.min(Instant::now() + LAST_CALL);
+            }
         }
     }
 }

@@ -191,6 +191,8 @@ pub struct Gateway {
     restarts: usize,
     base: String,
     serve_args: Vec<String>,
+    /// The binary run: the built one unless a test copies it (an upgrade test replaces it).
+    pub bin: PathBuf,
 }
 
 impl Gateway {
@@ -212,6 +214,42 @@ impl Gateway {
         gw.add_alice();
         gw.spawn();
         gw
+    }
+
+    /// Like `start`, running a copy of the binary in the gateway's directory (`bin`), which
+    /// the test may replace as a package upgrade would.
+    pub fn start_copy(upstream: SocketAddr, extra: &str) -> Gateway {
+        let store = "store:\n  path: data/portcullis.db\n";
+        let mut gw = Gateway::configure("127.0.0.1", upstream, extra, &[], store);
+        gw.bin = gw.dir.path().join("portcullis");
+        std::fs::copy(BIN, &gw.bin).unwrap();
+        gw.add_alice();
+        gw.spawn();
+        gw
+    }
+
+    /// The process id of the running gateway this harness started.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("not running").id()
+    }
+
+    /// Sends a signal (`-USR2`, `-QUIT`, …) to the gateway's process.
+    pub fn send(&self, which: &str) {
+        self.signal(which);
+    }
+
+    /// Waits at most `limit` for the process this harness started to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// A second gateway on `other`'s SQLite file: two gateways sharing one store.
@@ -290,6 +328,7 @@ impl Gateway {
             restarts: 0,
             base,
             serve_args: args.iter().map(|a| a.to_string()).collect(),
+            bin: PathBuf::from(BIN),
         }
     }
 
@@ -306,7 +345,7 @@ impl Gateway {
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.log_path(self.restarts)).unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(&self.bin)
             .args(["serve", "-c"])
             .arg(&self.config)
             .args(&self.serve_args)
