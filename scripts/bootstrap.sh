@@ -5,7 +5,8 @@
 # promtool, from Debian's `prometheus` package (tests check the metrics and the alert rules),
 # PostgreSQL's client and server programs (cluster tests) and oathtool (the two-step
 # verification tests compute TOTP codes with it, independently of the gateway's own code) and
-# Debian's aiosmtpd (the password recovery tests run a real SMTP server with Debian's Python).
+# Debian's aiosmtpd (the password recovery tests run a real SMTP server with Debian's Python),
+# and systemd-analyze (the package test checks the unit with it).
 # With --bench: wrk and nginx for the load tests (benches/load.sh, ab.sh), valgrind for
 # benches/instructions.sh, and taskset (util-linux) for ab.sh.
 # Safe to run again: it only installs what is not there.
@@ -25,6 +26,8 @@ if [ "$need_tests" = "--tests" ]; then
   command -v node >/dev/null || missing+=(nodejs npm)
   command -v tesseract >/dev/null || missing+=(tesseract-ocr)
   command -v oathtool >/dev/null || missing+=(oathtool)
+  command -v testssl >/dev/null || missing+=(testssl.sh)
+  command -v systemd-analyze >/dev/null || missing+=(systemd)
   /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || missing+=(python3-aiosmtpd)
   # The cluster tests: psql, and initdb/pg_ctl for a private server they stop and start.
   command -v psql >/dev/null || missing+=(postgresql-client)

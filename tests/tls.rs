@@ -404,3 +404,96 @@ fn the_redirect_listener_only_redirects() {
     let r = Curl::new(&ca.pem()).run(&[&https(&gw, "/_portcullis/login")]);
     assert_eq!(r.status, 200);
 }
+
+/// What `testssl.sh` reports about the listener, finding by finding (its JSON).
+fn testssl(gw: &Gateway, ca: &Ca) -> Vec<(String, String, String)> {
+    let out = tempfile::tempdir().unwrap();
+    let json = out.path().join("testssl.json");
+    let run = Command::new("timeout")
+        .args([
+            "300",
+            "testssl",
+            "--quiet",
+            "--warnings",
+            "off",
+            "--color",
+            "0",
+        ])
+        .arg("--add-ca")
+        .arg(ca.pem())
+        .arg("--jsonfile")
+        .arg(&json)
+        .args(["--ip", "127.0.0.1"])
+        .arg(format!("https://localhost:{}/", gw.addr.port()))
+        .output()
+        .expect("testssl runs (bootstrap installs Debian's testssl.sh)");
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+        panic!(
+            "no JSON from testssl ({e}): {}",
+            String::from_utf8_lossy(&run.stdout)
+        )
+    });
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    findings
+        .iter()
+        .map(|f| {
+            let field = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (field("id"), field("severity"), field("finding"))
+        })
+        .collect()
+}
+
+#[test]
+fn testssl_finds_no_old_protocol_no_weak_cipher_and_no_vulnerability() {
+    let ca = Ca::new();
+    let up = Upstream::start();
+    let gw = Gateway::start(up.addr, &ca.leaf(365).yaml());
+    let findings = testssl(&gw, &ca);
+    let finding = |id: &str| {
+        findings
+            .iter()
+            .find(|(i, _, _)| i == id)
+            .map(|(_, _, f)| f.as_str())
+            .unwrap_or_else(|| panic!("testssl reported no `{id}`: {findings:#?}"))
+    };
+    for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
+        assert_eq!(finding(old), "not offered", "{old}");
+    }
+    assert!(finding("TLS1_2").starts_with("offered"));
+    assert!(finding("TLS1_3").starts_with("offered"));
+    assert_eq!(finding("ALPN_HTTP2"), "h2");
+    for weak in [
+        "cipherlist_NULL",
+        "cipherlist_aNULL",
+        "cipherlist_EXPORT",
+        "cipherlist_LOW",
+        "cipherlist_3DES_IDEA",
+        "cipherlist_AVERAGE",
+    ] {
+        assert_eq!(finding(weak), "not offered", "{weak}");
+    }
+    assert_eq!(finding("cipher_order"), "server");
+    for vulnerability in [
+        "heartbleed",
+        "CCS",
+        "ROBOT",
+        "CRIME_TLS",
+        "POODLE_SSL",
+        "SWEET32",
+        "FREAK",
+        "DROWN",
+        "LOGJAM",
+        "BEAST",
+        "LUCKY13",
+        "RC4",
+    ] {
+        finding(vulnerability);
+    }
+    // Nothing at all above LOW (and no scan problem): the certificate the test made is sound,
+    // so what is left to report would be the listener's.
+    let serious: Vec<_> = findings
+        .iter()
+        .filter(|(_, severity, _)| !matches!(severity.as_str(), "OK" | "INFO" | "LOW"))
+        .collect();
+    assert!(serious.is_empty(), "{serious:#?}");
+}

@@ -2,7 +2,8 @@
 //! reads every request head itself, under `timeouts` (docs: slow clients), and hands the bytes
 //! to the proxy. A client that drips a head, or sits idle between requests, is closed; Pingora's
 //! own limits apply per read only, so a byte every few seconds would hold a connection for ever.
-//! HTTP/2 connections (TLS with ALPN `h2`) go to Pingora whole.
+//! With `tls`, the TLS handshake is made here too, under the same limit. HTTP/2 connections
+//! (ALPN `h2`) then go to Pingora whole.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{ALPN, Stream};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
@@ -27,13 +30,37 @@ pub const MAX_HEAD: usize = 64 * 1024;
 pub struct Guarded {
     proxy: Arc<HttpProxy<Gateway>>,
     app: Arc<App>,
+    /// Set when the listeners serve HTTPS.
+    tls: Option<Acceptor>,
 }
 
 impl Guarded {
-    pub fn new(proxy: HttpProxy<Gateway>, app: Arc<App>) -> Guarded {
+    pub fn new(proxy: HttpProxy<Gateway>, app: Arc<App>, tls: Option<Acceptor>) -> Guarded {
         Guarded {
             proxy: Arc::new(proxy),
             app,
+            tls,
+        }
+    }
+
+    /// The TLS handshake on a new connection, within `timeouts.request_header`: a client that
+    /// never finishes one is closed like one that never sends a request head.
+    async fn handshake(&self, acceptor: &Acceptor, stream: Stream) -> Option<Stream> {
+        let Ok(tcp) = stream.into_any().downcast::<L4Stream>() else {
+            tracing::error!("a public connection is not a TCP stream; closed");
+            return None;
+        };
+        let limit = self.app.config.load().timeouts.request_header;
+        match tokio::time::timeout(limit, acceptor.tls_handshake(*tcp)).await {
+            Ok(Ok(tls)) => Some(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake not done in time; closed");
+                None
+            }
         }
     }
 }
@@ -58,6 +85,10 @@ impl ServerApp for Guarded {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let stream = match &self.tls {
+            Some(acceptor) => self.handshake(acceptor, stream).await?,
+            None => stream,
+        };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }

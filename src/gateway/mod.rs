@@ -259,7 +259,8 @@ pub fn serve(
     server.run_forever();
 }
 
-/// The public listeners: the proxy behind the connection guard, over TLS when `tls` is set.
+/// The public listeners: the proxy behind the connection guard, which makes the TLS
+/// handshakes itself when `tls` is set.
 fn public_service(
     server: &Server,
     app: &Arc<App>,
@@ -267,20 +268,20 @@ fn public_service(
 ) -> Result<Service<connection::Guarded>, StartError> {
     let gateway =
         pingora::proxy::http_proxy(&server.configuration, proxy::Gateway::new(app.clone()));
+    let acceptor = match &app.certificate {
+        Some(certificate) => Some(
+            certificate
+                .acceptor()
+                .map_err(|e| StartError::Runtime(format!("TLS settings: {e}")))?,
+        ),
+        None => None,
+    };
     let mut proxy = Service::new(
         "portcullis".to_string(),
-        connection::Guarded::new(gateway, app.clone()),
+        connection::Guarded::new(gateway, app.clone(), acceptor),
     );
     for addr in &config.listen {
-        match &app.certificate {
-            Some(certificate) => {
-                let settings = certificate
-                    .settings()
-                    .map_err(|e| StartError::Runtime(e.to_string()))?;
-                proxy.add_tls_with_settings(&addr.to_string(), None, settings);
-            }
-            None => proxy.add_tcp(&addr.to_string()),
-        }
+        proxy.add_tcp(&addr.to_string());
     }
     Ok(proxy)
 }

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::tls::Acceptor;
+use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -124,14 +125,18 @@ impl Certificate {
         self.current.store(pair.key);
     }
 
-    /// Listener settings that serve this certificate: TLS 1.2 and 1.3 with rustls' default
-    /// suites, HTTP/2 preferred over HTTP/1.1 by ALPN.
-    pub fn settings(self: &Arc<Self>) -> pingora::Result<TlsSettings> {
-        // The paths are not read: a resolver replaces them.
-        let mut settings = TlsSettings::intermediate("", "")?;
-        settings.set_cert_resolver(self.clone());
-        settings.enable_h2();
-        Ok(settings)
+    /// What the public listeners' handshakes are made with (`connection::Guarded` runs them,
+    /// under `timeouts.request_header`): TLS 1.2 and 1.3 with rustls' default suites, all
+    /// AEAD with forward secrecy, in the server's order; HTTP/2 preferred over HTTP/1.1 by ALPN.
+    pub fn acceptor(self: &Arc<Self>) -> Result<Acceptor, rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.ignore_client_order = true;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Acceptor::from_server_config(Arc::new(config)))
     }
 }
 

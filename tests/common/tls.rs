@@ -88,7 +88,8 @@ impl Ca {
         std::fs::write(
             dir.join(format!("leaf{n}.ext")),
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n\
+             crlDistributionPoints=URI:http://127.0.0.1:9/test-ca.crl\n",
         )
         .unwrap();
         openssl(
