@@ -497,3 +497,52 @@ fn testssl_finds_no_old_protocol_no_weak_cipher_and_no_vulnerability() {
         .collect();
     assert!(serious.is_empty(), "{serious:#?}");
 }
+
+#[test]
+fn a_handshake_that_never_ends_is_closed_with_a_slow_head() {
+    let ca = Ca::new();
+    let up = Upstream::start();
+    let extra = format!("{}timeouts:\n  request_header: 1s\n", ca.leaf(20).yaml());
+    let gw = Gateway::start(up.addr, &extra);
+    // Nothing at all, the first bytes of a ClientHello, and a ClientHello dripped a byte at a
+    // time: each connection is closed once `request_header` has passed, not Pingora's 60 s.
+    let hello_start: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01];
+    for (what, bytes, pause) in [
+        ("silence", &[][..], Duration::ZERO),
+        ("a started ClientHello", hello_start, Duration::ZERO),
+        (
+            "a dripped ClientHello",
+            hello_start,
+            Duration::from_millis(300),
+        ),
+    ] {
+        use std::io::{Read, Write};
+        let started = std::time::Instant::now();
+        let mut tcp = std::net::TcpStream::connect(gw.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        for b in bytes {
+            if tcp.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(pause);
+        }
+        let mut buf = [0u8; 64];
+        let closed = match tcp.read(&mut buf) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        let took = started.elapsed();
+        assert!(closed, "{what}: still open");
+        assert!(took < Duration::from_secs(10), "{what}: held for {took:?}");
+    }
+    // Meanwhile a real client is served.
+    assert_eq!(
+        Curl::new(&ca.pem())
+            .run(&[&https(&gw, "/_portcullis/login")])
+            .status,
+        200
+    );
+}
