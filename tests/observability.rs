@@ -448,8 +448,10 @@ fn the_shipped_alert_rules_and_dashboard_pass_promtool_and_use_served_metrics() 
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // Over TLS: the certificate's expiry is served only when there is a certificate.
+    let ca = common::tls::Ca::new();
     let up = Upstream::start();
-    let gw = Gateway::start(up.addr, "");
+    let gw = Gateway::start(up.addr, &ca.leaf(20).yaml());
     let served: Vec<String> = gw
         .scrape()
         .keys()
