@@ -546,3 +546,34 @@ fn a_handshake_that_never_ends_is_closed_with_a_slow_head() {
         200
     );
 }
+
+#[test]
+fn turning_tls_on_or_off_by_a_reload_is_refused() {
+    let ca = Ca::new();
+    let leaf = ca.leaf(20);
+    let up = Upstream::start();
+    for (start, next) in [(String::new(), leaf.yaml()), (leaf.yaml(), String::new())] {
+        let gw = Gateway::start(up.addr, &start);
+        gw.rewrite(&next);
+        let failed_before = gw.metric(RELOADS_FAILED);
+        gw.sighup();
+        let refused = within(Duration::from_secs(10), || {
+            gw.metric(RELOADS_FAILED) > failed_before
+        });
+        assert!(refused.is_some(), "{next:?}: not refused:\n{}", gw.logs());
+        assert!(gw.logs().contains("turning TLS on or off takes a restart"));
+        // The listener and its cookies are as they were.
+        let secure = !start.is_empty();
+        let cookie = if secure {
+            let r = Curl::new(&ca.pem()).run(&[&https(&gw, "/_portcullis/login")]);
+            r.all("set-cookie").join("\n")
+        } else {
+            Browser::new()
+                .get(&gw.url("/_portcullis/login"))
+                .set_cookies()
+                .join("\n")
+        };
+        assert_eq!(cookie.contains("__Host-"), secure, "{cookie}");
+        assert_eq!(cookie.contains("; Secure"), secure, "{cookie}");
+    }
+}

@@ -38,8 +38,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.audit.file != new.audit.file {
         keys.push("audit.file");
     }
-    if old.tls.is_some() != new.tls.is_some() {
-        keys.push("tls");
+    if old.upstream.ca != new.upstream.ca {
+        keys.push("upstream_ca");
     }
     if old.redirect_http != new.redirect_http {
         keys.push("redirect_http");
@@ -52,9 +52,17 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
 fn read(app: &App, path: &Path) -> Result<(Config, Option<Pair>), Vec<String>> {
     let new =
         Config::load(path).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    // The listeners are TLS or not from the start; cookies (Secure, `__Host-`) follow `tls`,
+    // so a file that turns it on or off would set cookies the listeners cannot carry.
     let pair = match (&app.certificate, &new.tls) {
         (Some(_), Some(tls)) => Some(Pair::load(tls).map_err(|e| vec![e.to_string()])?),
-        _ => None,
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(vec![
+                "tls: turning TLS on or off takes a restart; the running configuration stays"
+                    .into(),
+            ]);
+        }
     };
     Ok((new, pair))
 }
