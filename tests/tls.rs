@@ -188,31 +188,28 @@ fn sighup_renews_the_certificate_without_dropping_an_open_connection() {
 
     // Bad pairs on reload: each refused, counted, recorded; the renewed one stays.
     let other = ca.leaf(20);
-    let bad_pairs: [(&str, Box<dyn Fn()>); 3] = [
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let (cert, key) = (read(&second.cert), read(&second.key));
+    // What is put in place: the certificate file, and the key file (`None`: no key file).
+    let bad_pairs = [
         (
             "a key of another certificate",
-            Box::new(|| {
-                std::fs::copy(&other.key, &served.key).unwrap();
-            }),
+            cert.clone(),
+            Some(read(&other.key)),
         ),
         (
             "a truncated certificate",
-            Box::new(|| {
-                std::fs::copy(&second.key, &served.key).unwrap();
-                let pem = std::fs::read_to_string(&second.cert).unwrap();
-                std::fs::write(&served.cert, &pem[..pem.len() / 2]).unwrap();
-            }),
+            cert[..cert.len() / 2].to_vec(),
+            Some(key),
         ),
-        (
-            "a missing key file",
-            Box::new(|| {
-                std::fs::copy(&second.cert, &served.cert).unwrap();
-                std::fs::remove_file(&served.key).unwrap();
-            }),
-        ),
+        ("a missing key file", cert.clone(), None),
     ];
-    for (what, break_it) in bad_pairs {
-        break_it();
+    for (what, cert, key) in bad_pairs {
+        std::fs::write(&served.cert, cert).unwrap();
+        match key {
+            Some(key) => std::fs::write(&served.key, key).unwrap(),
+            None => std::fs::remove_file(&served.key).unwrap(),
+        }
         let failed_before = gw.metric(RELOADS_FAILED);
         gw.sighup();
         let refused = within(Duration::from_secs(10), || {
