@@ -1,5 +1,5 @@
 # The two quick-start commands: `make demo` and `make test`. Both install what is missing.
-.PHONY: demo test bootstrap bench release
+.PHONY: demo test bootstrap bench release deb
 
 # The PostgreSQL tests use this server (this machine's, trust auth); each makes and drops a
 # database of its own.
@@ -19,6 +19,13 @@ test:
 release:
 	./scripts/bootstrap.sh --bench
 	./scripts/pgo-build.sh
+
+# The Debian package target/debian/portcullis_<version>_<arch>.deb (deploy/README.md,
+# Installing the package), from the plain release binary.
+deb:
+	./scripts/bootstrap.sh
+	cargo build --release --bin portcullis
+	./scripts/deb.sh
 
 bench: release
 	cargo build --release --bin portcullis --example bare_proxy

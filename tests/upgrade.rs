@@ -73,7 +73,21 @@ fn client(load: Arc<Load>, url: String, cookie: String, kept: bool) {
 #[test]
 fn a_binary_upgrade_under_load_fails_no_request() {
     let up = Upstream::start();
-    let mut gw = Gateway::start_copy(up.addr, "");
+    // What systemd would hear (`Type=notify`): a datagram socket named by NOTIFY_SOCKET.
+    let notify_dir = tempfile::tempdir().unwrap();
+    let notify_path = notify_dir.path().join("notify");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let heard = || {
+        let mut buf = [0u8; 256];
+        let n = systemd.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let socket = notify_path.display().to_string();
+    let mut gw = Gateway::start_copy(up.addr, "", &[("NOTIFY_SOCKET", &socket)]);
+    assert_eq!(heard(), format!("READY=1\nMAINPID={}\n", gw.pid()));
     let mut b = Browser::new();
     b.sign_in(&gw, false);
     let load = Arc::new(Load {
@@ -129,6 +143,11 @@ fn a_binary_upgrade_under_load_fails_no_request() {
     assert_eq!(reaper.0.len(), 1, "exactly one successor: {:?}", reaper.0);
     let new_pid = reaper.0[0];
     assert_ne!(new_pid, old_pid);
+    assert_eq!(
+        heard(),
+        format!("READY=1\nMAINPID={new_pid}\n"),
+        "the new process tells systemd it is the main one"
+    );
     let exe = std::fs::read_link(format!("/proc/{new_pid}/exe")).unwrap();
     assert_eq!(exe, gw.bin, "the new process runs the new file");
     // The admin listener came over too, and the new process answers a reload.

@@ -193,6 +193,7 @@ pub struct Gateway {
     serve_args: Vec<String>,
     /// The binary run: the built one unless a test copies it (an upgrade test replaces it).
     pub bin: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -217,12 +218,16 @@ impl Gateway {
     }
 
     /// Like `start`, running a copy of the binary in the gateway's directory (`bin`), which
-    /// the test may replace as a package upgrade would.
-    pub fn start_copy(upstream: SocketAddr, extra: &str) -> Gateway {
+    /// the test may replace as a package upgrade would, with `env` added to its environment.
+    pub fn start_copy(upstream: SocketAddr, extra: &str, env: &[(&str, &str)]) -> Gateway {
         let store = "store:\n  path: data/portcullis.db\n";
         let mut gw = Gateway::configure("127.0.0.1", upstream, extra, &[], store);
         gw.bin = gw.dir.path().join("portcullis");
         std::fs::copy(BIN, &gw.bin).unwrap();
+        gw.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         gw.add_alice();
         gw.spawn();
         gw
@@ -329,6 +334,7 @@ impl Gateway {
             base,
             serve_args: args.iter().map(|a| a.to_string()).collect(),
             bin: PathBuf::from(BIN),
+            env: Vec::new(),
         }
     }
 
@@ -350,6 +356,7 @@ impl Gateway {
             .arg(&self.config)
             .args(&self.serve_args)
             .env("RUST_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
