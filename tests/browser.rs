@@ -1,7 +1,8 @@
 //! End to end in a real browser: `portcullis demo` serves its portal, headless Chromium
 //! (Debian's, driven by Playwright) signs in through the login page and lands on the portal.
 //! Also checks the demo's one-command promise over plain HTTP, and walks the CAPTCHA step,
-//! two-step verification (codes from `oathtool`) and password recovery through the demo's outbox.
+//! two-step verification (codes from `oathtool`) and password recovery through the demo's outbox,
+//! and a sign-in over HTTPS and HTTP/2.
 
 mod common;
 
@@ -189,4 +190,21 @@ fn chromium_shows_the_captcha_picture_and_signs_in_with_the_answer() {
         stdout.contains("ok: signed in through the CAPTCHA step"),
         "{stdout}"
     );
+}
+
+#[test]
+fn chromium_signs_in_over_https_and_http2() {
+    let ca = common::tls::Ca::new();
+    let up = Upstream::start();
+    let gw = Gateway::start(up.addr, &ca.leaf(20).yaml());
+    let base = format!("https://{}", gw.addr);
+    let stdout = run_e2e("https.mjs", &[&base, "alice@example.com", PASSWORD]);
+    assert!(stdout.contains("ok: signed in over HTTPS"), "{stdout}");
+    let seen = up.seen.lock().unwrap();
+    let reports: Vec<_> = seen.iter().filter(|s| s.path == "/reports").collect();
+    assert!(!reports.is_empty());
+    for s in reports {
+        assert_eq!(s.headers_named("x-remote-user"), ["alice@example.com"]);
+        assert_eq!(s.header("x-forwarded-proto"), Some("https"));
+    }
 }
