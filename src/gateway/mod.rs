@@ -220,7 +220,12 @@ pub fn serve(
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(5),
-        upgrade_sock: upgrade_socket.display().to_string(),
+        // Without a private place, a path that cannot exist: a SIGQUIT then hands nothing to
+        // anyone (Pingora's default is a shared /tmp path).
+        upgrade_sock: upgrade_socket.as_ref().map_or_else(
+            || "/nonexistent/portcullis_upgrade.sock".into(),
+            |p| p.display().to_string(),
+        ),
         // Read once, here: a change of `upstream_ca` takes a restart (docs: TLS).
         ca_file: config.upstream.ca.as_ref().map(|p| p.display().to_string()),
         ..ServerConf::default()
@@ -291,7 +296,7 @@ fn add_tasks(
     app: &Arc<App>,
     config: &Config,
     events: EventWriter,
-    upgrade_socket: std::path::PathBuf,
+    upgrade_socket: Option<std::path::PathBuf>,
 ) {
     if let Some(path) = config.source.clone() {
         let reloader = reload::Reloader {

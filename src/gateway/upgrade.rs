@@ -13,13 +13,37 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Where the old and new process meet: systemd's `RuntimeDirectory` when there is one, else
-/// beside a SQLite store, else the temporary directory.
-pub fn socket_path(store_dir: Option<&Path>) -> PathBuf {
-    let dir = std::env::var_os("RUNTIME_DIRECTORY")
-        .map(PathBuf::from)
-        .or_else(|| store_dir.map(Path::to_path_buf))
-        .unwrap_or_else(std::env::temp_dir);
-    dir.join("portcullis_upgrade.sock")
+/// beside a SQLite store, else a directory of this user's own in the temporary directory.
+/// Whoever can listen there is handed the listening sockets, so a shared place is never used:
+/// `None` when the private directory cannot be made or is not private (upgrades are then off).
+pub fn socket_path(store_dir: Option<&Path>) -> Option<PathBuf> {
+    let dir = match std::env::var_os("RUNTIME_DIRECTORY") {
+        Some(dir) => PathBuf::from(dir),
+        None => match store_dir {
+            Some(dir) => dir.to_path_buf(),
+            None => private_temp_dir()?,
+        },
+    };
+    Some(dir.join("portcullis_upgrade.sock"))
+}
+
+/// `$TMPDIR/portcullis-UID`, made `0700`, or found so: a directory, ours, private.
+fn private_temp_dir() -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let dir = std::env::temp_dir().join(format!("portcullis-{uid}"));
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0 => Some(dir),
+        _ => {
+            tracing::error!(
+                dir = %dir.display(),
+                "binary upgrades are off: this directory is not this user's alone; set RUNTIME_DIRECTORY to a private one"
+            );
+            None
+        }
+    }
 }
 
 /// Makes SIGUSR2 harmless from the start (its default action ends the process); the upgrader
@@ -75,15 +99,20 @@ fn upgrade_args() -> Vec<String> {
 }
 
 pub struct Upgrader {
-    pub socket: PathBuf,
+    /// `None`: no private place to meet, so no upgrades (SIGUSR2 is logged and ignored).
+    pub socket: Option<PathBuf>,
 }
 
 impl Upgrader {
     /// Starts the new process and waits until it listens on the upgrade socket; `false` when it
     /// could not start or gave up first (then this process keeps serving).
     async fn start_successor(&self) -> bool {
+        let Some(socket) = &self.socket else {
+            tracing::error!("upgrade: no private directory for the upgrade socket; still serving");
+            return false;
+        };
         // A socket left by an earlier, failed attempt must not be mistaken for the new process.
-        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(socket);
         let mut child =
             match binary().and_then(|bin| Command::new(bin).args(upgrade_args()).spawn()) {
                 Ok(child) => child,
@@ -93,7 +122,7 @@ impl Upgrader {
                 }
             };
         for _ in 0..600 {
-            if self.socket.exists() {
+            if socket.exists() {
                 return true;
             }
             if exited(&mut child) {
