@@ -20,6 +20,13 @@ fn https(gw: &Gateway, path: &str) -> String {
     format!("https://{}{path}", gw.addr)
 }
 
+/// Sends SIGHUP and waits (10 s at most) for `series`, a reload counter, to grow.
+fn sighup_counted(gw: &Gateway, series: &str) -> bool {
+    let before = gw.metric(series);
+    gw.sighup();
+    within(Duration::from_secs(10), || gw.metric(series) > before).is_some()
+}
+
 /// The security headers of SPEC §16 on one of the gateway's own pages.
 fn assert_page_headers(r: &common::tls::CurlResp) {
     let csp = r.header("content-security-policy").expect("a CSP");
@@ -171,12 +178,7 @@ fn sighup_renews_the_certificate_without_dropping_an_open_connection() {
     // The renewal: new files in place, SIGHUP.
     std::fs::copy(&second.cert, &served.cert).unwrap();
     std::fs::copy(&second.key, &served.key).unwrap();
-    let ok_before = gw.metric(RELOADS_OK);
-    gw.sighup();
-    let reloaded = within(Duration::from_secs(10), || {
-        gw.metric(RELOADS_OK) > ok_before
-    });
-    assert!(reloaded.is_some(), "no reload:\n{}", gw.logs());
+    assert!(sighup_counted(&gw, RELOADS_OK), "no reload:\n{}", gw.logs());
     assert_eq!(
         KeptConnection::open(gw.addr, &ca.pem()).server_cert(),
         second.der()
@@ -210,12 +212,8 @@ fn sighup_renews_the_certificate_without_dropping_an_open_connection() {
             Some(key) => std::fs::write(&served.key, key).unwrap(),
             None => std::fs::remove_file(&served.key).unwrap(),
         }
-        let failed_before = gw.metric(RELOADS_FAILED);
-        gw.sighup();
-        let refused = within(Duration::from_secs(10), || {
-            gw.metric(RELOADS_FAILED) > failed_before
-        });
-        assert!(refused.is_some(), "{what}: not refused:\n{}", gw.logs());
+        let refused = sighup_counted(&gw, RELOADS_FAILED);
+        assert!(refused, "{what}: not refused:\n{}", gw.logs());
         assert_eq!(
             KeptConnection::open(gw.addr, &ca.pem()).server_cert(),
             second.der(),
@@ -552,12 +550,8 @@ fn turning_tls_on_or_off_by_a_reload_is_refused() {
     for (start, next) in [(String::new(), leaf.yaml()), (leaf.yaml(), String::new())] {
         let gw = Gateway::start(up.addr, &start);
         gw.rewrite(&next);
-        let failed_before = gw.metric(RELOADS_FAILED);
-        gw.sighup();
-        let refused = within(Duration::from_secs(10), || {
-            gw.metric(RELOADS_FAILED) > failed_before
-        });
-        assert!(refused.is_some(), "{next:?}: not refused:\n{}", gw.logs());
+        let refused = sighup_counted(&gw, RELOADS_FAILED);
+        assert!(refused, "{next:?}: not refused:\n{}", gw.logs());
         assert!(gw.logs().contains("turning TLS on or off takes a restart"));
         // The listener and its cookies are as they were.
         let secure = !start.is_empty();
