@@ -568,3 +568,29 @@ fn turning_tls_on_or_off_by_a_reload_is_refused() {
         assert_eq!(cookie.contains("; Secure"), secure, "{cookie}");
     }
 }
+
+#[test]
+fn with_watch_a_renewed_certificate_is_served_without_a_signal() {
+    let ca = Ca::new();
+    let (first, second) = (ca.leaf(20), ca.leaf(90));
+    let served = ca.leaf(20);
+    for (from, to) in [(&first.cert, &served.cert), (&first.key, &served.key)] {
+        std::fs::copy(from, to).unwrap();
+    }
+    let up = Upstream::start();
+    let gw = Gateway::start(up.addr, &format!("{}watch: true\n", served.yaml()));
+    assert_eq!(
+        KeptConnection::open(gw.addr, &ca.pem()).server_cert(),
+        first.der()
+    );
+    // The key first, then the certificate: each as a whole file (renamed into place).
+    for (from, to) in [(&second.key, &served.key), (&second.cert, &served.cert)] {
+        let tmp = to.with_extension("new");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, to).unwrap();
+    }
+    let renewed = within(Duration::from_secs(10), || {
+        KeptConnection::open(gw.addr, &ca.pem()).server_cert() == second.der()
+    });
+    assert!(renewed.is_some(), "not renewed:\n{}", gw.logs());
+}

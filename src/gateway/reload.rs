@@ -1,7 +1,8 @@
-//! Configuration reloads on SIGHUP, and on a change of the file when `watch: true`: a valid
-//! file, with a valid certificate pair when `tls` is set, replaces the whole config and the
-//! served certificate atomically; anything invalid is refused, logged and counted, and the
-//! running config and certificate stay. Listeners and the store are read only at start.
+//! Configuration reloads on SIGHUP, and with `watch: true` on a change of the file or of the
+//! certificate or key file: a valid file, with a valid certificate pair when `tls` is set,
+//! replaces the whole config and the served certificate atomically; anything invalid is
+//! refused, logged and counted, and the running config and certificate stay. Listeners and
+//! the store are read only at start.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -105,6 +106,17 @@ fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
+/// What `watch: true` looks at: the config file and, with `tls`, the certificate and key
+/// files (a renewal written in place is a change too).
+fn stamps(app: &App, path: &Path) -> Vec<Option<SystemTime>> {
+    let config = app.config.load();
+    let tls = config
+        .tls
+        .iter()
+        .flat_map(|t| [t.cert.as_path(), t.key.as_path()]);
+    std::iter::once(path).chain(tls).map(modified).collect()
+}
+
 pub struct Reloader {
     pub app: Arc<App>,
     pub path: PathBuf,
@@ -120,7 +132,7 @@ impl BackgroundService for Reloader {
                 return;
             }
         };
-        let mut seen = modified(&self.path);
+        let mut seen = stamps(&self.app, &self.path);
         let mut poll = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -129,13 +141,13 @@ impl BackgroundService for Reloader {
                     // SIGHUP is also what log rotation sends: let go of a rotated event file.
                     self.app.audit.reopen_file();
                     reload(&self.app, &self.path, "SIGHUP");
-                    seen = modified(&self.path);
+                    seen = stamps(&self.app, &self.path);
                 }
                 _ = poll.tick() => {
-                    let now = modified(&self.path);
+                    let now = stamps(&self.app, &self.path);
                     if self.app.config.load().watch && now != seen {
-                        seen = now;
                         reload(&self.app, &self.path, "file changed");
+                        seen = stamps(&self.app, &self.path);
                     }
                 }
             }
