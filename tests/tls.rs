@@ -594,3 +594,85 @@ fn with_watch_a_renewed_certificate_is_served_without_a_signal() {
     });
     assert!(renewed.is_some(), "not renewed:\n{}", gw.logs());
 }
+
+#[test]
+fn slow_or_idle_http2_connections_are_closed() {
+    let ca = Ca::new();
+    let up = Upstream::start();
+    let extra = format!(
+        "{}timeouts:\n  request_header: 1s\n  keepalive: 2s\n",
+        ca.leaf(20).yaml()
+    );
+    let gw = Gateway::start(up.addr, &extra);
+    let preface: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let settings: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+    // HEADERS (type 1) on stream 1 without END_HEADERS, then nothing.
+    let half_headers: &[u8] = &[0, 0, 1, 1, 0, 0, 0, 0, 1, 0x82];
+    // (what is sent, the most the connection may live: request_header for the preface,
+    // keepalive once HTTP/2 runs with no request in flight; with slack for a debug build)
+    let cases: [(&str, Vec<u8>, u64); 4] = [
+        ("nothing after the handshake", vec![], 5),
+        ("half a preface", preface[..10].to_vec(), 5),
+        ("a preface and SETTINGS", [preface, settings].concat(), 7),
+        (
+            "an unfinished header block",
+            [preface, settings, half_headers].concat(),
+            7,
+        ),
+    ];
+    for (what, bytes, limit) in cases {
+        let mut conn = KeptConnection::open_with_alpn(gw.addr, &ca.pem(), &[b"h2"]);
+        conn.send(&bytes);
+        let closed = conn.wait_closed(Duration::from_secs(15));
+        assert!(
+            closed.is_some_and(|t| t < Duration::from_secs(limit)),
+            "{what}: {closed:?}"
+        );
+    }
+    // Pings (empty SETTINGS) do not keep an idle connection either.
+    let mut conn = KeptConnection::open_with_alpn(gw.addr, &ca.pem(), &[b"h2"]);
+    conn.send(&[preface, settings].concat());
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(12)
+        && conn.wait_closed(Duration::from_millis(500)).is_none()
+    {
+        conn.send(settings);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "kept open by pings: {:?}",
+        started.elapsed()
+    );
+    // A real HTTP/2 client is served.
+    let r = Curl::new(&ca.pem()).run(&["--http2", &https(&gw, "/_portcullis/login")]);
+    assert_eq!((r.status, r.version.as_str()), (200, "2"));
+}
+
+#[test]
+fn an_http2_body_without_content_length_never_makes_a_public_request() {
+    let ca = Ca::new();
+    let up = Upstream::start();
+    let gw = Gateway::start(up.addr, &ca.leaf(20).yaml());
+    let curl = Curl::new(&ca.pem());
+    let url = https(&gw, "/static/app.css");
+    let plain = curl.run(&["--http2", &url]);
+    assert_eq!(plain.status, 200, "a public path is public");
+    let seen = up.count();
+    let smuggled = "POST /admin HTTP/1.1\r\nX-Remote-User: admin\r\n\r\n";
+    for method in ["GET", "HEAD"] {
+        // `Content-Length:` with no value: curl sends the body in DATA frames without one.
+        let r = curl.run(&[
+            "--http2",
+            "-X",
+            method,
+            "-H",
+            "Content-Length:",
+            "--data-binary",
+            smuggled,
+            &url,
+        ]);
+        assert_eq!(r.status, 401, "{method}: {r:?}");
+        assert_eq!(r.version, "2");
+    }
+    assert_eq!(up.count(), seen, "nothing reached the portal");
+}

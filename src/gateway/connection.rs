@@ -14,6 +14,8 @@ use pingora::apps::{HttpServerApp, ServerApp};
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
+
+use super::prefixed::Prefixed;
 use pingora::protocols::{ALPN, Stream};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
@@ -43,15 +45,15 @@ impl Guarded {
         }
     }
 
-    /// The TLS handshake on a new connection, within `timeouts.request_header`: a client that
-    /// never finishes one is closed like one that never sends a request head.
-    async fn handshake(&self, acceptor: &Acceptor, stream: Stream) -> Option<Stream> {
+    /// The TLS handshake on a new connection, done by `until` (the accept plus
+    /// `timeouts.request_header`): a client that never finishes one is closed like one that
+    /// never sends a request head.
+    async fn handshake(acceptor: &Acceptor, stream: Stream, until: Instant) -> Option<Stream> {
         let Ok(tcp) = stream.into_any().downcast::<L4Stream>() else {
             tracing::error!("a public connection is not a TCP stream; closed");
             return None;
         };
-        let limit = self.app.config.load().timeouts.request_header;
-        match tokio::time::timeout(limit, acceptor.tls_handshake(*tcp)).await {
+        match tokio::time::timeout_at(until, acceptor.tls_handshake(*tcp)).await {
             Ok(Ok(tls)) => Some(Box::new(tls)),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "TLS handshake failed");
@@ -61,6 +63,32 @@ impl Guarded {
                 tracing::debug!("TLS handshake not done in time; closed");
                 None
             }
+        }
+    }
+}
+
+/// What an HTTP/2 client sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// An HTTP/2 connection's preface, read by `until`: Pingora would wait for it for ever. The
+/// bytes are given back to Pingora with the connection; a connection that is not HTTP/2 after
+/// all, or too slow, is closed. Once it runs, an HTTP/2 connection with no request in flight
+/// for `timeouts.keepalive` is closed by Pingora (`h2_idle_timeout`).
+async fn h2_preface(mut stream: Stream, until: Instant) -> Option<Stream> {
+    let mut preface = [0u8; 24];
+    match tokio::time::timeout_at(until, stream.read_exact(&mut preface)).await {
+        Ok(Ok(_)) if &preface == H2_PREFACE => Some(Box::new(Prefixed::new(
+            bytes::Bytes::copy_from_slice(&preface),
+            stream,
+        ))),
+        Ok(Ok(_)) => {
+            tracing::debug!("not an HTTP/2 preface; closed");
+            None
+        }
+        Ok(Err(_)) => None,
+        Err(_) => {
+            tracing::debug!("HTTP/2 preface not sent in time; closed");
+            None
         }
     }
 }
@@ -85,26 +113,24 @@ impl ServerApp for Guarded {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // A new connection must be through its TLS handshake, the HTTP/2 preface or its first
+        // request head within `request_header` of the accept; a kept-alive one may wait
+        // `keepalive` for its next request, then has `request_header` for it.
+        let first_by = Instant::now() + self.app.config.load().timeouts.request_header;
         let stream = match &self.tls {
-            Some(acceptor) => self.handshake(acceptor, stream).await?,
+            Some(acceptor) => Guarded::handshake(acceptor, stream, first_by).await?,
             None => stream,
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            let stream = h2_preface(stream, first_by).await?;
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
         let mut stream = stream;
         let mut buf = BytesMut::with_capacity(4096);
-        let mut fresh = true;
+        let mut fresh = Some(first_by);
         loop {
             let limits = self.app.config.load().timeouts;
-            // A new connection must bring its first head within `request_header`; a kept-alive
-            // one may wait `keepalive` for its next request, then has `request_header` for it.
-            let idle = if fresh {
-                limits.request_header
-            } else {
-                limits.keepalive
-            };
-            let head = read_head(&mut stream, &mut buf, fresh, idle, limits, shutdown).await;
+            let head = read_head(&mut stream, &mut buf, fresh, limits, shutdown).await;
             match head {
                 Head::Ready => {}
                 Head::Gone => return None,
@@ -133,7 +159,7 @@ impl ServerApp for Guarded {
                 .await?
                 .consume();
             stream = next;
-            fresh = false;
+            fresh = None;
         }
     }
 
@@ -147,20 +173,20 @@ impl ServerApp for Guarded {
 /// upgrade's above all, gets its answer instead of a closed connection.
 const LAST_CALL: Duration = Duration::from_secs(1);
 
-/// Reads until `buf` holds a whole request head: the first byte within `idle`, the whole head
-/// within `request_header` of the first byte, or of the accept for a `fresh` connection.
+/// Reads until `buf` holds a whole request head: on a `fresh` connection, the whole head by
+/// the time given; on a kept-alive one, the first byte within `keepalive` and the whole head
+/// within `request_header` of it.
 async fn read_head(
     stream: &mut Stream,
     buf: &mut BytesMut,
-    fresh: bool,
-    idle: Duration,
+    fresh: Option<Instant>,
     limits: Timeouts,
     shutdown: &ShutdownWatch,
 ) -> Head {
     let whole = limits.request_header;
     let mut stopping = shutdown.clone();
-    let mut deadline = fresh.then(|| Instant::now() + whole);
-    let mut idle_until = Instant::now() + idle;
+    let mut deadline = fresh;
+    let mut idle_until = fresh.unwrap_or_else(|| Instant::now() + limits.keepalive);
     let mut last_call = *shutdown.borrow();
     if last_call {
         idle_until = idle_until.min(Instant::now() + LAST_CALL);

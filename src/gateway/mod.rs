@@ -4,6 +4,7 @@
 
 mod admin;
 mod connection;
+mod prefixed;
 mod proxy;
 mod redirect;
 mod reload;
@@ -271,8 +272,13 @@ fn public_service(
     app: &Arc<App>,
     config: &Config,
 ) -> Result<Service<connection::Guarded>, StartError> {
-    let gateway =
+    let mut gateway =
         pingora::proxy::http_proxy(&server.configuration, proxy::Gateway::new(app.clone()));
+    // An HTTP/2 connection with no request in flight is closed like an idle HTTP/1 one (read
+    // at start: a reload does not change it for HTTP/2).
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(config.timeouts.keepalive);
+    gateway.server_options = Some(options);
     let acceptor = match &app.certificate {
         Some(certificate) => Some(
             certificate

@@ -88,7 +88,10 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-        let facts = Facts::of(session.req_header(), peer, &cfg.network);
+        let mut facts = Facts::of(session.req_header(), peer, &cfg.network);
+        // HTTP/2 may send DATA frames with no content-length: a body all the same.
+        facts.unannounced_body =
+            session.req_header().version == http::Version::HTTP_2 && !session.is_body_empty();
         let verdict = gate::decide(&self.app.site, &cfg, session.req_header(), &facts).await;
         let reply = match verdict {
             Verdict::Forward {

@@ -64,7 +64,8 @@ pub async fn decide(site: &Site, cfg: &Config, head: &Parts, facts: &Facts) -> V
             message,
         ));
     }
-    let has_body = head.headers.contains_key(header::TRANSFER_ENCODING)
+    let has_body = facts.unannounced_body
+        || head.headers.contains_key(header::TRANSFER_ENCODING)
         || header_str(head, header::CONTENT_LENGTH).is_some_and(|n| n != "0");
     let method = head.method.as_str();
     match route::route(method, head.uri.path(), has_body, &cfg.public_paths) {

@@ -23,6 +23,9 @@ pub struct Facts {
     pub client: Client,
     /// The `Cookie` headers (shared with the request, not copied).
     cookies: Vec<HeaderValue>,
+    /// A body comes without a header saying so: an HTTP/2 request whose HEADERS frame does
+    /// not end the stream (the connection knows; `of` cannot, so the gateway sets it).
+    pub unannounced_body: bool,
 }
 
 impl Facts {
@@ -57,6 +60,7 @@ impl Facts {
                 .iter()
                 .cloned()
                 .collect(),
+            unannounced_body: false,
         }
     }
 

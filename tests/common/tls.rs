@@ -210,16 +210,22 @@ pub struct KeptConnection {
 
 impl KeptConnection {
     pub fn open(addr: SocketAddr, ca: &Path) -> KeptConnection {
+        KeptConnection::open_with_alpn(addr, ca, &[])
+    }
+
+    /// A connection offering these ALPN protocols (e.g. `h2`).
+    pub fn open_with_alpn(addr: SocketAddr, ca: &Path, alpn: &[&[u8]]) -> KeptConnection {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(ca).unwrap() {
             roots.add(cert.unwrap()).unwrap();
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let name = ServerName::IpAddress(addr.ip().into());
         let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
         let sock = TcpStream::connect(addr).unwrap();
@@ -232,6 +238,39 @@ impl KeptConnection {
         KeptConnection {
             stream: BufReader::new(stream),
         }
+    }
+
+    /// Sends raw bytes over the TLS connection.
+    pub fn send(&mut self, bytes: &[u8]) {
+        let tls = self.stream.get_mut();
+        tls.write_all(bytes).unwrap();
+        tls.flush().unwrap();
+    }
+
+    /// Reads (and drops) whatever the server sends until it closes the connection; how long
+    /// that took, or `None` if it was still open after `limit`.
+    pub fn wait_closed(&mut self, limit: Duration) -> Option<Duration> {
+        let start = std::time::Instant::now();
+        let timeout = Some(Duration::from_millis(200));
+        self.stream
+            .get_ref()
+            .sock
+            .set_read_timeout(timeout)
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        while start.elapsed() < limit {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Some(start.elapsed()),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return Some(start.elapsed()),
+            }
+        }
+        None
     }
 
     /// The leaf certificate the server sent.
