@@ -160,3 +160,33 @@ fn a_binary_upgrade_under_load_fails_no_request() {
     assert!(within(Duration::from_secs(10), || gw.metric(reloads) > before).is_some());
     eprintln!("{ok} requests, none failed, across the upgrade");
 }
+
+#[test]
+fn no_upgrade_through_a_directory_others_can_reach() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let up = Upstream::start();
+    let mut gw = Gateway::start_copy(up.addr, "", &[]);
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let meeting = gw.dir.path().join(format!("data/portcullis-upgrade-{uid}"));
+    let mode = std::fs::metadata(&meeting).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "the meeting place is private");
+    // Someone opened it up, and left a file where the new process's socket would be.
+    std::fs::set_permissions(&meeting, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(meeting.join("portcullis_upgrade.sock"), "not a socket").unwrap();
+    let old_pid = gw.pid();
+    gw.send("-USR2");
+    let refused = within(Duration::from_secs(20), || {
+        gw.logs().contains("binary upgrades are off")
+    });
+    assert!(refused.is_some(), "{}", gw.logs());
+    assert!(
+        gw.wait_exit(Duration::from_secs(8)).is_none(),
+        "the gateway stopped:\n{}",
+        gw.logs()
+    );
+    assert_eq!(gw.pid(), old_pid);
+    let mut b = Browser::new();
+    b.sign_in(&gw, false);
+    assert_eq!(b.get(&gw.url("/still")).status, 200);
+    assert!(successors(&gw.config).is_empty());
+}

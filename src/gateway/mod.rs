@@ -217,6 +217,12 @@ pub fn serve(
     drop(setup);
 
     let upgrade_socket = upgrade::socket_path(store_dir(&config).as_deref());
+    if upgrade_socket.is_none() && listeners == Listeners::Upgrade {
+        return Err(StartError::Runtime(
+            "cannot take the listeners over: no private directory to meet the running gateway in"
+                .into(),
+        ));
+    }
     let conf = ServerConf {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         grace_period_seconds: Some(1),

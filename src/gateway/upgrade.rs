@@ -12,38 +12,47 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{SignalKind, signal};
 
-/// Where the old and new process meet: systemd's `RuntimeDirectory` when there is one, else
-/// beside a SQLite store, else a directory of this user's own in the temporary directory.
-/// Whoever can listen there is handed the listening sockets, so a shared place is never used:
-/// `None` when the private directory cannot be made or is not private (upgrades are then off).
+/// Where the old and new process meet: a directory of this user's alone (`0700`), made in
+/// systemd's `RuntimeDirectory` when there is one, else beside a SQLite store, else in the
+/// temporary directory. Whoever can reach the socket can hand the new process sockets of its
+/// own, or be handed the gateway's: `None` when that directory cannot be made private
+/// (upgrades are then off, and the log says why).
 pub fn socket_path(store_dir: Option<&Path>) -> Option<PathBuf> {
-    let dir = match std::env::var_os("RUNTIME_DIRECTORY") {
+    let base = match std::env::var_os("RUNTIME_DIRECTORY") {
         Some(dir) => PathBuf::from(dir),
-        None => match store_dir {
-            Some(dir) => dir.to_path_buf(),
-            None => private_temp_dir()?,
-        },
+        None => store_dir.map_or_else(std::env::temp_dir, Path::to_path_buf),
     };
-    Some(dir.join("portcullis_upgrade.sock"))
+    Some(private_dir(&base)?.join("portcullis_upgrade.sock"))
 }
 
-/// `$TMPDIR/portcullis-UID`, made `0700`, or found so: a directory, ours, private.
-fn private_temp_dir() -> Option<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+fn euid() -> u32 {
     // SAFETY: geteuid(2) takes no arguments, touches no memory and cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    let dir = std::env::temp_dir().join(format!("portcullis-{uid}"));
+    unsafe { libc::geteuid() }
+}
+
+/// `BASE/portcullis-upgrade-UID`, made `0700`, or found so: a directory (not a link), ours,
+/// private.
+fn private_dir(base: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = euid();
+    let dir = base.join(format!("portcullis-upgrade-{uid}"));
     let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
     match std::fs::symlink_metadata(&dir) {
         Ok(m) if m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0 => Some(dir),
         _ => {
             tracing::error!(
                 dir = %dir.display(),
-                "binary upgrades are off: this directory is not this user's alone; set RUNTIME_DIRECTORY to a private one"
+                "binary upgrades are off: this directory is not this user's alone (0700); remove it, or set RUNTIME_DIRECTORY to a private one"
             );
             None
         }
     }
+}
+
+/// Whether `path` is a socket this user made: the new process, listening.
+fn our_socket(path: &Path) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket() && m.uid() == euid())
 }
 
 /// Makes SIGUSR2 harmless from the start (its default action ends the process); the upgrader
@@ -122,7 +131,7 @@ impl Upgrader {
                 }
             };
         for _ in 0..600 {
-            if socket.exists() {
+            if our_socket(socket) {
                 return true;
             }
             if exited(&mut child) {
