@@ -341,7 +341,7 @@ fn the_redirect_listener_only_redirects() {
     let up = Upstream::start();
     let plain = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let extra = format!(
-        "{}public_url: https://portal.example:8443\nredirect_http: {plain}\n",
+        "{}public_url: https://portal.example:8443\nredirect_http: {plain}\ntimeouts:\n  request_header: 1s\n",
         ca.leaf(20).yaml()
     );
     let gw = Gateway::start(up.addr, &extra);
@@ -395,6 +395,37 @@ fn the_redirect_listener_only_redirects() {
         0,
         "nothing reaches the portal through the plain listener"
     );
+    // A head dripped a byte at a time, and silence: closed after request_header, not 60 s.
+    for drip in [&b"GET / HTTP/1.1\r\nHost: a\r\n"[..], &b""[..]] {
+        use std::io::{Read, Write};
+        let started = std::time::Instant::now();
+        let mut tcp = std::net::TcpStream::connect(plain).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut closed = false;
+        for b in drip.iter().cycle().take(60) {
+            if tcp.write_all(&[*b]).is_err() {
+                closed = true;
+                break;
+            }
+            let mut buf = [0u8; 16];
+            if matches!(tcp.read(&mut buf), Ok(0)) {
+                closed = true;
+                break;
+            }
+        }
+        if drip.is_empty() {
+            let mut buf = [0u8; 16];
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            closed = matches!(tcp.read(&mut buf), Ok(0));
+        }
+        assert!(closed, "still open after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+    }
     // The gateway itself still serves HTTPS only.
     let r = Curl::new(&ca.pem()).run(&[&https(&gw, "/_portcullis/login")]);
     assert_eq!(r.status, 200);

@@ -95,7 +95,7 @@ async fn h2_preface(mut stream: Stream, until: Instant) -> Option<Stream> {
 
 /// How reading one request head ended.
 #[derive(Debug, PartialEq, Eq)]
-enum Head {
+pub(super) enum Head {
     /// A whole head is in the buffer (perhaps with the start of its body).
     Ready,
     /// The client closed, or nothing came within the idle limit, or the server is stopping.
@@ -176,7 +176,7 @@ const LAST_CALL: Duration = Duration::from_secs(1);
 /// Reads until `buf` holds a whole request head: on a `fresh` connection, the whole head by
 /// the time given; on a kept-alive one, the first byte within `keepalive` and the whole head
 /// within `request_header` of it.
-async fn read_head(
+pub(super) async fn read_head(
     stream: &mut Stream,
     buf: &mut BytesMut,
     fresh: Option<Instant>,

@@ -254,7 +254,7 @@ pub fn serve(
     if let Some(addr) = config.redirect_http {
         let mut plain = Service::new(
             "portcullis redirect".to_string(),
-            HttpServer::new_app(redirect::Redirect::new(app.clone())),
+            redirect::Redirect::new(app.clone()),
         );
         plain.add_tcp(&addr.to_string());
         server.add_service(plain);

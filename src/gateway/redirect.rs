@@ -1,15 +1,21 @@
 //! The plain listener of `redirect_http` (docs: TLS): every request, whatever it asks, is
-//! answered with a redirect to the same path under `public_url`. It reads nothing else, sets
-//! no cookie and never reaches the portal.
+//! answered with a redirect to the same path under `public_url`, then the connection closes.
+//! It reads nothing but the request head (within `timeouts.request_header`), sets no cookie
+//! and never reaches the portal.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::Response;
-use pingora::apps::http_app::ServeHttp;
+use bytes::BytesMut;
+use pingora::apps::ServerApp;
+use pingora::http::ResponseHeader;
+use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use tokio::time::Instant;
 
 use super::App;
+use super::connection::{Head, read_head};
 
 pub struct Redirect {
     app: Arc<App>,
@@ -31,10 +37,12 @@ fn location(authority: &str, uri: &http::Uri) -> String {
     format!("https://{authority}{path}")
 }
 
-#[async_trait]
-impl ServeHttp for Redirect {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let head = session.req_header();
+impl Redirect {
+    /// The redirect for one request head.
+    fn answer(
+        &self,
+        head: &pingora::http::RequestHeader,
+    ) -> pingora::Result<(ResponseHeader, String)> {
         // Only these two keep their method through a 301 in every client; anything else
         // gets 308, which keeps it.
         let status = match head.method {
@@ -50,14 +58,53 @@ impl ServeHttp for Redirect {
             .map(|u| u.authority.clone())
             .unwrap_or_default();
         let to = location(&authority, &head.uri);
-        Response::builder()
-            .status(status)
-            .header("Location", &to)
-            .header("Content-Type", "text/plain; charset=utf-8")
-            .header("Cache-Control", "no-store")
-            .header("Content-Length", (to.len() + 1).to_string())
-            .body(format!("{to}\n").into_bytes())
-            .unwrap_or_default()
+        let body = format!("{to}\n");
+        let mut resp = ResponseHeader::build(status, Some(5))?;
+        resp.insert_header("Location", &to)?;
+        resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
+        resp.insert_header("Cache-Control", "no-store")?;
+        resp.insert_header("Content-Length", body.len().to_string())?;
+        resp.insert_header("Connection", "close")?;
+        Ok((resp, body))
+    }
+}
+
+/// One request per connection, its head read under `timeouts.request_header` like the public
+/// listener's (`connection::read_head`); answered, then closed. A body is never read.
+#[async_trait]
+impl ServerApp for Redirect {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let limits = self.app.config.load().timeouts;
+        let mut buf = BytesMut::with_capacity(1024);
+        let first_by = Some(Instant::now() + limits.request_header);
+        let head = read_head(&mut stream, &mut buf, first_by, limits, shutdown).await;
+        if head != Head::Ready {
+            return None;
+        }
+        let mut session = ServerSession::new_http1(stream);
+        session.set_pipelined_prefix(buf);
+        session.set_keepalive(None);
+        session.set_write_timeout(Some(limits.send));
+        if !matches!(session.read_request().await, Ok(true)) {
+            return None;
+        }
+        let written = async {
+            let (resp, body) = self.answer(session.req_header())?;
+            let head_only = session.req_header().method == http::Method::HEAD;
+            session.write_response_header(Box::new(resp)).await?;
+            if !head_only {
+                session.write_response_body(body.into(), true).await?;
+            }
+            session.finish_body().await
+        };
+        if let Err(e) = written.await {
+            tracing::debug!(error = %e, "could not send a redirect");
+        }
+        None
     }
 }
 
