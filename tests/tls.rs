@@ -707,3 +707,65 @@ fn an_http2_body_without_content_length_never_makes_a_public_request() {
     }
     assert_eq!(up.count(), seen, "nothing reached the portal");
 }
+
+/// The raw answer to `request` sent over a fresh TLS connection (HTTP/1.1).
+fn raw_tls(gw: &Gateway, ca: &Ca, request: &[u8]) -> String {
+    use std::io::Read;
+    let mut conn = KeptConnection::open(gw.addr, &ca.pem());
+    conn.send(request);
+    let mut answer = Vec::new();
+    let _ = conn.stream_mut().read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).to_string()
+}
+
+#[test]
+fn every_response_over_tls_carries_hsts() {
+    let ca = Ca::new();
+    let up = Upstream::start();
+    let extra = format!(
+        "{}public_paths: [/static/, /hsts]\ntimeouts:\n  request_header: 1s\n",
+        ca.leaf(20).yaml()
+    );
+    let gw = Gateway::start(up.addr, &extra);
+    let hsts = "strict-transport-security: max-age=31536000\r\n";
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    // (Pingora answers a head it cannot parse, e.g. two Host fields, with a 400 of its own,
+    // before any hook of the gateway: that one has no HSTS.)
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "a head too slow: 408",
+            b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec(),
+            "408",
+        ),
+        ("a head too large: 431", big.into_bytes(), "431"),
+        (
+            "a login redirect",
+            b"GET /app HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
+                .to_vec(),
+            "302",
+        ),
+    ];
+    for (what, request, status) in cases {
+        let answer = raw_tls(&gw, &ca, &request).to_ascii_lowercase();
+        assert!(
+            answer.starts_with(&format!("http/1.1 {status}")),
+            "{what}: {answer}"
+        );
+        assert!(answer.contains(hsts), "{what}: {answer}");
+    }
+    // The portal's answers get it; one the portal gives a policy of its own keeps that one.
+    let curl = Curl::new(&ca.pem());
+    let r = curl.run(&["--http2", &https(&gw, "/static/app.css")]);
+    assert_eq!(r.all("strict-transport-security"), ["max-age=31536000"]);
+    let r = curl.run(&["--http2", &https(&gw, "/hsts")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.all("strict-transport-security"), [PORTAL_HSTS]);
+    // The 502 page.
+    drop(up);
+    let r = curl.run(&["--http2", &https(&gw, "/static/app.css")]);
+    assert_eq!(r.status, 502);
+    assert_eq!(r.all("strict-transport-security"), ["max-age=31536000"]);
+}

@@ -16,6 +16,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 
 use super::prefixed::Prefixed;
+use crate::web::reply::HSTS;
 use pingora::protocols::{ALPN, Stream};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
@@ -244,7 +245,12 @@ fn head_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
 /// Answers a head that came too slowly or too large, and closes. The client may not be
 /// reading either: a second at most is spent on it.
 async fn refuse(mut stream: Stream, status: &str) -> Option<Stream> {
-    let reply = format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    let hsts = match stream.get_ssl_digest() {
+        Some(_) => format!("{}: {}\r\n", HSTS.0, HSTS.1),
+        None => String::new(),
+    };
+    let reply =
+        format!("HTTP/1.1 {status}\r\n{hsts}Connection: close\r\nContent-Length: 0\r\n\r\n");
     let write = async {
         stream.write_all(reply.as_bytes()).await?;
         stream.shutdown().await

@@ -150,7 +150,8 @@ impl ProxyHttp for Gateway {
         if let Some(sent) = ctx.sent_upstream.take() {
             self.app.metrics.upstream(sent.elapsed());
         }
-        if write::over_tls(session) {
+        // The portal's own policy stands when it sends one (a longer max-age, preload).
+        if write::over_tls(session) && !response.headers.contains_key(HSTS.0) {
             response.insert_header(HSTS.0, HSTS.1)?;
         }
         for c in ctx.set_cookies.drain(..) {
@@ -182,9 +183,15 @@ impl ProxyHttp for Gateway {
                 tracing::debug!(error = %err, "could not send the 502 page");
             }
         } else if code > 0 {
-            let _ = session
-                .respond_error_with_body(code, Bytes::from_static(b""))
-                .await;
+            let mut resp = ResponseHeader::build(code, Some(3))
+                .unwrap_or_else(|_| ResponseHeader::build(500, None).expect("a fixed status"));
+            let _ = resp.insert_header("Content-Length", "0");
+            let _ = resp.insert_header("Connection", "close");
+            if write::over_tls(session) {
+                let _ = resp.insert_header(HSTS.0, HSTS.1);
+            }
+            session.set_keepalive(None);
+            let _ = session.write_response_header(Box::new(resp), true).await;
         }
         FailToProxy {
             error_code: code,

@@ -26,6 +26,8 @@ use sha2::{Digest, Sha256};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 pub const PASSWORD: &str = "correct horse battery";
+/// What the upstream's `/hsts…` paths send as `Strict-Transport-Security`.
+pub const PORTAL_HSTS: &str = "max-age=63072000; includeSubDomains; preload";
 /// The size of the upstream's `/static/big`.
 pub const BIG_FILE: usize = 64 << 20;
 
@@ -117,10 +119,14 @@ impl Upstream {
                                         } else {
                                             Bytes::from(reply.to_string())
                                         };
+                                        let mut resp = hyper::Response::builder()
+                                            .header("Content-Type", "application/json");
+                                        // `/hsts…`: the portal sends an HSTS policy of its own.
+                                        if seen.path.starts_with("/hsts") {
+                                            resp = resp.header("Strict-Transport-Security", PORTAL_HSTS);
+                                        }
                                         log.lock().unwrap().push(seen);
-                                        Ok::<_, Infallible>(hyper::Response::builder()
-                                            .header("Content-Type", "application/json")
-                                            .body(Full::new(body)).unwrap())
+                                        Ok::<_, Infallible>(resp.body(Full::new(body)).unwrap())
                                     }
                                 });
                                 let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;

@@ -240,6 +240,11 @@ impl KeptConnection {
         }
     }
 
+    /// The TLS stream itself, to read what the server sends.
+    pub fn stream_mut(&mut self) -> &mut impl Read {
+        &mut self.stream
+    }
+
     /// Sends raw bytes over the TLS connection.
     pub fn send(&mut self, bytes: &[u8]) {
         let tls = self.stream.get_mut();
