@@ -769,3 +769,33 @@ fn every_response_over_tls_carries_hsts() {
     assert_eq!(r.status, 502);
     assert_eq!(r.all("strict-transport-security"), ["max-age=31536000"]);
 }
+
+#[test]
+fn a_certificate_for_another_name_is_served_with_a_warning() {
+    let ca = Ca::new();
+    let leaf = ca.leaf(20);
+    let up = Upstream::start();
+    for (public_url, warned) in [
+        ("https://portal.example.com", true),
+        ("https://127.0.0.1:8443", false),
+        ("https://localhost", false),
+    ] {
+        let extra = format!("{}public_url: {public_url}\n", leaf.yaml());
+        let mut gw = Gateway::start(up.addr, &extra);
+        let check = gw.cli(&["check-config"], None);
+        let err = String::from_utf8_lossy(&check.stderr);
+        assert!(check.status.success(), "{err}");
+        assert_eq!(String::from_utf8_lossy(&check.stdout), "ok\n");
+        assert_eq!(
+            err.contains("warning: tls.cert: the certificate does not name"),
+            warned,
+            "{public_url}: {err}"
+        );
+        assert_eq!(
+            gw.logs().contains("the certificate does not name"),
+            warned,
+            "{public_url}"
+        );
+        assert!(gw.is_running(), "served all the same");
+    }
+}

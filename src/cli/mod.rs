@@ -395,10 +395,16 @@ fn hash(pw: &Password, params: Argon2Params) -> Result<String, CliError> {
 }
 
 /// A certificate, key or CA file the config names that cannot be used is a config error.
+/// What is odd but servable about the certificate (expired, another name) is printed as a
+/// warning on stderr.
 fn check_tls(config: &Config) -> Result<(), CliError> {
-    crate::gateway::tls::check(config)
-        .map(drop)
-        .map_err(|e| CliError::usage(e.to_string()))
+    let pair = crate::gateway::tls::check(config).map_err(|e| CliError::usage(e.to_string()))?;
+    if let Some(pair) = pair {
+        for problem in crate::gateway::tls::doubts(config, &pair, SystemClock.now()) {
+            eprintln!("portcullis: warning: {problem}");
+        }
+    }
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {

@@ -87,6 +87,9 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         if let Some(pair) = &pair {
             metrics.certificate_expiry(pair.not_after);
+            for problem in tls::doubts(&config, pair, clock.now()) {
+                tracing::warn!(%problem, "the certificate is served all the same");
+            }
         }
         let (audit, events) =
             Audit::start(store.clone(), config.audit.file.as_ref(), metrics.clone())

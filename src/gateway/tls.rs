@@ -51,6 +51,8 @@ pub struct Pair {
     key: Arc<CertifiedKey>,
     /// The leaf's `notAfter`, seconds since the Unix epoch.
     pub not_after: i64,
+    /// The leaf's subject alternative names (DNS names lower-cased, IP addresses as text).
+    names: Vec<String>,
 }
 
 impl Pair {
@@ -67,7 +69,7 @@ impl Pair {
         };
         let chain = read_chain(&tls.cert).map_err(cert_error)?;
         let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| key_error(pem_reason(e)))?;
-        let not_after = not_after(&chain[0]).map_err(cert_error)?;
+        let (not_after, names) = leaf_facts(&chain[0]).map_err(cert_error)?;
         let provider = rustls::crypto::ring::default_provider();
         let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
             rustls::Error::InconsistentKeys(_) => {
@@ -78,8 +80,61 @@ impl Pair {
         Ok(Pair {
             key: Arc::new(certified),
             not_after,
+            names,
         })
     }
+
+    /// What is odd about a pair that can be served all the same, for the log: expired, or not
+    /// for `host` (`public_url`'s, without its port).
+    pub fn doubts(&self, host: Option<&str>, now: i64) -> Vec<String> {
+        let mut doubts = Vec::new();
+        if self.not_after < now {
+            doubts.push("tls.cert: the certificate has expired: browsers will refuse it".into());
+        }
+        if let Some(host) = host
+            && !self.names.iter().any(|name| names_host(name, host))
+        {
+            doubts.push(format!(
+                "tls.cert: the certificate does not name {host}, public_url's host (it names {}): browsers will refuse it",
+                self.names.join(", ")
+            ));
+        }
+        doubts
+    }
+}
+
+/// Whether a certificate name covers `host`: the same name (case-insensitive), or a wildcard
+/// `*.rest` for exactly one label more than `rest`.
+fn names_host(name: &str, host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if name.eq_ignore_ascii_case(host) {
+        return true;
+    }
+    match (name.strip_prefix("*."), host.split_once('.')) {
+        (Some(rest), Some((label, host_rest))) => {
+            !label.is_empty() && rest.eq_ignore_ascii_case(host_rest)
+        }
+        _ => false,
+    }
+}
+
+/// `public_url`'s host without its port.
+fn public_host(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end]);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+/// `Pair::doubts` for the pair `config` names, as of `now`.
+pub fn doubts(config: &Config, pair: &Pair, now: i64) -> Vec<String> {
+    let host = config
+        .public_url
+        .as_ref()
+        .map(|u| public_host(&u.authority));
+    pair.doubts(host, now)
 }
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -102,10 +157,37 @@ fn pem_reason(e: rustls::pki_types::pem::Error) -> String {
     }
 }
 
-fn not_after(leaf: &CertificateDer<'_>) -> Result<i64, String> {
+/// The leaf's expiry and names.
+fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(i64, Vec<String>), String> {
+    use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|e| format!("the first certificate cannot be read: {e}"))?;
-    Ok(cert.validity().not_after.timestamp())
+    let names = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+                    GeneralName::IPAddress(b) => ip_text(b),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((cert.validity().not_after.timestamp(), names))
+}
+
+fn ip_text(bytes: &[u8]) -> Option<String> {
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(ip.to_string())
 }
 
 /// What every handshake is answered with: the pair in force, replaced whole by `replace`.
@@ -143,5 +225,43 @@ impl Certificate {
 impl ResolvesServerCert for Certificate {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.load_full())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_names_cover_which_hosts() {
+        let cases = [
+            ("portal.example.com", "portal.example.com", true),
+            ("portal.example.com", "PORTAL.Example.com", true),
+            ("*.example.com", "portal.example.com", true),
+            ("*.example.com", "a.portal.example.com", false),
+            ("*.example.com", "example.com", false),
+            ("*.example.com", ".example.com", false),
+            ("portal.example.com", "other.example.com", false),
+            ("127.0.0.1", "127.0.0.1", true),
+            ("::1", "[::1]", true),
+            ("127.0.0.1", "localhost", false),
+        ];
+        for (name, host, want) in cases {
+            assert_eq!(names_host(name, host), want, "{name} for {host}");
+        }
+    }
+
+    #[test]
+    fn the_host_of_public_url_without_its_port() {
+        let cases = [
+            ("portal.example.com", "portal.example.com"),
+            ("portal.example.com:8443", "portal.example.com"),
+            ("127.0.0.1:8443", "127.0.0.1"),
+            ("[::1]:8443", "[::1]"),
+            ("[::1]", "[::1]"),
+        ];
+        for (authority, want) in cases {
+            assert_eq!(public_host(authority), want, "{authority}");
+        }
     }
 }
