@@ -475,3 +475,38 @@ fn nothing_secret_is_stored_or_logged_in_clear() {
         assert!(!logs.contains(secret), "the log holds a secret in clear");
     }
 }
+
+#[test]
+fn sessions_pushed_out_of_a_small_cache_are_read_from_the_store() {
+    let up = Upstream::start();
+    let gw = Gateway::start(up.addr, "session:\n  cache_capacity: 2\n");
+    let mut browsers: Vec<Browser> = (0..24)
+        .map(|_| {
+            let mut b = Browser::new();
+            b.sign_in(&gw, false);
+            b
+        })
+        .collect();
+    let miss = "portcullis_session_cache_total{result=\"miss\"}";
+    let before = gw.metric(miss);
+    for round in 0..3 {
+        for (n, b) in browsers.iter_mut().enumerate() {
+            let r = b.get(&gw.url(&format!("/round/{round}/{n}")));
+            assert_eq!(r.status, 200, "browser {n}, round {round}: {}", r.body);
+        }
+    }
+    // Two in memory, twenty-four in use: most requests found their session in the store.
+    let misses = gw.metric(miss) - before;
+    assert!(
+        misses >= 24.0,
+        "only {misses} store reads for 72 requests of 24 sessions"
+    );
+    assert!(
+        up.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path.starts_with("/round/"))
+            .all(|s| s.headers_named("x-remote-user") == ["alice@example.com"])
+    );
+}

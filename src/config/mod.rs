@@ -129,7 +129,12 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     pub absolute_timeout: Option<Duration>,
     pub remember_me: Option<Duration>,
+    /// Sessions one gateway keeps in memory; more are read from the store.
+    pub cache_capacity: u64,
 }
+
+/// Sessions one gateway keeps in memory unless `session.cache_capacity` says otherwise.
+pub const DEFAULT_SESSION_CACHE: u64 = 1_000_000;
 
 #[derive(Debug, Clone, Default)]
 pub struct NetworkConfig {
@@ -596,11 +601,19 @@ impl Validator<'_> {
             raw.remember_me,
             Duration::from_secs(30 * 86400),
         );
+        let cache_capacity = raw.cache_capacity.unwrap_or(DEFAULT_SESSION_CACHE);
+        if cache_capacity > 100_000_000 {
+            self.error(
+                "session.cache_capacity",
+                "at most 100000000 (about 60 GB of memory); sessions beyond it are read from the store",
+            );
+        }
         SessionConfig {
             cookie_name,
             idle_timeout,
             absolute_timeout: non_zero(absolute_timeout),
             remember_me: non_zero(remember_me),
+            cache_capacity,
         }
     }
 

@@ -90,6 +90,7 @@ pub struct RawSession {
     pub idle_timeout: Option<Scalar>,
     pub absolute_timeout: Option<Scalar>,
     pub remember_me: Option<Scalar>,
+    pub cache_capacity: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -94,14 +94,17 @@ impl App {
         let (audit, events) =
             Audit::start(store.clone(), config.audit.file.as_ref(), metrics.clone())
                 .map_err(|e| StartError::Runtime(e.to_string()))?;
-        let sessions = Arc::new(Sessions::new(
-            store.clone(),
-            store.secret("remember_me").await?,
-            audit.clone(),
-            clock.clone(),
-            config.session.idle_timeout,
-            metrics.clone(),
-        ));
+        let sessions = Arc::new(
+            Sessions::new(
+                store.clone(),
+                store.secret("remember_me").await?,
+                audit.clone(),
+                clock.clone(),
+                config.session.idle_timeout,
+                metrics.clone(),
+            )
+            .with_cache_capacity(config.session.cache_capacity, config.session.idle_timeout),
+        );
         let hasher = Arc::new(Hasher::new(
             config.passwords.argon2,
             hash_threads(),

@@ -39,6 +39,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.audit.file != new.audit.file {
         keys.push("audit.file");
     }
+    if old.session.cache_capacity != new.session.cache_capacity {
+        keys.push("session.cache_capacity");
+    }
     if old.upstream.ca != new.upstream.ca {
         keys.push("upstream_ca");
     }

@@ -177,6 +177,13 @@ impl Ended {
     }
 }
 
+fn cache(capacity: u64, idle_timeout: Duration) -> Cache<SessionHash, Arc<LiveSession>> {
+    Cache::builder()
+        .max_capacity(capacity)
+        .time_to_idle(idle_timeout)
+        .build()
+}
+
 impl Sessions {
     pub fn new(
         store: Arc<dyn Store>,
@@ -192,11 +199,15 @@ impl Sessions {
             audit,
             clock,
             metrics,
-            cache: Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_idle(idle_timeout)
-                .build(),
+            cache: cache(crate::config::DEFAULT_SESSION_CACHE, idle_timeout),
         }
+    }
+
+    /// At most `capacity` sessions in memory (`session.cache_capacity`); one pushed out, least
+    /// recently used first, is read from the store at its next request, never lost.
+    pub fn with_cache_capacity(mut self, capacity: u64, idle_timeout: Duration) -> Sessions {
+        self.cache = cache(capacity, idle_timeout);
+        self
     }
 
     pub fn now(&self) -> UnixTime {
