@@ -510,3 +510,66 @@ fn sessions_pushed_out_of_a_small_cache_are_read_from_the_store() {
             .all(|s| s.headers_named("x-remote-user") == ["alice@example.com"])
     );
 }
+
+#[test]
+fn a_batch_of_users_dismissed_from_stdin_loses_every_session_at_once() {
+    let up = Upstream::start();
+    let gw = Gateway::start(up.addr, "");
+    let logins: Vec<String> = (0..12).map(|n| format!("leaver{n}@example.com")).collect();
+    let mut signed_in: Vec<Browser> = Vec::new();
+    for login in &logins {
+        gw.add_user(login, login, "Leaver", &[]);
+        let mut b = Browser::new();
+        let r = b.login_form(&gw, login, PASSWORD, false, "/");
+        assert_eq!(r.status, 303, "{login}: {}", r.body);
+        signed_in.push(b);
+    }
+    let mut stays = Browser::new();
+    stays.sign_in(&gw, false);
+
+    // One unknown login in the list: nobody is dismissed.
+    let with_typo = format!("{}\nnobody@example.com\n", logins.join("\n"));
+    let refused = gw.cli(&["user", "dismiss", "--stdin"], Some(&with_typo));
+    assert_eq!(refused.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("no user nobody@example.com; nobody was dismissed"),
+        "{err}"
+    );
+    assert!(
+        signed_in
+            .iter_mut()
+            .all(|b| b.get(&gw.url("/")).status == 200)
+    );
+
+    // The list as HR sends it: comments, blank lines, odd spacing, any case.
+    let list = format!(
+        "# leavers, December\n\n{}\n",
+        logins
+            .iter()
+            .map(|l| format!("  {} ", l.to_uppercase()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let out = gw.cli(&["user", "dismiss", "--stdin"], Some(&list));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .matches("Dismissed ")
+            .count(),
+        12
+    );
+    let all_out = within(Duration::from_secs(2), || {
+        signed_in
+            .iter_mut()
+            .all(|b| b.get(&gw.url("/")).status == 302)
+    });
+    assert!(all_out.is_some(), "a dismissed user still gets through");
+    assert_eq!(stays.get(&gw.url("/")).status, 200, "others are untouched");
+    let again = gw.cli(&["user", "dismiss", "--stdin"], Some("\n# nothing\n"));
+    assert_eq!(again.status.code(), Some(2), "an empty list is a mistake");
+}

@@ -123,9 +123,14 @@ enum UserCommand {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Block a user from signing in and end their sessions.
+    /// Block a user from signing in and end their sessions (or many: `--stdin`).
     Dismiss {
-        login: String,
+        #[arg(required_unless_present = "stdin")]
+        login: Option<String>,
+        /// Logins one per line on stdin (blank lines and `#` comments skipped): all are
+        /// dismissed in one run, or none when one is unknown.
+        #[arg(long, conflicts_with = "login")]
+        stdin: bool,
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
@@ -394,6 +399,24 @@ fn hash(pw: &Password, params: Argon2Params) -> Result<String, CliError> {
     hasher::hash_now(pw, params).map_err(CliError::runtime)
 }
 
+/// Logins on stdin, one per line; blank lines and `#` comments are skipped.
+fn read_logins() -> Result<Vec<String>, CliError> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| CliError::runtime(format!("cannot read stdin: {e}")))?;
+    let logins: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    if logins.is_empty() {
+        return Err(CliError::usage("no login on stdin"));
+    }
+    Ok(logins)
+}
+
 /// A certificate, key or CA file the config names that cannot be used is a config error.
 /// What is odd but servable about the certificate (expired, another name) is printed as a
 /// warning on stderr.
@@ -500,9 +523,30 @@ async fn run_user(
             Ok(())
         }
         UserCommand::Dismiss { login, .. } => {
-            let u = accounts.find(&login).await?;
-            let n = accounts.dismiss(&u).await?;
-            println!("Dismissed {}; {n} session(s) ended", u.login);
+            let logins = match login {
+                Some(login) => vec![login],
+                None => read_logins()?,
+            };
+            // Every login found first: a list with a typo dismisses nobody.
+            let mut users = Vec::with_capacity(logins.len());
+            let mut unknown = Vec::new();
+            for login in &logins {
+                match accounts.find(login).await {
+                    Ok(u) => users.push(u),
+                    Err(AccountError::NotFound(_)) => unknown.push(login.as_str()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !unknown.is_empty() {
+                return Err(CliError::usage(format!(
+                    "no user {}; nobody was dismissed",
+                    unknown.join(", ")
+                )));
+            }
+            for u in &users {
+                let n = accounts.dismiss(u).await?;
+                println!("Dismissed {}; {n} session(s) ended", u.login);
+            }
             Ok(())
         }
         UserCommand::Restore { login, .. } => {
