@@ -119,6 +119,7 @@ fn session_cache(c: &mut Criterion) {
         idle_timeout: Duration::from_secs(24 * 60),
         absolute_timeout: None,
         remember_me: None,
+        cache_capacity: portcullis::config::DEFAULT_SESSION_CACHE,
     };
     c.bench_function("block_on alone", |b| {
         b.iter(|| rt.block_on(async { black_box(1) }))

@@ -53,6 +53,7 @@ mod tests {
             idle_timeout: Duration::from_secs(idle),
             absolute_timeout: absolute.map(Duration::from_secs),
             remember_me: None,
+            cache_capacity: crate::config::DEFAULT_SESSION_CACHE,
         }
     }
 

@@ -3,7 +3,8 @@
 use super::*;
 
 /// The schema steps of this aggregate, in order.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     id BIGSERIAL PRIMARY KEY,
     ts BIGINT NOT NULL,
@@ -15,7 +16,11 @@ CREATE TABLE events (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX events_by_ts ON events(ts);
-"#];
+"#,
+    r#"
+CREATE INDEX events_by_login ON events(lower(login), ts);
+"#,
+];
 
 fn event_from_row(r: &Row) -> StoreResult<Event> {
     Ok(Event {

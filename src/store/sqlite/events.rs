@@ -3,7 +3,8 @@
 use super::*;
 
 /// The schema steps of this aggregate, in order.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     id INTEGER PRIMARY KEY,
     ts INTEGER NOT NULL,
@@ -15,7 +16,11 @@ CREATE TABLE events (
     detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX events_by_ts ON events(ts);
-"#];
+"#,
+    r#"
+CREATE INDEX events_by_login ON events(lower(login), ts);
+"#,
+];
 
 #[async_trait]
 impl EventStore for SqliteStore {
@@ -57,28 +62,39 @@ impl EventStore for SqliteStore {
     async fn events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>> {
         let f = filter.clone();
         self.with(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT ts, event, login, ip, user_agent, session, detail FROM events
-                 WHERE (?1 IS NULL OR lower(login) = lower(?1))
-                   AND (?2 IS NULL OR event = ?2)
-                   AND (?3 IS NULL OR ts >= ?3)
-                 ORDER BY ts DESC, id DESC LIMIT ?4",
-            )?;
+            // Only the filters given, so that SQLite can use `events_by_login` or
+            // `events_by_ts` (an `?1 IS NULL OR …` condition keeps it from any index).
+            let mut sql = String::from(
+                "SELECT ts, event, login, ip, user_agent, session, detail FROM events WHERE 1",
+            );
+            let mut values: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(login) = &f.login {
+                sql.push_str(" AND lower(login) = lower(?)");
+                values.push(login.clone().into());
+            }
+            if let Some(event) = &f.event {
+                sql.push_str(" AND event = ?");
+                values.push(event.clone().into());
+            }
+            if let Some(since) = f.since {
+                sql.push_str(" AND ts >= ?");
+                values.push(since.into());
+            }
+            sql.push_str(" ORDER BY ts DESC, id DESC LIMIT ?");
+            values.push(i64::from(f.limit.unwrap_or(u32::MAX)).into());
+            let mut stmt = c.prepare(&sql)?;
             let rows = stmt
-                .query_map(
-                    params![f.login, f.event, f.since, f.limit.unwrap_or(u32::MAX)],
-                    |r| {
-                        Ok(Event {
-                            ts: r.get(0)?,
-                            event: r.get(1)?,
-                            login: r.get(2)?,
-                            ip: r.get(3)?,
-                            user_agent: r.get(4)?,
-                            session: r.get(5)?,
-                            detail: r.get(6)?,
-                        })
-                    },
-                )?
+                .query_map(rusqlite::params_from_iter(values), |r| {
+                    Ok(Event {
+                        ts: r.get(0)?,
+                        event: r.get(1)?,
+                        login: r.get(2)?,
+                        ip: r.get(3)?,
+                        user_agent: r.get(4)?,
+                        session: r.get(5)?,
+                        detail: r.get(6)?,
+                    })
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
