@@ -871,3 +871,51 @@ fn a_graceful_stop_writes_every_queued_event_to_the_store_and_the_file() {
     assert_eq!(audit_json(&gw, &["--event", "login_failure"]).len(), 30);
     assert!(file.ends_with('\n'));
 }
+
+#[test]
+fn events_written_before_addresses_were_keyed_are_found_by_ip_and_keyed_at_start() {
+    let up = Upstream::start();
+    let mut gw = Gateway::start(up.addr, "");
+    gw.kill();
+    // Rows as an older Portcullis wrote them: no address key.
+    let db = gw.dir.path().join("data/portcullis.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for (n, ip) in ["10.9.0.1", "::ffff:10.9.3.3", "192.0.2.5", ""]
+        .iter()
+        .enumerate()
+    {
+        conn.execute(
+            "INSERT INTO events (ts, event, login, ip) VALUES (?1, 'ip_denied', 'old', ?2)",
+            rusqlite::params![now - 100 + n as i64, ip],
+        )
+        .unwrap();
+    }
+    let unkeyed = |c: &rusqlite::Connection| -> i64 {
+        c.query_row(
+            "SELECT count(*) FROM events WHERE ip_key IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(unkeyed(&conn), 4);
+    let found = |gw: &Gateway| -> Vec<String> {
+        audit_json(gw, &["--ip", "10.9.0.0/16"])
+            .into_iter()
+            .map(|(_, _, ip)| ip)
+            .collect()
+    };
+    assert_eq!(
+        found(&gw),
+        ["10.9.0.1", "::ffff:10.9.3.3"],
+        "found before keying"
+    );
+    gw.restart();
+    let keyed = within(Duration::from_secs(10), || unkeyed(&conn) == 0);
+    assert!(keyed.is_some(), "not keyed at start:\n{}", gw.logs());
+    assert_eq!(found(&gw), ["10.9.0.1", "::ffff:10.9.3.3"], "found by key");
+}

@@ -640,6 +640,7 @@ async fn events(store: Arc<dyn Store>) {
         event: Some("login_success".into()),
         since: Some(200),
         limit: None,
+        ip_ranges: None,
     };
     assert_eq!(
         store.events(&filter).await.unwrap(),
@@ -650,6 +651,49 @@ async fn events(store: Arc<dyn Store>) {
         ..EventFilter::default()
     };
     assert_eq!(store.events(&limited).await.unwrap().len(), 2);
+    // By address, through the key index: IPv4 (also written IPv4-mapped), IPv6, none.
+    let at = |ts, ip: &str| Event::new(EventKind::IpDenied, ts).client(ip, "UA");
+    store
+        .record_events(&[
+            at(400, "10.9.0.1"),
+            at(401, "::ffff:10.9.255.255"),
+            at(402, "10.10.0.0"),
+            at(403, "2001:db8::7"),
+            at(404, ""),
+        ])
+        .await
+        .unwrap();
+    let by_ip = |cidrs: &[&str]| {
+        let set = portcullis::core::addr::AddrSet::parse(cidrs.iter().copied()).unwrap();
+        EventFilter {
+            ip_ranges: Some(set.key_ranges()),
+            ..EventFilter::default()
+        }
+    };
+    let ts = |events: Vec<Event>| events.iter().map(|e| e.ts).collect::<Vec<_>>();
+    assert_eq!(
+        ts(store.events(&by_ip(&["10.9.0.0/16"])).await.unwrap()),
+        [401, 400]
+    );
+    assert_eq!(
+        ts(store
+            .events(&by_ip(&["10.9.0.0/16", "2001:db8::/32"]))
+            .await
+            .unwrap()),
+        [403, 401, 400]
+    );
+    assert!(
+        store
+            .events(&by_ip(&["192.0.2.1"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.key_events(100).await.unwrap(),
+        0,
+        "written with their keys"
+    );
     // Oldest first, at most `limit` a call.
     assert_eq!(store.purge_events(250, 2).await.unwrap(), 2);
     assert_eq!(store.purge_events(250, 2).await.unwrap(), 1);
@@ -660,7 +704,7 @@ async fn events(store: Arc<dyn Store>) {
         .iter()
         .map(|e| e.ts)
         .collect();
-    assert_eq!(left, [300]);
+    assert_eq!(left, [404, 403, 402, 401, 400, 300]);
     assert!(store.ping().await.is_ok());
 }
 

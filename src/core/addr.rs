@@ -3,7 +3,7 @@
 //! (IPv4 and IPv6, IPv4-mapped IPv6 read as IPv4) into sorted, merged intervals matched by
 //! binary search, and what a valid host name is. Only a `ClientAddr` can be matched.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 
@@ -39,6 +39,16 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
+}
+
+/// An address as 16 bytes that sort as the addresses do (IPv4 as IPv4-mapped IPv6), for an
+/// index over addresses written as text; `None` for text that is no address (none given).
+pub fn ip_key(text: &str) -> Option<[u8; 16]> {
+    let ip = canonical(text.trim().parse::<IpAddr>().ok()?);
+    Some(match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    })
 }
 
 /// A `Host` value the gateway will repeat to the portal: a name, an IPv4 address or a
@@ -216,6 +226,15 @@ impl AddrSet {
         }
     }
 
+    /// Every interval as a pair of `ip_key`s, first and last (IPv4 as IPv4-mapped IPv6).
+    pub fn key_ranges(&self) -> Vec<([u8; 16], [u8; 16])> {
+        let v4 = |a: u32| Ipv4Addr::from(a).to_ipv6_mapped().octets();
+        let v6 = |a: u128| a.to_be_bytes();
+        let four = self.v4.iter().map(|&(lo, hi)| (v4(lo), v4(hi)));
+        four.chain(self.v6.iter().map(|&(lo, hi)| (v6(lo), v6(hi))))
+            .collect()
+    }
+
     /// For trusted-proxy checks on forwarding hops, which are not client addresses.
     pub(crate) fn contains_ip(&self, ip: IpAddr) -> bool {
         self.contains(&ClientAddr::new(ip))
@@ -225,6 +244,34 @@ impl AddrSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_keys_sort_as_addresses_and_fall_in_their_blocks() {
+        let key = |t: &str| ip_key(t).unwrap();
+        assert_eq!(
+            key("10.1.2.3"),
+            key("::ffff:10.1.2.3"),
+            "mapped IPv4 is IPv4"
+        );
+        assert!(key("10.1.2.3") < key("10.1.2.10") && key("9.255.255.255") < key("10.0.0.0"));
+        assert_eq!(ip_key(""), None);
+        assert_eq!(ip_key("not an address"), None);
+        let set = AddrSet::parse(["10.1.0.0/16", "2001:db8::/32"]).unwrap();
+        let ranges = set.key_ranges();
+        let within = |t: &str| ranges.iter().any(|(lo, hi)| (lo..=hi).contains(&&key(t)));
+        for (addr, inside) in [
+            ("10.1.0.0", true),
+            ("10.1.255.255", true),
+            ("::ffff:10.1.7.7", true),
+            ("10.2.0.0", false),
+            ("10.0.255.255", false),
+            ("2001:db8:ffff::1", true),
+            ("2001:db9::", false),
+        ] {
+            assert_eq!(within(addr), inside, "{addr}");
+            assert_eq!(set.contains_ip(addr.parse().unwrap()), inside, "{addr}");
+        }
+    }
 
     #[test]
     fn hosts() {

@@ -161,6 +161,24 @@ impl Housekeeping {
             tracing::warn!(error = %e, "cannot purge old revocations");
         }
         self.purge_events().await;
+        self.key_events().await;
+    }
+
+    /// Events written before addresses were keyed get their key, a slice at a time, so that
+    /// `audit --ip` finds them by index too (until then it reads them all, and checks each).
+    async fn key_events(&self) {
+        loop {
+            match self.app.store.key_events(EVENT_PURGE_SLICE).await {
+                Ok(n) if n == u64::from(EVENT_PURGE_SLICE) => {
+                    tokio::time::sleep(EVENT_PURGE_PAUSE).await;
+                }
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot key old events by address");
+                    return;
+                }
+            }
+        }
     }
 
     async fn purge_events(&self) {

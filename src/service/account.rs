@@ -127,6 +127,7 @@ impl Account {
                 event: Some(kind.as_str().to_string()),
                 since: None,
                 limit: Some(RECENT as u32),
+                ip_ranges: None,
             };
             all.extend(self.store.events(&filter).await?);
         }

@@ -129,6 +129,10 @@ pub struct EventFilter {
     pub event: Option<String>,
     pub since: Option<UnixTime>,
     pub limit: Option<u32>,
+    /// Events whose address key (`core::addr::ip_key`) is in one of these inclusive ranges,
+    /// and events not keyed yet (written before keys were, until `key_events` reaches them):
+    /// a superset for the caller to check each address of.
+    pub ip_ranges: Option<Vec<([u8; 16], [u8; 16])>>,
 }
 
 /// A user's second factor as the store keeps it: the TOTP secret sealed with the master key
@@ -341,6 +345,12 @@ pub trait CaptchaStore: Send + Sync {
     async fn purge_captchas(&self, now: UnixTime) -> StoreResult<u64>;
 }
 
+/// An event's address key as stored (`core::addr::ip_key`); empty for an event without an
+/// address, so that it counts as keyed.
+pub(crate) fn event_ip_key(ip: &str) -> Vec<u8> {
+    crate::core::addr::ip_key(ip).map_or_else(Vec::new, |k| k.to_vec())
+}
+
 /// The event log.
 #[async_trait]
 pub trait EventStore: Send + Sync {
@@ -351,6 +361,10 @@ pub trait EventStore: Send + Sync {
     async fn purge_events(&self, before: UnixTime, limit: u32) -> StoreResult<u64>;
 
     async fn events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>>;
+
+    /// Gives at most `limit` events written before addresses were keyed their key (an empty
+    /// one for an event without an address); returns how many. 0: all are keyed.
+    async fn key_events(&self, limit: u32) -> StoreResult<u64>;
 }
 
 /// Random secrets the gateways of one store share (MAC keys).

@@ -88,6 +88,7 @@ impl Query {
                 event,
                 since,
                 limit: None,
+                ip_ranges: addresses.as_ref().map(AddrSet::key_ranges),
             },
             login,
             addresses,

@@ -20,6 +20,10 @@ CREATE INDEX events_by_ts ON events(ts);
     r#"
 CREATE INDEX events_by_login ON events(lower(login), ts);
 "#,
+    r#"
+ALTER TABLE events ADD COLUMN ip_key BLOB;
+CREATE INDEX events_by_ip ON events(ip_key, ts);
+"#,
 ];
 
 #[async_trait]
@@ -30,7 +34,7 @@ impl EventStore for SqliteStore {
             let tx = c.transaction()?;
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO events (ts, event, login, ip, user_agent, session, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO events (ts, event, login, ip, user_agent, session, detail, ip_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
                 for e in &events {
                     insert.execute(params![
@@ -40,7 +44,8 @@ impl EventStore for SqliteStore {
                         e.ip,
                         e.user_agent,
                         e.session,
-                        e.detail
+                        e.detail,
+                        event_ip_key(&e.ip)
                     ])?;
                 }
             }
@@ -56,6 +61,24 @@ impl EventStore for SqliteStore {
                    (SELECT id FROM events WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
                 params![before, limit],
             )? as u64)
+        })
+        .await
+    }
+    async fn key_events(&self, limit: u32) -> StoreResult<u64> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let rows: Vec<(i64, String)> = tx
+                .prepare("SELECT id, ip FROM events WHERE ip_key IS NULL LIMIT ?1")?
+                .query_map(params![limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            {
+                let mut set = tx.prepare("UPDATE events SET ip_key = ?2 WHERE id = ?1")?;
+                for (id, ip) in &rows {
+                    set.execute(params![id, event_ip_key(ip)])?;
+                }
+            }
+            tx.commit()?;
+            Ok(rows.len() as u64)
         })
         .await
     }
@@ -79,6 +102,15 @@ impl EventStore for SqliteStore {
             if let Some(since) = f.since {
                 sql.push_str(" AND ts >= ?");
                 values.push(since.into());
+            }
+            if let Some(ranges) = &f.ip_ranges {
+                sql.push_str(" AND (ip_key IS NULL");
+                for (lo, hi) in ranges {
+                    sql.push_str(" OR ip_key BETWEEN ? AND ?");
+                    values.push(lo.to_vec().into());
+                    values.push(hi.to_vec().into());
+                }
+                sql.push(')');
             }
             sql.push_str(" ORDER BY ts DESC, id DESC LIMIT ?");
             values.push(i64::from(f.limit.unwrap_or(u32::MAX)).into());
