@@ -87,9 +87,7 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         if let Some(pair) = &pair {
             metrics.certificate_expiry(pair.not_after);
-            for problem in tls::doubts(&config, pair, clock.now()) {
-                tracing::warn!(%problem, "the certificate is served all the same");
-            }
+            tls::warn_doubts(&config, pair, clock.now());
         }
         let (audit, events) =
             Audit::start(store.clone(), config.audit.file.as_ref(), metrics.clone())

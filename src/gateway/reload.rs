@@ -83,9 +83,7 @@ pub fn reload(app: &App, path: &Path, why: &str) -> bool {
             }
             app.config.store(Arc::new(new));
             if let (Some(certificate), Some(pair)) = (&app.certificate, pair) {
-                for problem in super::tls::doubts(&app.config.load(), &pair, now) {
-                    tracing::warn!(%problem, "the certificate is served all the same");
-                }
+                super::tls::warn_doubts(&app.config.load(), &pair, now);
                 app.metrics.certificate_expiry(pair.not_after);
                 certificate.replace(pair);
             }

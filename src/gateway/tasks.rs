@@ -164,21 +164,14 @@ impl Housekeeping {
         self.key_events().await;
     }
 
-    /// Events written before addresses were keyed get their key, a slice at a time, so that
-    /// `audit --ip` finds them by index too (until then it reads them all, and checks each).
+    /// Events written before addresses were keyed get their key, so that `audit --ip` finds
+    /// them by index too (until then it reads them all, and checks each).
     async fn key_events(&self) {
-        loop {
-            match self.app.store.key_events(EVENT_PURGE_SLICE).await {
-                Ok(n) if n == u64::from(EVENT_PURGE_SLICE) => {
-                    tokio::time::sleep(EVENT_PURGE_PAUSE).await;
-                }
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot key old events by address");
-                    return;
-                }
-            }
-        }
+        let store = &self.app.store;
+        in_slices("key old events by address", || {
+            store.key_events(EVENT_PURGE_SLICE)
+        })
+        .await;
     }
 
     async fn purge_events(&self) {
@@ -187,16 +180,30 @@ impl Housekeeping {
         };
         let retention = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
         let before = self.app.clock.now().saturating_sub(retention);
-        loop {
-            match self.app.store.purge_events(before, EVENT_PURGE_SLICE).await {
-                Ok(n) if n == u64::from(EVENT_PURGE_SLICE) => {
-                    tokio::time::sleep(EVENT_PURGE_PAUSE).await;
-                }
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot purge old events");
-                    return;
-                }
+        let store = &self.app.store;
+        in_slices("purge old events", || {
+            store.purge_events(before, EVENT_PURGE_SLICE)
+        })
+        .await;
+    }
+}
+
+/// Calls `step` (which handles at most `EVENT_PURGE_SLICE` events) until one call handles
+/// fewer, pausing between calls so that requests get the store too; a failure is logged.
+async fn in_slices<F, Fut>(what: &str, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::store::StoreResult<u64>>,
+{
+    loop {
+        match step().await {
+            Ok(n) if n == u64::from(EVENT_PURGE_SLICE) => {
+                tokio::time::sleep(EVENT_PURGE_PAUSE).await;
+            }
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot {what}");
+                return;
             }
         }
     }

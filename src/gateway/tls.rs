@@ -137,6 +137,13 @@ pub fn doubts(config: &Config, pair: &Pair, now: i64) -> Vec<String> {
     pair.doubts(host, now)
 }
 
+/// Logs `doubts` (at start and on each reload): the pair is served all the same.
+pub fn warn_doubts(config: &Config, pair: &Pair, now: i64) {
+    for problem in doubts(config, pair, now) {
+        tracing::warn!(%problem, "the certificate is served all the same");
+    }
+}
+
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let chain = CertificateDer::pem_file_iter(path)
         .map_err(pem_reason)?
