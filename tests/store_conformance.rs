@@ -329,11 +329,11 @@ async fn sessions(store: Arc<dyn Store>) {
     // Claimed once, by whoever asks first.
     let claims = (0..6).map(|_| {
         let store = store.clone();
-        tokio::spawn(async move { store.claim_ended(last).await.unwrap() })
+        tokio::spawn(async move { store.claim_ended(&[last]).await.unwrap() })
     });
     let mut total = 0;
     for c in claims {
-        total += c.await.unwrap();
+        total += c.await.unwrap().iter().sum::<u64>();
     }
     assert_eq!(total, 2);
     // Purge: made before 1050 (absolute), then seen before 1600 (idle).
@@ -370,6 +370,88 @@ async fn sessions(store: Arc<dyn Store>) {
         }
     );
     assert_eq!(store.count_sessions(all).await.unwrap(), 0);
+}
+
+/// `user dismiss --stdin`: several users at once, each with their count, the feed with one
+/// revocation per user in the order given, the counts claimed in one call by one gateway.
+async fn users_ended_in_a_batch(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for (i, login) in [
+        "a@example.com",
+        "b@example.com",
+        "c@example.com",
+        "d@example.com",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let u = store.create_user(new_user(login, login), 1).await.unwrap();
+        for k in 0..i {
+            store
+                .insert_session(&session((10 * i + k) as u8, u.id, 1000))
+                .await
+                .unwrap();
+        }
+        ids.push(u.id);
+    }
+    let seq = store.last_revocation().await.unwrap();
+    // d (3 sessions), b (1), a (none), c (2): not in id order; d stays.
+    let given = [ids[3], ids[1], ids[0], ids[2]];
+    let ended = store
+        .end_users_sessions(&given[..3], 2000, "dismissed", UserChange::Dismissed)
+        .await
+        .unwrap();
+    assert_eq!(ended, [3, 1, 0]);
+    for (id, dismissed) in [
+        (ids[3], true),
+        (ids[1], true),
+        (ids[0], true),
+        (ids[2], false),
+    ] {
+        assert_eq!(
+            store.get_user(id).await.unwrap().unwrap().dismissed,
+            dismissed
+        );
+    }
+    assert_eq!(
+        store
+            .user_sessions(
+                ids[2],
+                SessionBounds {
+                    idle_before: 0,
+                    created_before: None
+                }
+            )
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let feed = store.revocations_since(seq).await.unwrap();
+    let what: Vec<_> = feed
+        .iter()
+        .map(|r| (r.what.clone(), r.reason.as_str(), r.uncounted))
+        .collect();
+    assert_eq!(
+        what,
+        [
+            (Revoked::User(ids[3]), "dismissed", 3),
+            (Revoked::User(ids[1]), "dismissed", 1),
+            (Revoked::User(ids[0]), "dismissed", 0),
+        ]
+    );
+    let seqs: Vec<i64> = feed.iter().map(|r| r.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    // Two gateways claim the batch at once (and one a seq that does not exist): each count
+    // goes to exactly one of them.
+    let mut asked = seqs.clone();
+    asked.push(seqs[2] + 1000);
+    let (first, second) = tokio::join!(store.claim_ended(&asked), store.claim_ended(&asked));
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first.len(), 4);
+    let total: Vec<u64> = first.iter().zip(&second).map(|(a, b)| a + b).collect();
+    assert_eq!(total, [3, 1, 0, 0]);
+    assert!(first.iter().zip(&second).all(|(a, b)| *a == 0 || *b == 0));
 }
 
 async fn remember_tokens(store: Arc<dyn Store>) {
@@ -1113,6 +1195,7 @@ macro_rules! conformance {
 conformance!(
     users,
     sessions,
+    users_ended_in_a_batch,
     sessions_added_twice,
     remember_tokens,
     counters,

@@ -543,8 +543,7 @@ async fn run_user(
                     unknown.join(", ")
                 )));
             }
-            for u in &users {
-                let n = accounts.dismiss(u).await?;
+            for (u, n) in accounts.dismiss_all(&users).await? {
                 println!("Dismissed {}; {n} session(s) ended", u.login);
             }
             Ok(())

@@ -14,6 +14,10 @@ use crate::service::recovery;
 use crate::service::sessions::Ended;
 use crate::store::{Store, StoreError, UserChange};
 
+/// Users whose sessions `dismiss_all` ends in one store transaction: a storm of thousands
+/// holds the store's write lock a few times briefly rather than once long.
+const DISMISS_BATCH: usize = 500;
+
 /// Why an account change was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -84,8 +88,15 @@ impl<'a> Accounts<'a> {
     /// Records what was done. The change itself is made already, so a failure here is
     /// reported but does not undo it.
     pub async fn record(&self, kind: EventKind, login: &str, detail: &str) {
-        let event = Event::new(kind, Self::now()).login(login).detail(detail);
-        if let Err(e) = audit::record_directly(self.store, self.event_file, event).await {
+        self.record_all(vec![self.event(kind, login, detail)]).await;
+    }
+
+    fn event(&self, kind: EventKind, login: &str, detail: &str) -> Event {
+        Event::new(kind, Self::now()).login(login).detail(detail)
+    }
+
+    async fn record_all(&self, events: Vec<Event>) {
+        if let Err(e) = audit::record_directly(self.store, self.event_file, &events).await {
             tracing::warn!(error = %e, "an account change was made but not recorded");
             eprintln!("portcullis: warning: {e}");
         }
@@ -292,6 +303,35 @@ impl<'a> Accounts<'a> {
             .await?;
         self.record(EventKind::UserDismissed, &user.login, "").await;
         Ok(n)
+    }
+
+    /// `dismiss` for many users (`user dismiss --stdin`): a few store transactions for the
+    /// lot, each ending the sessions of `DISMISS_BATCH` users, every gateway told in one
+    /// revocation read. The sessions ended, user by user; a user given twice counts once.
+    pub async fn dismiss_all(&self, users: &[User]) -> Result<Vec<(User, u64)>, AccountError> {
+        let mut seen = std::collections::HashSet::new();
+        let users: Vec<&User> = users.iter().filter(|u| seen.insert(u.id)).collect();
+        let mut ended = Vec::with_capacity(users.len());
+        for batch in users.chunks(DISMISS_BATCH) {
+            let ids: Vec<i64> = batch.iter().map(|u| u.id).collect();
+            let counts = self
+                .store
+                .end_users_sessions(
+                    &ids,
+                    Self::now(),
+                    Ended::Dismissed.as_str(),
+                    UserChange::Dismissed,
+                )
+                .await?;
+            let mut events = Vec::with_capacity(2 * batch.len());
+            for (u, n) in batch.iter().zip(counts) {
+                events.push(self.event(EventKind::SessionsRevoked, &u.login, "dismissed"));
+                events.push(self.event(EventKind::UserDismissed, &u.login, ""));
+                ended.push(((*u).clone(), n));
+            }
+            self.record_all(events).await;
+        }
+        Ok(ended)
     }
 
     pub async fn restore(&self, user: &User) -> Result<(), AccountError> {

@@ -2,6 +2,7 @@
 //! front of the store so that a request never waits on the store while its session is hot;
 //! `last_seen` reaches the store lazily (at most `idle_timeout / 24` behind).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -694,8 +695,16 @@ impl Sessions {
 
     /// Drops a user's sessions from this gateway's cache (they are read again from the store).
     pub fn forget_user(&self, user_id: i64) {
+        self.forget_users(&HashSet::from([user_id]));
+    }
+
+    /// The same for many users, in one walk over the cache.
+    fn forget_users(&self, user_ids: &HashSet<i64>) {
+        if user_ids.is_empty() {
+            return;
+        }
         for (hash, live) in self.cache.iter() {
-            if live.identity.user_id == user_id {
+            if user_ids.contains(&live.identity.user_id) {
                 self.cache.invalidate(hash.as_ref());
             }
         }
@@ -703,12 +712,17 @@ impl Sessions {
 
     /// Applies revocations published after `seq` to the cache; returns the new high mark.
     /// Sessions ended wholesale (by a command, or on any gateway) are counted here, by the one
-    /// gateway that claims them.
+    /// gateway that claims them. A batch (a storm of dismissals) costs one walk over the cache
+    /// and one store call for the counts, whatever its size.
     pub async fn apply_revocations(&self, seq: i64) -> StoreResult<i64> {
         let mut high = seq;
+        let mut users = HashSet::new();
+        let mut uncounted = Vec::new();
         for r in self.store.revocations_since(seq).await? {
             match r.what {
-                Revoked::User(id) => self.forget_user(id),
+                Revoked::User(id) => {
+                    users.insert(id);
+                }
                 Revoked::Session(hash) => self.cache.invalidate(&hash),
             }
             let reason = crate::service::metrics::END_REASONS
@@ -717,10 +731,17 @@ impl Sessions {
             if let Some(reason) = reason
                 && r.uncounted > 0
             {
-                let n = self.store.claim_ended(r.seq).await?;
-                self.metrics.sessions_ended(reason, n);
+                uncounted.push((r.seq, *reason));
             }
             high = high.max(r.seq);
+        }
+        self.forget_users(&users);
+        if !uncounted.is_empty() {
+            let seqs: Vec<i64> = uncounted.iter().map(|(seq, _)| *seq).collect();
+            let claimed = self.store.claim_ended(&seqs).await?;
+            for ((_, reason), n) in uncounted.iter().zip(claimed) {
+                self.metrics.sessions_ended(reason, n);
+            }
         }
         Ok(high)
     }

@@ -251,7 +251,22 @@ pub trait SessionStore: Send + Sync {
         now: UnixTime,
         reason: &str,
         change: UserChange,
-    ) -> StoreResult<u64>;
+    ) -> StoreResult<u64> {
+        let ended = self
+            .end_users_sessions(&[user_id], now, reason, change)
+            .await?;
+        Ok(ended.iter().sum())
+    }
+
+    /// `end_user_sessions` for each of `user_ids`, all in one transaction (a batch of
+    /// dismissals); the sessions ended, user by user.
+    async fn end_users_sessions(
+        &self,
+        user_ids: &[i64],
+        now: UnixTime,
+        reason: &str,
+        change: UserChange,
+    ) -> StoreResult<Vec<u64>>;
 
     /// Deletes sessions created before `created_before` (counted as `absolute`), then those
     /// idle since before `idle_before` (counted as `idle`).
@@ -270,9 +285,9 @@ pub trait SessionStore: Send + Sync {
     /// order: none can appear later below one already read.
     async fn revocations_since(&self, seq: i64) -> StoreResult<Vec<Revocation>>;
 
-    /// Takes the count of sessions revocation `seq` ended, leaving 0: of several gateways
-    /// reading the feed, exactly one gets it.
-    async fn claim_ended(&self, seq: i64) -> StoreResult<u64>;
+    /// Takes the counts of sessions the revocations `seqs` ended, leaving 0: of several
+    /// gateways reading the feed, exactly one gets each. The counts come in the order of `seqs`.
+    async fn claim_ended(&self, seqs: &[i64]) -> StoreResult<Vec<u64>>;
 
     /// Deletes revocations made before `before`: they only need to outlive the gateways' reads.
     async fn purge_revocations(&self, before: UnixTime) -> StoreResult<u64>;

@@ -284,19 +284,19 @@ impl FileWriter {
     }
 }
 
-/// For commands, which exit right after: stores `event` and waits for it, and appends it to
-/// the event file unless that is standard output (the command's own output).
+/// For commands, which exit right after: stores `events` and waits for them, and appends them
+/// to the event file unless that is standard output (the command's own output).
 pub async fn record_directly(
     store: &dyn EventStore,
     file: Option<&EventFile>,
-    event: Event,
+    events: &[Event],
 ) -> Result<(), RecordError> {
     store
-        .record_events(std::slice::from_ref(&event))
+        .record_events(events)
         .await
         .map_err(RecordError::Store)?;
     if let Some(target @ EventFile::Path(_)) = file {
-        let line = event.to_json() + "\n";
+        let line: String = events.iter().map(|e| e.to_json() + "\n").collect();
         open(target)
             .and_then(|mut out| out.write_all(line.as_bytes()))
             .map_err(|error| RecordError::File {

@@ -126,53 +126,71 @@ impl SessionStore for PostgresStore {
         })
         .await
     }
-    async fn end_user_sessions(
+    async fn end_users_sessions(
         &self,
-        user_id: i64,
+        user_ids: &[i64],
         now: UnixTime,
         reason: &str,
         change: UserChange,
-    ) -> StoreResult<u64> {
-        let reason = reason.to_string();
+    ) -> StoreResult<Vec<u64>> {
+        let (ids, reason) = (user_ids.to_vec(), reason.to_string());
         self.run(move |mut c| async move {
             let tx = c.transaction().await?;
-            match change {
+            // The users' rows first, then the feed's lock, as every publisher takes them.
+            match &change {
                 UserChange::Nothing => 0,
                 UserChange::Password(hash) => {
                     tx.execute(
-                        "UPDATE users SET password_hash = $1 WHERE id = $2",
-                        &[&hash, &user_id],
+                        "UPDATE users SET password_hash = $1 WHERE id = ANY($2)",
+                        &[hash, &ids],
                     )
                     .await?
                 }
                 UserChange::Dismissed => {
-                    tx.execute("UPDATE users SET dismissed = TRUE WHERE id = $1", &[&user_id])
+                    tx.execute("UPDATE users SET dismissed = TRUE WHERE id = ANY($1)", &[&ids])
                         .await?
                 }
                 UserChange::SecondFactorReset => {
-                    tx.execute("DELETE FROM backup_codes WHERE user_id = $1", &[&user_id])
+                    tx.execute("DELETE FROM backup_codes WHERE user_id = ANY($1)", &[&ids])
                         .await?;
-                    tx.execute("DELETE FROM second_factors WHERE user_id = $1", &[&user_id])
+                    tx.execute("DELETE FROM second_factors WHERE user_id = ANY($1)", &[&ids])
                         .await?
                 }
             };
             publishing_revocation(&tx).await?;
-            let n = tx
-                .execute("DELETE FROM sessions WHERE user_id = $1", &[&user_id])
-                .await?;
-            tx.execute("DELETE FROM remember_tokens WHERE user_id = $1", &[&user_id])
+            let mut ended: std::collections::HashMap<i64, u64> = std::collections::HashMap::new();
+            for r in tx
+                .query(
+                    "DELETE FROM sessions WHERE user_id = ANY($1) RETURNING user_id",
+                    &[&ids],
+                )
+                .await?
+            {
+                *ended.entry(col(&r, 0)?).or_default() += 1;
+            }
+            tx.execute("DELETE FROM remember_tokens WHERE user_id = ANY($1)", &[&ids])
                 .await?;
             // Pending links and codes (a reset, an invitation, a new address) end with them.
-            tx.execute("DELETE FROM recovery WHERE user_id = $1 AND used_at IS NULL", &[&user_id])
-                .await?;
             tx.execute(
-                "INSERT INTO revocations (user_id, created_at, reason, uncounted) VALUES ($1, $2, $3, $4)",
-                &[&user_id, &now, &reason, &count(n)],
+                "DELETE FROM recovery WHERE user_id = ANY($1) AND used_at IS NULL",
+                &[&ids],
+            )
+            .await?;
+            let counts: Vec<u64> = ids
+                .iter()
+                .map(|id| ended.get(id).copied().unwrap_or(0))
+                .collect();
+            let uncounted: Vec<i64> = counts.iter().map(|&n| count(n)).collect();
+            tx.execute(
+                "INSERT INTO revocations (user_id, created_at, reason, uncounted)
+                 SELECT u, $2, $3, n FROM unnest($1::BIGINT[], $4::BIGINT[]) WITH ORDINALITY AS t(u, n, i)
+                 ORDER BY i",
+                &[&ids, &now, &reason, &uncounted],
             )
             .await?;
             tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
             tx.commit().await?;
-            Ok(n)
+            Ok(counts)
         })
         .await
     }
@@ -260,19 +278,26 @@ impl SessionStore for PostgresStore {
         })
         .await
     }
-    async fn claim_ended(&self, seq: i64) -> StoreResult<u64> {
+    async fn claim_ended(&self, seqs: &[i64]) -> StoreResult<Vec<u64>> {
+        let seqs = seqs.to_vec();
         self.run(move |c| async move {
-            let row = c
-                .query_opt(
+            let rows = c
+                .query(
                     "UPDATE revocations r SET uncounted = 0
-                     FROM (SELECT seq, uncounted FROM revocations WHERE seq = $1 FOR UPDATE) old
+                     FROM (SELECT seq, uncounted FROM revocations WHERE seq = ANY($1) FOR UPDATE) old
                      WHERE r.seq = old.seq AND old.uncounted > 0
-                     RETURNING old.uncounted",
-                    &[&seq],
+                     RETURNING old.seq, old.uncounted",
+                    &[&seqs],
                 )
                 .await?;
-            let n = row.map(|r| col::<i64>(&r, 0)).transpose()?;
-            Ok(n.map_or(0, |n| n.max(0) as u64))
+            let mut claimed = std::collections::HashMap::with_capacity(rows.len());
+            for r in &rows {
+                claimed.insert(col::<i64>(r, 0)?, col::<i64>(r, 1)?.max(0) as u64);
+            }
+            Ok(seqs
+                .iter()
+                .map(|s| claimed.get(s).copied().unwrap_or(0))
+                .collect())
         })
         .await
     }

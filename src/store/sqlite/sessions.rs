@@ -102,40 +102,47 @@ impl SessionStore for SqliteStore {
         })
         .await
     }
-    async fn end_user_sessions(
+    async fn end_users_sessions(
         &self,
-        user_id: i64,
+        user_ids: &[i64],
         now: UnixTime,
         reason: &str,
         change: UserChange,
-    ) -> StoreResult<u64> {
-        let reason = reason.to_string();
+    ) -> StoreResult<Vec<u64>> {
+        let (user_ids, reason) = (user_ids.to_vec(), reason.to_string());
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            match change {
-                UserChange::Nothing => 0,
-                UserChange::Password(hash) => tx.execute(
-                    "UPDATE users SET password_hash = ?1 WHERE id = ?2",
-                    params![hash, user_id],
-                )?,
-                UserChange::Dismissed => {
-                    tx.execute("UPDATE users SET dismissed = 1 WHERE id = ?1", [user_id])?
-                }
-                UserChange::SecondFactorReset => {
-                    tx.execute("DELETE FROM backup_codes WHERE user_id = ?1", [user_id])?;
-                    tx.execute("DELETE FROM second_factors WHERE user_id = ?1", [user_id])?
-                }
-            };
-            let n = tx.execute("DELETE FROM sessions WHERE user_id = ?1", [user_id])?;
-            tx.execute("DELETE FROM remember_tokens WHERE user_id = ?1", [user_id])?;
-            // Pending links and codes (a reset, an invitation, a new address) end with them.
-            tx.execute("DELETE FROM recovery WHERE user_id = ?1 AND used_at IS NULL", [user_id])?;
-            tx.execute(
-                "INSERT INTO revocations (user_id, created_at, reason, uncounted) VALUES (?1, ?2, ?3, ?4)",
-                params![user_id, now, reason, n as i64],
-            )?;
+            let mut ended = Vec::with_capacity(user_ids.len());
+            for user_id in user_ids {
+                match &change {
+                    UserChange::Nothing => 0,
+                    UserChange::Password(hash) => tx.execute(
+                        "UPDATE users SET password_hash = ?1 WHERE id = ?2",
+                        params![hash, user_id],
+                    )?,
+                    UserChange::Dismissed => {
+                        tx.execute("UPDATE users SET dismissed = 1 WHERE id = ?1", [user_id])?
+                    }
+                    UserChange::SecondFactorReset => {
+                        tx.execute("DELETE FROM backup_codes WHERE user_id = ?1", [user_id])?;
+                        tx.execute("DELETE FROM second_factors WHERE user_id = ?1", [user_id])?
+                    }
+                };
+                let n = tx.execute("DELETE FROM sessions WHERE user_id = ?1", [user_id])?;
+                tx.execute("DELETE FROM remember_tokens WHERE user_id = ?1", [user_id])?;
+                // Pending links and codes (a reset, an invitation, a new address) end with them.
+                tx.execute(
+                    "DELETE FROM recovery WHERE user_id = ?1 AND used_at IS NULL",
+                    [user_id],
+                )?;
+                tx.execute(
+                    "INSERT INTO revocations (user_id, created_at, reason, uncounted) VALUES (?1, ?2, ?3, ?4)",
+                    params![user_id, now, reason, n as i64],
+                )?;
+                ended.push(n as u64);
+            }
             tx.commit()?;
-            Ok(n as u64)
+            Ok(ended)
         })
         .await
     }
@@ -246,22 +253,27 @@ impl SessionStore for SqliteStore {
         })
         .await
     }
-    async fn claim_ended(&self, seq: i64) -> StoreResult<u64> {
+    async fn claim_ended(&self, seqs: &[i64]) -> StoreResult<Vec<u64>> {
+        let seqs = seqs.to_vec();
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let n: i64 = tx
-                .query_row(
-                    "SELECT uncounted FROM revocations WHERE seq = ?1",
-                    [seq],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(0);
-            if n > 0 {
-                tx.execute("UPDATE revocations SET uncounted = 0 WHERE seq = ?1", [seq])?;
+            let mut claimed = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                let n: i64 = tx
+                    .query_row(
+                        "SELECT uncounted FROM revocations WHERE seq = ?1",
+                        [seq],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .unwrap_or(0);
+                if n > 0 {
+                    tx.execute("UPDATE revocations SET uncounted = 0 WHERE seq = ?1", [seq])?;
+                }
+                claimed.push(n.max(0) as u64);
             }
             tx.commit()?;
-            Ok(n.max(0) as u64)
+            Ok(claimed)
         })
         .await
     }
