@@ -234,12 +234,16 @@ pub enum ForwardedHeader {
 impl ForwardedHeader {
     pub const NAMES: [&'static str; 3] = ["X-Forwarded-For", "Forwarded", "X-Real-IP"];
 
-    /// The header's name, lower-case, as `http` stores it.
-    pub fn name(self) -> &'static str {
+    /// The header's name, as `http` stores it (made at compile time: nothing to parse per
+    /// request).
+    pub fn name(self) -> &'static HeaderName {
+        static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+        static FORWARDED: HeaderName = http::header::FORWARDED;
+        static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
         match self {
-            ForwardedHeader::XForwardedFor => "x-forwarded-for",
-            ForwardedHeader::Forwarded => "forwarded",
-            ForwardedHeader::XRealIp => "x-real-ip",
+            ForwardedHeader::XForwardedFor => &X_FORWARDED_FOR,
+            ForwardedHeader::Forwarded => &FORWARDED,
+            ForwardedHeader::XRealIp => &X_REAL_IP,
         }
     }
 
@@ -251,7 +255,7 @@ impl ForwardedHeader {
             ForwardedHeader::XRealIp,
         ]
         .into_iter()
-        .find(|h| h.name().eq_ignore_ascii_case(text.trim()))
+        .find(|h| h.name().as_str().eq_ignore_ascii_case(text.trim()))
     }
 }
 

@@ -25,6 +25,28 @@ impl ClientAddr {
     pub fn ip(&self) -> IpAddr {
         self.0
     }
+
+    /// The address as text, exactly as `Display` writes it; IPv4 without the formatting
+    /// machinery, which costs more than the rest of an authenticated request's own work here.
+    pub fn text(&self) -> String {
+        let IpAddr::V4(v4) = self.0 else {
+            return self.0.to_string();
+        };
+        let mut s = String::with_capacity(15);
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                s.push('.');
+            }
+            if octet >= 100 {
+                s.push(char::from(b'0' + octet / 100));
+            }
+            if octet >= 10 {
+                s.push(char::from(b'0' + octet / 10 % 10));
+            }
+            s.push(char::from(b'0' + octet % 10));
+        }
+        s
+    }
 }
 
 impl std::fmt::Display for ClientAddr {
@@ -244,6 +266,28 @@ impl AddrSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_address_text_is_what_display_writes() {
+        let mut x: u32 = 0x2545_F491;
+        let mut addrs: Vec<IpAddr> = [0, 1, 9, 10, 99, 100, 199, 200, 255]
+            .iter()
+            .flat_map(|&o: &u8| [[o, 0, 0, 0], [0, o, 0, 0], [1, 2, o, 4], [o, o, o, o]])
+            .map(|o| IpAddr::V4(Ipv4Addr::from(o)))
+            .collect();
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            addrs.push(IpAddr::V4(Ipv4Addr::from(x)));
+        }
+        addrs.push("2001:db8::1".parse().unwrap());
+        addrs.push("::1".parse().unwrap());
+        for ip in addrs {
+            let addr = ClientAddr::new(ip);
+            assert_eq!(addr.text(), addr.to_string());
+        }
+    }
 
     #[test]
     fn address_keys_sort_as_addresses_and_fall_in_their_blocks() {

@@ -136,7 +136,8 @@ impl ProxyHttp for Gateway {
         }
         strip_gateway_cookies(upstream, &cfg.cookies)?;
         let host = forwarded_host(&cfg, session.req_header());
-        forwarded(upstream, &ctx.client_ip, cfg.secure_cookies(), host)?;
+        let client = std::mem::take(&mut ctx.client_ip);
+        forwarded(upstream, client, cfg.secure_cookies(), host)?;
         ctx.sent_upstream = Some(std::time::Instant::now());
         Ok(())
     }
@@ -204,18 +205,18 @@ impl ProxyHttp for Gateway {
 /// `X_Remote_User` as `X-Remote-User`) and every header that claims an address, a host or a
 /// rewritten URL (`headers::is_forgeable`): the gateway sets its own afterwards.
 fn strip_untrusted(req: &mut RequestHeader, identity: &IdentityHeaders) {
-    let doomed: Vec<HeaderName> = req
-        .headers
-        .keys()
-        .filter(|k| {
-            headers::is_forgeable(k.as_str())
-                || identity
-                    .all()
-                    .iter()
-                    .any(|h| headers::same_cgi_name(h.as_str(), k.as_str()))
-        })
-        .cloned()
-        .collect();
+    let doomed = |k: &HeaderName| {
+        headers::is_forgeable(k.as_str())
+            || identity
+                .all()
+                .iter()
+                .any(|h| headers::same_cgi_name(h.as_str(), k.as_str()))
+    };
+    // Most requests carry none: nothing to collect then.
+    if !req.headers.keys().any(doomed) {
+        return;
+    }
+    let doomed: Vec<HeaderName> = req.headers.keys().filter(|k| doomed(k)).cloned().collect();
     for name in doomed {
         req.remove_header(&name);
     }
@@ -223,13 +224,12 @@ fn strip_untrusted(req: &mut RequestHeader, identity: &IdentityHeaders) {
 
 /// The host the portal is told was asked for: `public_url`'s when configured, else the
 /// request's own (already checked by `bad_framing`), else none.
-fn forwarded_host(cfg: &Config, req: &RequestHeader) -> Option<String> {
+fn forwarded_host<'a>(cfg: &'a Config, req: &'a RequestHeader) -> Option<&'a str> {
     if let Some(url) = &cfg.public_url {
-        return Some(url.authority.clone());
+        return Some(&url.authority);
     }
     let host = header_str(req, header::HOST).or_else(|| req.uri.authority().map(|a| a.as_str()));
     host.filter(|h| crate::core::addr::valid_host(h))
-        .map(str::to_string)
 }
 
 fn set_identity(req: &mut RequestHeader, headers: &IdentityHeaders, id: &Identity) -> Result<()> {
@@ -254,20 +254,23 @@ fn set_identity(req: &mut RequestHeader, headers: &IdentityHeaders, id: &Identit
 /// Every `Cookie` header is rewritten, readable as text or not: the gateway's cookies (the
 /// session id above all) must never reach the portal.
 fn strip_gateway_cookies(req: &mut RequestHeader, names: &CookieNames) -> Result<()> {
-    let values: Vec<&[u8]> = req
-        .headers
-        .get_all(header::COOKIE)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    let kept = match values.as_slice() {
-        [] => return Ok(()),
-        [one] => cookies::without(one, &names.all()),
-        many => cookies::without(&many.join(&b"; "[..]), &names.all()),
+    let mut values = req.headers.get_all(header::COOKIE).iter();
+    let kept = match (values.next(), values.next()) {
+        (None, _) => return Ok(()),
+        (Some(one), None) => cookies::without(one.as_bytes(), &names.all()),
+        (Some(_), Some(_)) => {
+            let all: Vec<&[u8]> = req
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            cookies::without(&all.join(&b"; "[..]), &names.all())
+        }
     };
     req.remove_header(&header::COOKIE);
     if let Some(kept) = kept {
-        let value = HeaderValue::from_bytes(&kept).map_err(|_| {
+        let value = HeaderValue::from_maybe_shared(Bytes::from(kept)).map_err(|_| {
             Error::explain(ErrorType::InvalidHTTPHeader, "unreadable Cookie header")
         })?;
         req.insert_header(header::COOKIE, value)?;
@@ -279,24 +282,34 @@ fn strip_gateway_cookies(req: &mut RequestHeader, names: &CookieNames) -> Result
 /// copy was removed by `strip_untrusted`): the resolved client, the scheme and the host.
 fn forwarded(
     req: &mut RequestHeader,
-    client: &str,
+    client: String,
     https: bool,
-    host: Option<String>,
+    host: Option<&str>,
 ) -> Result<()> {
     let proto = if https { "https" } else { "http" };
-    let node = if client.contains(':') {
-        format!("\"[{client}]\"")
+    let mut rfc7239 = String::with_capacity(client.len() + host.map_or(0, str::len) + 32);
+    rfc7239.push_str("for=");
+    if client.contains(':') {
+        rfc7239.push_str("\"[");
+        rfc7239.push_str(&client);
+        rfc7239.push_str("]\"");
     } else {
-        client.to_string()
-    };
-    let mut rfc7239 = format!("for={node};proto={proto}");
-    if let Some(h) = &host {
-        rfc7239.push_str(&format!(";host=\"{h}\""));
-        req.insert_header("X-Forwarded-Host", h.as_str())?;
+        rfc7239.push_str(&client);
     }
-    req.insert_header("X-Forwarded-For", client)?;
+    rfc7239.push_str(";proto=");
+    rfc7239.push_str(proto);
+    if let Some(h) = host {
+        rfc7239.push_str(";host=\"");
+        rfc7239.push_str(h);
+        rfc7239.push('"');
+        req.insert_header("X-Forwarded-Host", h)?;
+    }
+    // One copy of the address for both headers.
+    let client = HeaderValue::from_maybe_shared(Bytes::from(client))
+        .map_err(|_| Error::explain(ErrorType::InternalError, "unreadable client address"))?;
+    req.insert_header("X-Forwarded-For", client.clone())?;
     req.insert_header("X-Real-IP", client)?;
-    req.insert_header("X-Forwarded-Proto", proto)?;
+    req.insert_header("X-Forwarded-Proto", HeaderValue::from_static(proto))?;
     req.insert_header("Forwarded", rfc7239)?;
     Ok(())
 }
@@ -366,7 +379,7 @@ mod tests {
             req.append_header(k, v).unwrap();
         }
         strip_untrusted(&mut req, &headers());
-        forwarded(&mut req, "2001:db8::1", true, Some("portal.example".into())).unwrap();
+        forwarded(&mut req, "2001:db8::1".into(), true, Some("portal.example")).unwrap();
         let all = |name| -> Vec<&str> {
             req.headers
                 .get_all(name)

@@ -51,7 +51,7 @@ impl Facts {
         Facts {
             addr,
             client: Client {
-                ip: addr.to_string(),
+                ip: addr.text(),
                 user_agent,
             },
             cookies: head
