@@ -1,5 +1,5 @@
 # The two quick-start commands: `make demo` and `make test`. Both install what is missing.
-.PHONY: demo test bootstrap bench release deb
+.PHONY: demo test bootstrap bench release deb scale
 
 # The PostgreSQL tests use this server (this machine's, trust auth); each makes and drops a
 # database of its own.
@@ -40,3 +40,10 @@ bench: release
 	cargo bench --bench allowlist
 	cargo bench --bench captcha
 	cargo bench --bench login_storm
+
+# The gateway with a big store (benches/README.md, Scale): a million users and sessions on
+# SQLite, a tenth of that beside it, and two gateways on the machine's PostgreSQL. Minutes.
+scale:
+	./scripts/bootstrap.sh --bench
+	cargo build --release --bin portcullis --example scale_client
+	./benches/scale.sh

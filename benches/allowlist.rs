@@ -1,5 +1,7 @@
-//! Allowlist matching with 10 000 ranges: the interval set against a linear scan of the same
-//! ranges, side by side. Run with `cargo bench --bench allowlist`.
+//! Allowlist matching with 10 000 and with 100 000 ranges: the interval set against a linear scan
+//! of the same ranges, side by side, and parsing them (what a reload does). The set's cost per
+//! lookup must grow with the logarithm of the ranges, the scan's grows tenfold. Run with
+//! `cargo bench --bench allowlist`.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,10 +16,10 @@ fn client(ip: IpAddr) -> ClientAddr {
     resolve(PeerAddr(ip), &AddrSet::default(), Forwarding::default())
 }
 
-/// A deterministic spread of 10 000 entries: /24 blocks, single addresses and short ranges.
-fn entries() -> Vec<String> {
+/// A deterministic spread of `n` entries: /24 blocks, single addresses and short ranges.
+fn entries(n: usize) -> Vec<String> {
     let mut x: u32 = 0x9E37_79B9;
-    (0..10_000)
+    (0..n)
         .map(|i| {
             x ^= x << 13;
             x ^= x >> 17;
@@ -58,7 +60,13 @@ fn linear(entries: &[String]) -> Vec<(u32, u32)> {
 }
 
 fn bench(c: &mut Criterion) {
-    let list = entries();
+    for n in [10_000, 100_000] {
+        bench_ranges(c, n);
+    }
+}
+
+fn bench_ranges(c: &mut Criterion, n: usize) {
+    let list = entries(n);
     let set = AddrSet::parse(list.iter().map(String::as_str)).unwrap();
     let scan = linear(&list);
     let probes: Vec<ClientAddr> = (0..64u32)
@@ -79,7 +87,7 @@ fn bench(c: &mut Criterion) {
             scan.iter().any(|&(lo, hi)| lo <= x && x <= hi)
         );
     }
-    let mut g = c.benchmark_group("allowlist 10k ranges, 64 lookups");
+    let mut g = c.benchmark_group(format!("allowlist {}k ranges, 64 lookups", n / 1000));
     g.bench_function("interval set", |b| {
         b.iter(|| probes.iter().filter(|p| set.contains(black_box(p))).count())
     });
@@ -98,7 +106,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
-    c.bench_function("parse 10k entries", |b| {
+    c.bench_function(&format!("parse {}k entries", n / 1000), |b| {
         b.iter(|| AddrSet::parse(black_box(&list).iter().map(String::as_str)).unwrap())
     });
 }

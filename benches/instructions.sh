@@ -6,6 +6,9 @@
 # $COUNT requests per scenario, and callgrind's counters are dumped between scenarios. The bare
 # Pingora proxy of load.sh (examples/bare_proxy.rs) is counted the same way, as the floor.
 # Needs: valgrind, nginx, curl, python3 and release builds. Only 127.0.0.1 is used.
+# INSTR_KEEP=DIR keeps the profiles (DIR/session.txt, public.txt, bare.txt: inclusive counts per
+# function; *.callgrind: the raw dumps, for `callgrind_annotate --tree=calling`) for finding
+# where the instructions go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,3 +87,12 @@ for scenario in session public bare; do
   upstream=$(inclusive "$work/$scenario.txt" 'ProxyHttp>::upstream_request_filter::{{closure}}')
   printf '| %s | %s | %s | %s |\n' "$scenario" "$(per "$total")" "$(per "$filter")" "$(per "$upstream")"
 done
+if [ -n "${INSTR_KEEP:-}" ]; then
+  mkdir -p "$INSTR_KEEP"
+  cp "$work"/session.txt "$work"/public.txt "$work"/bare.txt "$INSTR_KEEP"/
+  for scenario in session public bare; do
+    dump=$(grep -l "^desc: Trigger: dump $scenario\$" "$work"/callgrind.out.* "$work"/bare.out.*)
+    cp "$dump" "$INSTR_KEEP/$scenario.callgrind"
+    callgrind_annotate "$dump" 2>/dev/null >"$INSTR_KEEP/$scenario.self.txt"
+  done
+fi

@@ -7,8 +7,9 @@
 # verification tests compute TOTP codes with it, independently of the gateway's own code) and
 # Debian's aiosmtpd (the password recovery tests run a real SMTP server with Debian's Python),
 # and systemd-analyze (the package test checks the unit with it).
-# With --bench: wrk and nginx for the load tests (benches/load.sh, ab.sh), valgrind for
-# benches/instructions.sh, and taskset (util-linux) for ab.sh.
+# With --bench: wrk and nginx for the load tests (benches/load.sh, ab.sh, scale.sh), valgrind for
+# benches/instructions.sh, taskset (util-linux) for ab.sh and psql for scale.sh (which uses the
+# machine's PostgreSQL server, as the tests do).
 # Safe to run again: it only installs what is not there.
 set -euo pipefail
 need_tests=${1:-}
@@ -38,6 +39,7 @@ if [ "$need_tests" = "--bench" ]; then
   command -v nginx >/dev/null || missing+=(nginx)
   command -v valgrind >/dev/null || missing+=(valgrind)
   command -v taskset >/dev/null || missing+=(util-linux)
+  command -v psql >/dev/null || missing+=(postgresql-client)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing ${missing[*]}"
