@@ -12,8 +12,8 @@ use portcullis::core::identity::NewUser;
 use portcullis::core::secret::SessionHash;
 use portcullis::store::{
     CaptchaRecord, EventFilter, Gate, NewJob, PostgresStore, Purged, RecoveryKind, RecoveryRecord,
-    RememberRecord, Revoked, SessionBounds, SessionRecord, SessionStore, SqliteStore, Store,
-    StoreError, UserChange, UserStore,
+    RememberRecord, Revocation, Revoked, SessionBounds, SessionRecord, SessionStore, SqliteStore,
+    Store, StoreError, UserChange, UserStore,
 };
 
 fn new_user(login: &str, email: &str) -> NewUser {
@@ -25,6 +25,13 @@ fn new_user(login: &str, email: &str) -> NewUser {
         groups: vec!["staff".into(), "ops".into()],
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
     }
+}
+
+/// What each revocation of a feed ends, why, and how many sessions it has left to count.
+fn what(feed: &[Revocation]) -> Vec<(Revoked, &str, u64)> {
+    feed.iter()
+        .map(|r| (r.what.clone(), r.reason.as_str(), r.uncounted))
+        .collect()
 }
 
 fn session(n: u8, user_id: i64, at: i64) -> SessionRecord {
@@ -304,12 +311,8 @@ async fn sessions(store: Arc<dyn Store>) {
     );
     assert_eq!(store.get_remember("bobs").await.unwrap(), None);
     let feed = store.revocations_since(seq).await.unwrap();
-    let what: Vec<_> = feed
-        .iter()
-        .map(|r| (r.what.clone(), r.reason.as_str(), r.uncounted))
-        .collect();
     assert_eq!(
-        what,
+        what(&feed),
         [
             (Revoked::Session(SessionHash([2; 32])), "", 0),
             (Revoked::Session(SessionHash([2; 32])), "", 0),
@@ -428,12 +431,8 @@ async fn users_ended_in_a_batch(store: Arc<dyn Store>) {
         2
     );
     let feed = store.revocations_since(seq).await.unwrap();
-    let what: Vec<_> = feed
-        .iter()
-        .map(|r| (r.what.clone(), r.reason.as_str(), r.uncounted))
-        .collect();
     assert_eq!(
-        what,
+        what(&feed),
         [
             (Revoked::User(ids[3]), "dismissed", 3),
             (Revoked::User(ids[1]), "dismissed", 1),
