@@ -543,9 +543,9 @@ async fn run_user(
                     unknown.join(", ")
                 )));
             }
-            for (u, n) in accounts.dismiss_all(&users).await? {
-                println!("Dismissed {}; {n} session(s) ended", u.login);
-            }
+            let mut said =
+                |u: &User, n: u64| println!("Dismissed {}; {n} session(s) ended", u.login);
+            accounts.dismiss_all(&users, &mut said).await?;
             Ok(())
         }
         UserCommand::Restore { login, .. } => {

@@ -136,8 +136,8 @@ impl ProxyHttp for Gateway {
         }
         strip_gateway_cookies(upstream, &cfg.cookies)?;
         let host = forwarded_host(&cfg, session.req_header());
-        let client = std::mem::take(&mut ctx.client_ip);
-        forwarded(upstream, client, cfg.secure_cookies(), host)?;
+        // Cloned, not taken: Pingora calls this again when it retries on a new connection.
+        forwarded(upstream, ctx.client_ip.clone(), cfg.secure_cookies(), host)?;
         ctx.sent_upstream = Some(std::time::Instant::now());
         Ok(())
     }

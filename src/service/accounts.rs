@@ -296,22 +296,18 @@ impl<'a> Accounts<'a> {
         Ok(None)
     }
 
-    /// Blocks sign-in and ends the user's sessions.
-    pub async fn dismiss(&self, user: &User) -> Result<u64, AccountError> {
-        let n = self
-            .end_sessions(user, UserChange::Dismissed, "dismissed")
-            .await?;
-        self.record(EventKind::UserDismissed, &user.login, "").await;
-        Ok(n)
-    }
-
-    /// `dismiss` for many users (`user dismiss --stdin`): a few store transactions for the
-    /// lot, each ending the sessions of `DISMISS_BATCH` users, every gateway told in one
-    /// revocation read. The sessions ended, user by user; a user given twice counts once.
-    pub async fn dismiss_all(&self, users: &[User]) -> Result<Vec<(User, u64)>, AccountError> {
+    /// Blocks sign-in for `users` and ends their sessions (`user dismiss`, one login or many
+    /// from `--stdin`): one store transaction per `DISMISS_BATCH` users, each batch read by
+    /// every gateway at once. `done` hears of each user and the sessions ended as their batch
+    /// is committed (so that a failure later leaves a true account of what was done); a user
+    /// given twice counts once.
+    pub async fn dismiss_all(
+        &self,
+        users: &[User],
+        done: &mut dyn FnMut(&User, u64),
+    ) -> Result<(), AccountError> {
         let mut seen = std::collections::HashSet::new();
         let users: Vec<&User> = users.iter().filter(|u| seen.insert(u.id)).collect();
-        let mut ended = Vec::with_capacity(users.len());
         for batch in users.chunks(DISMISS_BATCH) {
             let ids: Vec<i64> = batch.iter().map(|u| u.id).collect();
             let counts = self
@@ -327,11 +323,11 @@ impl<'a> Accounts<'a> {
             for (u, n) in batch.iter().zip(counts) {
                 events.push(self.event(EventKind::SessionsRevoked, &u.login, "dismissed"));
                 events.push(self.event(EventKind::UserDismissed, &u.login, ""));
-                ended.push(((*u).clone(), n));
+                done(u, n);
             }
             self.record_all(events).await;
         }
-        Ok(ended)
+        Ok(())
     }
 
     pub async fn restore(&self, user: &User) -> Result<(), AccountError> {
