@@ -27,6 +27,13 @@ ALTER TABLE revocations ADD COLUMN reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE revocations ADD COLUMN uncounted INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX revocations_by_time ON revocations(created_at);
 "#,
+    // The purge of idle sessions and the live-sessions count read a range of this index, not
+    // the whole table (a million sessions, measured: the purge's range 0.095 s -> 0.001 s, the
+    // count of the live 0.12 s -> 0.01-0.08 s; with created_at in it, the count never touches
+    // the table, which made a last_seen-only index slower than the scan).
+    r#"
+CREATE INDEX sessions_by_last_seen ON sessions(last_seen, created_at);
+"#,
 ];
 
 #[async_trait]
