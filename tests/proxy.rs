@@ -306,3 +306,168 @@ fn readiness_and_health_on_the_admin_listener_only() {
     // On the public listener /healthz is just another protected portal path.
     assert_eq!(b.api_get(&gw.url("/healthz")).status, 401);
 }
+
+/// A portal that answers the first request of each connection and closes the connection on
+/// the second, unanswered, as a portal restarting under a pooled connection would: every
+/// request head it reads is kept, with the number of the connection it came on.
+struct ClosingPortal {
+    addr: std::net::SocketAddr,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClosingPortal {
+    fn start() -> ClosingPortal {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (log, stopping) = (heads.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                        .unwrap();
+                    let mut buf = Vec::new();
+                    let mut answered = false;
+                    loop {
+                        let mut chunk = [0u8; 4096];
+                        let Ok(read) = conn.read(&mut chunk) else {
+                            return;
+                        };
+                        if read == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..read]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head: Vec<u8> = buf.drain(..end + 4).collect();
+                        log.lock()
+                            .unwrap()
+                            .push((n, String::from_utf8_lossy(&head).into_owned()));
+                        if answered {
+                            return; // closed, unanswered
+                        }
+                        answered = true;
+                        let body = "portal";
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if conn.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        ClosingPortal {
+            addr,
+            heads,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The heads of requests for `path`, in the order they came, with their connections.
+    fn heads_for(&self, path: &str) -> Vec<(usize, String)> {
+        let line = format!("GET {path} HTTP/1.1\r\n");
+        self.heads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, h)| h.starts_with(&line))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for ClosingPortal {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop, which then sees the flag.
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Header values of `name` in a raw request head, matched without regard to case.
+fn head_values<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
+#[test]
+fn a_request_retried_on_a_new_upstream_connection_carries_the_same_headers() {
+    // Pingora sends a request again on a new connection when a pooled one closes before
+    // answering it, and builds the upstream request again for it: the identity and address
+    // headers must be the gateway's on every attempt, and nothing the client sent may slip
+    // through the second time.
+    let portal = ClosingPortal::start();
+    let gw = Gateway::start(portal.addr, "");
+    let mut b = Browser::new();
+    b.sign_in(&gw, false);
+    let paths = ["/first", "/second", "/third"];
+    for path in paths {
+        let req = b
+            .request("GET", &gw.url(path))
+            .header("X-Forwarded-For", "203.0.113.7")
+            .header("X-Remote-User", "admin");
+        let r = b.send(req);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_eq!(r.body, "portal", "{path}");
+    }
+    for path in &paths[1..] {
+        let heads = portal.heads_for(path);
+        assert_eq!(
+            heads.len(),
+            2,
+            "{path}: sent on the pooled connection, which closed, then on a new one: {heads:?}"
+        );
+        assert_ne!(
+            heads[0].0, heads[1].0,
+            "{path}: the retry is on a new connection"
+        );
+        for (attempt, (_, head)) in heads.iter().enumerate() {
+            assert_eq!(
+                head_values(head, "X-Forwarded-For"),
+                ["127.0.0.1"],
+                "{path}, attempt {attempt}:\n{head}"
+            );
+            assert_eq!(
+                head_values(head, "X-Real-IP"),
+                ["127.0.0.1"],
+                "{path}, attempt {attempt}"
+            );
+            assert_eq!(
+                head_values(head, "X-Remote-User"),
+                ["alice@example.com"],
+                "{path}, attempt {attempt}"
+            );
+            assert_eq!(
+                head_values(head, "X-Forwarded-Proto"),
+                ["http"],
+                "{path}, attempt {attempt}"
+            );
+            let cookies = head_values(head, "Cookie").join("; ");
+            assert!(
+                !cookies.contains("portcullis"),
+                "{path}, attempt {attempt}: {cookies}"
+            );
+        }
+    }
+}
