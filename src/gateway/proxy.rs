@@ -268,12 +268,17 @@ fn strip_gateway_cookies(req: &mut RequestHeader, names: &CookieNames) -> Result
             cookies::without(&all.join(&b"; "[..]), &names.all())
         }
     };
-    req.remove_header(&header::COOKIE);
-    if let Some(kept) = kept {
-        let value = HeaderValue::from_maybe_shared(Bytes::from(kept)).map_err(|_| {
-            Error::explain(ErrorType::InvalidHTTPHeader, "unreadable Cookie header")
-        })?;
-        req.insert_header(header::COOKIE, value)?;
+    match kept {
+        // Replaces every `Cookie` header in place: cheaper than removing them and adding one.
+        Some(kept) => {
+            let value = HeaderValue::from_maybe_shared(Bytes::from(kept)).map_err(|_| {
+                Error::explain(ErrorType::InvalidHTTPHeader, "unreadable Cookie header")
+            })?;
+            req.insert_header("Cookie", value)?;
+        }
+        None => {
+            req.remove_header(&header::COOKIE);
+        }
     }
     Ok(())
 }
@@ -361,6 +366,10 @@ mod tests {
             .map(|v| v.as_bytes())
             .collect();
         assert_eq!(left, vec![&b"pref=\xe9t\xe9; lang=fr"[..]]);
+        // As the portal receives it: one `Cookie` line.
+        let mut wire = bytes::BytesMut::new();
+        req.header_to_h1_wire(&mut wire);
+        assert_eq!(&wire[..], &b"Cookie: pref=\xe9t\xe9; lang=fr\r\n"[..]);
     }
 
     #[test]
