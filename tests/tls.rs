@@ -516,12 +516,65 @@ fn testssl_finds_no_old_protocol_no_weak_cipher_and_no_vulnerability() {
         finding(vulnerability);
     }
     // Nothing at all above LOW (and no scan problem): the certificate the test made is sound,
-    // so what is left to report would be the listener's.
+    // so what is left to report would be the listener's. One probe is a race, not a finding:
+    // testssl's client for ticket resumption closes as soon as its handshake is done, and a TLS
+    // 1.3 ticket comes after the client's Finished (RFC 8446 §4.6.1), so whether the client
+    // took one away depends on scheduling (openssl s_client against `openssl s_server`: 87 in
+    // 100). When it took one in testssl's earlier probe and none in this one, testssl reports
+    // a "connect problem". Resumption is checked below without the race instead.
+    let racy = |id: &str, finding: &str| {
+        id == "sessionresumption_ticket" && finding == "check failed because of connect problem"
+    };
     let serious: Vec<_> = findings
         .iter()
-        .filter(|(_, severity, _)| !matches!(severity.as_str(), "OK" | "INFO" | "LOW"))
+        .filter(|(id, severity, finding)| {
+            !matches!(severity.as_str(), "OK" | "INFO" | "LOW") && !racy(id, finding)
+        })
         .collect();
     assert!(serious.is_empty(), "{serious:#?}");
+    let resumed = resumption(&gw);
+    assert!(resumed.starts_with("Reused, TLSv1.3"), "{resumed}");
+}
+
+/// How a second connection starts when the first one waited for the gateway's TLS 1.3 session
+/// ticket (s_client's "Reused, TLSv1.3, …" or "New, …"): testssl's resumption probe without
+/// its race.
+fn resumption(gw: &Gateway) -> String {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("session.pem");
+    let connect = format!("127.0.0.1:{}", gw.addr.port());
+    let s_client = |saved: &str| {
+        let mut c = Command::new("timeout");
+        c.args(["30", "openssl", "s_client", "-connect", &connect])
+            .args(["-servername", "localhost", saved])
+            .arg(&session)
+            .stderr(Stdio::null());
+        c
+    };
+    let mut first = s_client("-sess_out")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    // Until the ticket arrives (or the gateway closes the connection, or 30 s have passed).
+    let arrived = BufReader::new(first.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains("New Session Ticket arrived"));
+    drop(first.stdin.take());
+    first.wait().unwrap();
+    assert!(arrived, "the gateway sent no TLS 1.3 session ticket");
+    let second = s_client("-sess_in")
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl runs");
+    let text = String::from_utf8_lossy(&second.stdout);
+    text.lines()
+        .find(|l| l.starts_with("Reused,") || l.starts_with("New,"))
+        .unwrap_or_else(|| panic!("no handshake in: {text}"))
+        .to_string()
 }
 
 #[test]
