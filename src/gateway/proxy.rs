@@ -112,6 +112,14 @@ impl ProxyHttp for Gateway {
             Verdict::Local(endpoint) => self.local(session, &cfg, endpoint, &facts).await,
         };
         write::write(session, reply).await?;
+        // An HTTP/2 client may still be sending the body of a request answered without it. Ending
+        // the stream now would reset it (RST_STREAM with NO_ERROR, as RFC 9113 §8.1 allows), which
+        // some clients report as a failure although the answer came whole (curl 7.88, Debian 12's:
+        // curl/curl#22984); so what is left is read and dropped first, within `request_body`.
+        if session.req_header().version == http::Version::HTTP_2 {
+            let _ =
+                tokio::time::timeout(cfg.timeouts.request_body, session.drain_request_body()).await;
+        }
         Ok(true)
     }
 
