@@ -788,8 +788,8 @@ fn an_http2_request_answered_before_its_body_is_read_gets_the_whole_answer() {
             args.push(&url);
             let r = curl.run(&args);
             assert_eq!(
-                (r.status, r.version.as_str()),
-                (401, "2"),
+                (r.status, r.version.as_str(), r.exit),
+                (401, "2", Some(0)),
                 "{what}, attempt {attempt}: {r:?}"
             );
         }

@@ -192,9 +192,9 @@ pub(super) async fn read_head(
     if last_call {
         idle_until = idle_until.min(Instant::now() + LAST_CALL);
     }
-    let mut scanned = 0;
+    let mut scan = Scan::default();
     loop {
-        match head_end(buf, &mut scanned) {
+        match head_end(buf, &mut scan) {
             Some(end) if end <= MAX_HEAD => return Head::Ready,
             Some(_) => return Head::TooLarge,
             None if buf.len() > MAX_HEAD => return Head::TooLarge,
@@ -226,10 +226,22 @@ pub(super) async fn read_head(
 
 /// Where the head in `buf` ends, if it is whole: after any empty lines before the request
 /// line (RFC 9112 §2.2), the end of the first empty line (`\n\n`, `\r\n\r\n`, or mixed).
-/// `scanned` keeps the work linear for a head that arrives a byte at a time.
-fn head_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
-    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
-    let from = (*scanned).max(start);
+/// `scan` keeps the work linear for a head that arrives a byte at a time, empty lines included.
+fn head_end(buf: &[u8], scan: &mut Scan) -> Option<usize> {
+    let start = match scan.start {
+        Some(start) => start,
+        None => {
+            let Some(at) = buf[scan.scanned..]
+                .iter()
+                .position(|&b| b != b'\r' && b != b'\n')
+            else {
+                scan.scanned = buf.len();
+                return None;
+            };
+            *scan.start.insert(scan.scanned + at)
+        }
+    };
+    let from = scan.scanned.max(start);
     let found = memchr::memchr_iter(b'\n', &buf[from..]).find_map(|at| {
         let i = from + at;
         match buf.get(i + 1) {
@@ -239,8 +251,17 @@ fn head_end(buf: &[u8], scanned: &mut usize) -> Option<usize> {
         }
     });
     // The last two bytes may begin an ending that the next read completes.
-    *scanned = buf.len().saturating_sub(2).max(start);
+    scan.scanned = buf.len().saturating_sub(2).max(start);
     found
+}
+
+/// How far `head_end` has looked into a buffer that only grows.
+#[derive(Default)]
+struct Scan {
+    /// Where the request line begins, once a byte other than an empty line's has come.
+    start: Option<usize>,
+    /// Where the next look begins: everything before it holds no end of the head.
+    scanned: usize,
 }
 
 /// Answers a head that came too slowly or too large, and closes. The client may not be
@@ -284,7 +305,7 @@ mod tests {
         ];
         for (bytes, want) in cases {
             assert_eq!(
-                head_end(bytes, &mut 0).is_some(),
+                head_end(bytes, &mut Scan::default()).is_some(),
                 want,
                 "{:?}",
                 String::from_utf8_lossy(bytes)
@@ -293,14 +314,39 @@ mod tests {
     }
 
     #[test]
+    fn empty_lines_before_a_head_are_looked_at_once() {
+        // 60 000 bytes of empty lines a byte at a time, then a head: each call looks only at
+        // what came since the last (it looked at the whole buffer again before: quadratic).
+        let mut bytes = b"\r\n".repeat(30_000);
+        let mut scan = Scan::default();
+        for n in 1..=bytes.len() {
+            assert_eq!(head_end(&bytes[..n], &mut scan), None, "after {n} bytes");
+            assert_eq!(
+                scan.scanned, n,
+                "after {n} bytes, the next look starts at the end"
+            );
+        }
+        let lead = bytes.len();
+        bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        for n in lead + 1..bytes.len() {
+            assert_eq!(head_end(&bytes[..n], &mut scan), None, "after {n} bytes");
+        }
+        assert_eq!(head_end(&bytes, &mut scan), Some(bytes.len()));
+        assert_eq!(scan.start, Some(lead));
+    }
+
+    #[test]
     fn a_head_arriving_a_byte_at_a_time_is_found_once_whole() {
         let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
-        let mut scanned = 0;
+        let mut scan = Scan::default();
         for n in 1..head.len() {
-            assert_eq!(head_end(&head[..n], &mut scanned), None, "after {n} bytes");
+            assert_eq!(head_end(&head[..n], &mut scan), None, "after {n} bytes");
         }
-        assert_eq!(head_end(head, &mut scanned), Some(head.len()));
+        assert_eq!(head_end(head, &mut scan), Some(head.len()));
         let with_body = b"POST / HTTP/1.1\r\nHost: a\r\n\r\nbody";
-        assert_eq!(head_end(with_body, &mut 0), Some(with_body.len() - 4));
+        assert_eq!(
+            head_end(with_body, &mut Scan::default()),
+            Some(with_body.len() - 4)
+        );
     }
 }

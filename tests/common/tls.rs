@@ -122,6 +122,10 @@ pub struct CurlResp {
     /// Header names lower-cased, in order.
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// curl's exit code: 0 when the transfer completed.
+    pub exit: Option<i32>,
+    /// What curl printed as an error.
+    pub error: String,
 }
 
 impl CurlResp {
@@ -188,6 +192,8 @@ impl Curl {
             version: version.to_string(),
             headers,
             body: std::fs::read_to_string(&body).unwrap_or_default(),
+            exit: out.status.code(),
+            error: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         }
     }
 
