@@ -89,9 +89,9 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         let mut facts = Facts::of(session.req_header(), peer, &cfg.network);
+        let http2 = session.req_header().version == http::Version::HTTP_2;
         // HTTP/2 may send DATA frames with no content-length: a body all the same.
-        facts.unannounced_body =
-            session.req_header().version == http::Version::HTTP_2 && !session.is_body_empty();
+        facts.unannounced_body = http2 && !session.is_body_empty();
         let verdict = gate::decide(&self.app.site, &cfg, session.req_header(), &facts).await;
         let reply = match verdict {
             Verdict::Forward {
@@ -116,7 +116,7 @@ impl ProxyHttp for Gateway {
         // the stream now would reset it (RST_STREAM with NO_ERROR, as RFC 9113 §8.1 allows), which
         // some clients report as a failure although the answer came whole (curl 7.88, Debian 12's:
         // curl/curl#22984); so what is left is read and dropped first, within `request_body`.
-        if session.req_header().version == http::Version::HTTP_2 {
+        if http2 {
             let _ =
                 tokio::time::timeout(cfg.timeouts.request_body, session.drain_request_body()).await;
         }
